@@ -1,0 +1,90 @@
+"""Errors a job can end with, each with a stable code (for the error event) and exit status.
+
+The codes and exit statuses are part of the job contract: the Slicer module and scripts branch
+on them, so change them only together with README's table.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_BAD_REQUEST = 2
+EXIT_BAD_INPUT = 3
+EXIT_MODEL = 4
+EXIT_DEVICE = 5
+EXIT_CANCELLED = 130
+
+
+class DiffusionSegError(Exception):
+    """Base class: a failure with a message meant for the user, not a stack trace."""
+
+    code = "internal"
+    exit_code = EXIT_INTERNAL
+
+    def __init__(self, message: str, *, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} {self.hint}" if self.hint else self.message
+
+
+class InvalidRequest(DiffusionSegError):
+    code = "invalid_request"
+    exit_code = EXIT_BAD_REQUEST
+
+
+class UnknownMethod(InvalidRequest):
+    code = "unknown_method"
+
+
+class InvalidParameter(InvalidRequest):
+    code = "invalid_parameter"
+
+
+class InputNotFound(DiffusionSegError):
+    code = "input_not_found"
+    exit_code = EXIT_BAD_INPUT
+
+
+class InvalidImage(DiffusionSegError):
+    """The image exists but cannot be segmented (4D, empty, NaN, unsupported pixel type…)."""
+
+    code = "invalid_image"
+    exit_code = EXIT_BAD_INPUT
+
+
+class InvalidData(DiffusionSegError):
+    """Training or evaluation data that cannot be used (no masks, size mismatch…)."""
+
+    code = "invalid_data"
+    exit_code = EXIT_BAD_INPUT
+
+
+class ModelNotFound(DiffusionSegError):
+    code = "model_not_found"
+    exit_code = EXIT_MODEL
+
+
+class ModelLoadFailed(DiffusionSegError):
+    code = "model_load_failed"
+    exit_code = EXIT_MODEL
+
+
+class DeviceUnavailable(DiffusionSegError):
+    code = "device_unavailable"
+    exit_code = EXIT_DEVICE
+
+
+class OutOfMemory(DiffusionSegError):
+    code = "out_of_memory"
+    exit_code = EXIT_DEVICE
+
+
+class JobCancelled(DiffusionSegError):
+    code = "cancelled"
+    exit_code = EXIT_CANCELLED
+
+    def __init__(self, message: str = "The job was cancelled; nothing was written."):
+        super().__init__(message)

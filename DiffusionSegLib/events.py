@@ -1,0 +1,96 @@
+"""Job events and the context a method runs in.
+
+Events are the backend's only voice: one JSON object per line on stdout (see DESIGN.md). The
+same dictionaries go to a Python callback when the library is used in-process, so a persistent
+or remote worker can forward them unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, TextIO
+
+from .errors import JobCancelled
+
+EVENT_VERSION = 1
+EventCallback = Callable[[dict], None]
+
+
+class JsonLinesWriter:
+    """Writes each event as one flushed JSON line, so a reader sees it at once."""
+
+    def __init__(self, stream: TextIO):
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def __call__(self, event: dict) -> None:
+        line = json.dumps(event, ensure_ascii=False, allow_nan=False, default=_jsonable)
+        with self._lock:
+            self._stream.write(line + "\n")
+            self._stream.flush()
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "__fspath__"):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+class CancelToken:
+    """Set from a signal handler or another thread; checked by long loops between steps."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def check(self) -> None:
+        if self._event.is_set():
+            raise JobCancelled()
+
+
+@dataclass
+class JobContext:
+    """What a method may use while it runs: events, cancellation, device, seed.
+
+    Methods receive this instead of a stream so they can report sub-stage progress
+    ("inversion 3/15") and stop between UNet calls when the user presses Cancel.
+    """
+
+    emit: EventCallback = field(default=lambda event: None)
+    cancel_token: CancelToken = field(default_factory=CancelToken)
+    device: str = "cpu"
+    dtype: str = "float32"
+    seed: int = 0
+    _t0: float = field(default_factory=time.monotonic, repr=False)
+
+    def progress(self, stage: str, done: int, total: int, **extra: Any) -> None:
+        event = {"event": "progress", "stage": stage, "done": int(done), "total": int(total),
+                 "elapsed": round(time.monotonic() - self._t0, 3)}
+        event.update(extra)
+        self.emit(event)
+
+    def log(self, message: str, level: str = "info", **extra: Any) -> None:
+        event = {"event": "log", "level": level, "message": message}
+        event.update(extra)
+        self.emit(event)
+
+    def check_cancelled(self) -> None:
+        self.cancel_token.check()
+
+
+def error_event(code: str, message: str, hint: str | None = None) -> dict:
+    event = {"event": "error", "code": code, "message": message}
+    if hint:
+        event["hint"] = hint
+    return event

@@ -1,0 +1,171 @@
+"""What every segmentation method provides: metadata the GUI/CLI are built from, and a
+`segment` call on batches of preprocessed 2D slices.
+
+Method modules must import without torch (the Slicer panel reads `info` in its own light
+process); they import their model code inside `load`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ..errors import InvalidParameter
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from ..events import JobContext
+
+PARAM_TYPES = ("int", "float", "bool", "choice", "str")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One tunable, described well enough for a GUI widget and a CLI flag."""
+
+    name: str
+    type: str
+    default: Any
+    help: str
+    label: str = ""
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+    advanced: bool = True
+
+    def __post_init__(self) -> None:
+        if self.type not in PARAM_TYPES:
+            raise ValueError(f"parameter {self.name}: unknown type {self.type!r}")
+        if self.type == "choice" and self.default not in self.choices:
+            raise ValueError(f"parameter {self.name}: default {self.default!r} not in choices")
+
+    def coerce(self, value: Any) -> Any:
+        """Convert a value from JSON or the command line, or explain why it is not allowed."""
+        try:
+            if self.type == "bool":
+                value = _to_bool(value)
+            elif self.type == "int":
+                if isinstance(value, float) and not value.is_integer():
+                    raise ValueError
+                value = int(value)
+            elif self.type == "float":
+                value = float(value)
+            else:
+                value = str(value)
+        except (TypeError, ValueError):
+            raise InvalidParameter(
+                f"Parameter '{self.name}' must be of type {self.type}, got {value!r}.") from None
+        if self.type == "choice" and value not in self.choices:
+            raise InvalidParameter(
+                f"Parameter '{self.name}' must be one of {', '.join(self.choices)}; got {value!r}.")
+        if self.type in ("int", "float"):
+            if self.minimum is not None and value < self.minimum or \
+                    self.maximum is not None and value > self.maximum:
+                raise InvalidParameter(
+                    f"Parameter '{self.name}' must lie in [{self.minimum}, {self.maximum}]; got {value}.")
+        return value
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["choices"] = list(self.choices)
+        data["label"] = self.label or self.name.replace("_", " ").capitalize()
+        return data
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(value)
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """Metadata that the Slicer panel and the CLI build themselves from."""
+
+    name: str
+    label: str
+    description: str
+    prompt: str  # "required", "optional" or "none"
+    needs_checkpoint: bool
+    default_model: str | None
+    params: tuple[Param, ...] = ()
+    prompt_examples: tuple[str, ...] = ()
+    reference: str = ""
+    trainable: bool = False
+
+    def param(self, name: str) -> Param:
+        for param in self.params:
+            if param.name == name:
+                return param
+        raise InvalidParameter(
+            f"Method '{self.name}' has no parameter '{name}'. "
+            f"Its parameters are: {', '.join(p.name for p in self.params) or 'none'}.")
+
+    def resolve_params(self, given: dict[str, Any] | None) -> dict[str, Any]:
+        """Defaults overlaid with the given values, each validated."""
+        values = {p.name: p.default for p in self.params}
+        for name, value in (given or {}).items():
+            values[name] = self.param(name).coerce(value)
+        return values
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name, "label": self.label, "description": self.description,
+            "prompt": self.prompt, "needs_checkpoint": self.needs_checkpoint,
+            "default_model": self.default_model, "prompt_examples": list(self.prompt_examples),
+            "reference": self.reference, "trainable": self.trainable,
+            "params": [p.to_dict() for p in self.params],
+        }
+
+
+@dataclass
+class SliceSegmentation:
+    """A method's answer for one batch, on the model grid (B, S, S).
+
+    labels: 0 is background; other values are segments named by `Method.segment_name`.
+    probabilities: optional foreground probability in [0, 1], used for smoother inverse resizing.
+    segment_map: optional map of every unsupervised segment (ADZUS), for oracle evaluation.
+    consistent_ids: False when label values are arbitrary per slice and the volume pipeline must
+    match them across slices.
+    """
+
+    labels: "torch.Tensor"
+    probabilities: "torch.Tensor | None" = None
+    segment_map: "torch.Tensor | None" = None
+    consistent_ids: bool = True
+
+
+@dataclass
+class Method(ABC):
+    """A segmentation method. Construct cheaply; `load` does the heavy work."""
+
+    info: ClassVar[MethodInfo]
+
+    model: str | None
+    params: dict[str, Any]
+    prompt: str | None
+    context: "JobContext"
+    image_size: int = field(default=0, init=False)
+
+    @abstractmethod
+    def load(self) -> None:
+        """Load weights onto `context.device` and set `image_size` (model input side, px)."""
+
+    @abstractmethod
+    def segment(self, images: "torch.Tensor", valid: "torch.Tensor") -> SliceSegmentation:
+        """Segment a batch.
+
+        images: (B, 3, S, S) float32 in [0, 1], S = `image_size`, on the CPU.
+        valid: (B, S, S) bool, True on real pixels, False on letterbox padding.
+        """
+
+    def segment_name(self, label: int) -> str:
+        base = (self.prompt or "").strip() or self.info.label
+        return base if label == 1 else f"{base} {label}"

@@ -1,0 +1,126 @@
+"""The job request: the JSON file the Slicer module (or any script) writes for one job.
+
+Versioned and transport-free, so a persistent or remote worker can accept the same object.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import InvalidRequest
+
+REQUEST_VERSION = 1
+DEVICES = ("auto", "cuda", "cpu", "mps")
+SLICE_AXES = ("auto", "axial", "coronal", "sagittal", "i", "j", "k")
+
+
+@dataclass
+class PipelineOptions:
+    """Volume pipeline settings shared by every method (see DiffusionSegLib/pipeline.py)."""
+
+    axis: str = "auto"               # slice axis: patient-oriented name or an IJK axis
+    intensity: str = "auto"          # preset name from data/intensity_presets.json
+    skip_empty_slices: bool = True   # do not run the model on slices without tissue
+    fill_holes: bool = True
+    largest_component: bool = False
+    batch_size: int = 0              # 0: sized from free GPU memory (1 on CPU)
+
+    def validate(self) -> None:
+        from .intensity import preset_names
+
+        if self.axis not in SLICE_AXES:
+            raise InvalidRequest(f"Slice axis must be one of {', '.join(SLICE_AXES)}; got {self.axis!r}.")
+        if self.intensity not in preset_names():
+            raise InvalidRequest(
+                f"Unknown intensity preset {self.intensity!r}; choose one of {', '.join(preset_names())}.")
+        if not isinstance(self.batch_size, int) or self.batch_size < 0:
+            raise InvalidRequest(f"batch_size must be a whole number >= 0; got {self.batch_size!r}.")
+
+
+@dataclass
+class JobRequest:
+    """One segmentation job. Paths are absolute or relative to the working directory."""
+
+    input: str
+    output: str
+    method: str
+    prompt: str | None = None
+    model: str | None = None          # HF repo id or local folder; None: the method's default
+    device: str = "auto"
+    params: dict[str, Any] = field(default_factory=dict)
+    pipeline: PipelineOptions = field(default_factory=PipelineOptions)
+    roi: dict[str, list[int]] | None = None   # {"ijk_min": [i, j, k], "ijk_max": [i, j, k]}, inclusive
+    slice_range: list[int] | None = None      # [first, last] along the slice axis, inclusive
+    seed: int = 0
+    version: int = REQUEST_VERSION
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "JobRequest":
+        if not isinstance(data, dict):
+            raise InvalidRequest("A job request must be a JSON object.")
+        version = data.get("version", REQUEST_VERSION)
+        if version != REQUEST_VERSION:
+            raise InvalidRequest(
+                f"Request version {version} is not supported; this worker reads version {REQUEST_VERSION}.",
+                hint="Update the DiffusionSeg extension and its worker together.")
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InvalidRequest(f"Unknown request field(s): {', '.join(unknown)}.")
+        for name in ("input", "output", "method"):
+            if not isinstance(data.get(name), str) or not data[name].strip():
+                raise InvalidRequest(f"The request needs a non-empty '{name}'.")
+        values = dict(data)
+        pipeline = values.pop("pipeline", None) or {}
+        if not isinstance(pipeline, dict):
+            raise InvalidRequest("'pipeline' must be an object.")
+        pipe_fields = set(PipelineOptions.__dataclass_fields__)
+        bad = sorted(set(pipeline) - pipe_fields)
+        if bad:
+            raise InvalidRequest(f"Unknown pipeline option(s): {', '.join(bad)}.")
+        request = cls(**values, pipeline=PipelineOptions(**pipeline))
+        request.validate()
+        return request
+
+    @classmethod
+    def load(cls, path: str | Path) -> "JobRequest":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise InvalidRequest(f"Request file not found: {path}") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InvalidRequest(f"Request file {path} is not valid JSON: {exc}") from None
+        return cls.from_dict(data)
+
+    def validate(self) -> None:
+        if self.device not in DEVICES:
+            raise InvalidRequest(f"Device must be one of {', '.join(DEVICES)}; got {self.device!r}.")
+        if not isinstance(self.params, dict):
+            raise InvalidRequest("'params' must be an object of parameter values.")
+        if self.roi is not None:
+            try:
+                lo, hi = [int(v) for v in self.roi["ijk_min"]], [int(v) for v in self.roi["ijk_max"]]
+            except (KeyError, TypeError, ValueError):
+                raise InvalidRequest("'roi' must be {\"ijk_min\": [i, j, k], \"ijk_max\": [i, j, k]}.") from None
+            if len(lo) != 3 or len(hi) != 3 or any(a > b for a, b in zip(lo, hi)):
+                raise InvalidRequest(f"ROI box is empty or malformed: min {lo}, max {hi}.")
+            self.roi = {"ijk_min": lo, "ijk_max": hi}
+        if self.slice_range is not None:
+            try:
+                first, last = (int(v) for v in self.slice_range)
+            except (TypeError, ValueError):
+                raise InvalidRequest("'slice_range' must be [first, last].") from None
+            if first < 0 or last < first:
+                raise InvalidRequest(f"Slice range [{first}, {last}] is empty or negative.")
+            self.slice_range = [first, last]
+        self.pipeline.validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")

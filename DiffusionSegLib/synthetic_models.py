@@ -1,0 +1,119 @@
+"""Stable Diffusion models built from configs with random weights.
+
+Two uses: tests and the Slicer self-test save a *tiny* model with `save_pretrained` and load it
+back through the same loader users hit (no download ever); the benchmark builds the *real* SD
+v1.x architecture so timings and memory are real without the weights.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+_ARCH_DIR = Path(__file__).parent / "data" / "architectures"
+
+# A small word list for the generated tokenizer: every word gets one token, so tests can reason
+# about which token positions a prompt occupies.
+TINY_WORDS = (
+    "a an the of in with and image photo scan slice healthy normal abnormal tumour tumor lesion "
+    "white blood cell red nucleus cytoplasm skin chest x-ray lung infection liver kidney brain "
+    "ct mri microscopy dermoscopy background organ region mass"
+).split()
+
+
+def architecture(name: str) -> dict[str, Any]:
+    """Component configs for a named architecture (data/architectures/<name>.json)."""
+    path = _ARCH_DIR / f"{name}.json"
+    if not path.is_file():
+        known = sorted(p.stem for p in _ARCH_DIR.glob("*.json"))
+        raise ValueError(f"Unknown architecture {name!r}; known: {', '.join(known)}")
+    return json.loads(path.read_text())
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP byte-level alphabet (the public mapping that BPE vocabularies build on)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
+        list(range(ord("®"), ord("ÿ") + 1))
+    codes = printable[:]
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            codes.append(256 + extra)
+            extra += 1
+    return dict(zip(printable, (chr(c) for c in codes)))
+
+
+def save_tiny_tokenizer(path: str | Path, words: tuple[str, ...] = tuple(TINY_WORDS)) -> Path:
+    """A real CLIPTokenizer with a generated vocabulary and BPE merges for `words`."""
+    from transformers import CLIPTokenizer
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    alphabet = list(_bytes_to_unicode().values())
+    vocab: dict[str, int] = {}
+    for symbol in alphabet + [s + "</w>" for s in alphabet]:
+        vocab.setdefault(symbol, len(vocab))
+    merges: list[str] = []
+    for word in words:
+        symbols = list(word[:-1]) + [word[-1] + "</w>"]
+        while len(symbols) > 1:  # merge left to right; each merge creates one new token
+            pair = f"{symbols[0]} {symbols[1]}"
+            if pair not in merges:
+                merges.append(pair)
+            symbols = [symbols[0] + symbols[1]] + symbols[2:]
+            vocab.setdefault(symbols[0], len(vocab))
+    for special in ("<|startoftext|>", "<|endoftext|>"):
+        vocab.setdefault(special, len(vocab))
+    (path / "vocab.json").write_text(json.dumps(vocab))
+    (path / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    tokenizer = CLIPTokenizer(vocab=str(path / "vocab.json"), merges=str(path / "merges.txt"),
+                              model_max_length=77)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def build_stable_diffusion(arch: str = "tiny-sd", seed: int = 0, with_text_encoder: bool = True,
+                           text_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """UNet, VAE, (CLIP text encoder) and scheduler of an architecture, randomly initialised."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    spec = architecture(arch)
+    torch.manual_seed(seed)
+    parts: dict[str, Any] = {
+        "unet": UNet2DConditionModel(**spec["unet"]).eval(),
+        "vae": AutoencoderKL(**spec["vae"]).eval(),
+        "scheduler": DDIMScheduler(**spec["scheduler"]),
+    }
+    if with_text_encoder:
+        config = {**spec["text_encoder"], **(text_overrides or {})}
+        parts["text_encoder"] = CLIPTextModel(CLIPTextConfig(**config)).eval()
+    return parts
+
+
+def save_tiny_stable_diffusion(path: str | Path, arch: str = "tiny-sd", seed: int = 0) -> Path:
+    """A complete diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/,
+    scheduler/) saved as safetensors: what `models.load_stable_diffusion` expects from a hub repo."""
+    from transformers import CLIPTokenizer
+
+    path = Path(path)
+    tokenizer_dir = save_tiny_tokenizer(path / "tokenizer")
+    tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
+    parts = build_stable_diffusion(arch, seed=seed, text_overrides={
+        "vocab_size": len(tokenizer), "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id})
+    for name in ("unet", "vae", "text_encoder"):
+        parts[name].save_pretrained(path / name, safe_serialization=True)
+    parts["scheduler"].save_pretrained(path / "scheduler")
+    index = {
+        "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.30.0",
+        "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
+        "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
+        "scheduler": ["diffusers", "DDIMScheduler"],
+    }
+    (path / "model_index.json").write_text(json.dumps(index, indent=2))
+    return path

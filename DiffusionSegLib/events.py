@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, Iterator, TextIO
 
 from .errors import JobCancelled
 
@@ -72,6 +73,7 @@ class JobContext:
     device: str = "cpu"
     dtype: str = "float32"
     seed: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
     _t0: float = field(default_factory=time.monotonic, repr=False)
 
     def progress(self, stage: str, done: int, total: int, **extra: Any) -> None:
@@ -87,6 +89,27 @@ class JobContext:
 
     def check_cancelled(self) -> None:
         self.cancel_token.check()
+
+    @contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        """Add the wall time of a block to `timings[stage]` (what `benchmark` reports per stage).
+
+        On CUDA the device is synchronised at both ends, so asynchronous kernels are counted in
+        the stage that launched them."""
+        _synchronize(self.device)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            _synchronize(self.device)
+            self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - start
+
+
+def _synchronize(device: str) -> None:
+    if str(device).startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
 
 
 def error_event(code: str, message: str, hint: str | None = None) -> dict:

@@ -166,6 +166,16 @@ class Method(ABC):
         valid: (B, S, S) bool, True on real pixels, False on letterbox padding.
         """
 
+    @classmethod
+    def add_train_arguments(cls, parser: Any) -> None:
+        """Add this method's `train <method>` options to an argparse parser (trainable methods)."""
+        raise NotImplementedError(f"{cls.info.name} cannot be trained")
+
+    @classmethod
+    def train(cls, args: Any, context: "JobContext") -> dict:
+        """Run training from parsed arguments; returns a summary (metrics, checkpoint path)."""
+        raise NotImplementedError(f"{cls.info.name} cannot be trained")
+
     def segment_name(self, label: int) -> str:
         base = (self.prompt or "").strip() or self.info.label
         return base if label == 1 else f"{base} {label}"

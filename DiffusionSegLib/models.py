@@ -1,0 +1,202 @@
+"""Finding and loading diffusion models.
+
+A model reference is a Hugging Face repo id ("CompVis/stable-diffusion-v1-4") or a local folder
+in diffusers layout. Loading is always `from_pretrained` with safetensors only (never pickle);
+huggingface_hub honours HF_HUB_OFFLINE, HF_HOME and HF_HUB_CACHE, so offline machines work from
+the standard cache. Every failure becomes ModelNotFound/ModelLoadFailed with a message that says
+what was looked for and how to provide it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+
+from .errors import DeviceUnavailable, ModelLoadFailed, ModelNotFound
+
+SD_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' means CUDA when present, else CPU. MPS is used only when asked for: not every op
+    the methods use is verified on it."""
+    name = (name or "auto").lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DeviceUnavailable(
+                "CUDA was requested but this PyTorch sees no CUDA GPU "
+                f"(torch {torch.__version__}, built for CUDA {torch.version.cuda or 'none'}).",
+                hint="Choose device 'cpu' or 'auto', or install a CUDA build of PyTorch that matches your driver.")
+        return torch.device(name)
+    if name == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise DeviceUnavailable("Apple MPS was requested but is not available on this machine.",
+                                    hint="Choose device 'cpu' or 'auto'.")
+        return torch.device("mps")
+    if name == "cpu":
+        return torch.device("cpu")
+    raise DeviceUnavailable(f"Unknown device {name!r}; use auto, cuda, mps or cpu.")
+
+
+def resolve_dtype(device: torch.device, requested: str | None = None) -> torch.dtype:
+    """fp16 on CUDA (half the memory, tensor cores), fp32 elsewhere (CPU fp16 is slow and lossy)."""
+    if requested:
+        try:
+            return {"float16": torch.float16, "fp16": torch.float16, "bfloat16": torch.bfloat16,
+                    "bf16": torch.bfloat16, "float32": torch.float32, "fp32": torch.float32}[requested]
+        except KeyError:
+            raise ModelLoadFailed(f"Unknown dtype {requested!r}; use float16, bfloat16 or float32.") from None
+    return torch.float16 if device.type == "cuda" else torch.float32
+
+
+def is_local_reference(reference: str) -> bool:
+    """A path-looking reference is never sent to the hub: a typo must not become a download."""
+    return reference.startswith((".", "/", "~")) or os.sep in reference.strip("/").split("/", 1)[-1] \
+        or Path(reference).expanduser().exists() or (len(reference) > 1 and reference[1] == ":")
+
+
+def describe_search(reference: str) -> str:
+    from huggingface_hub import constants
+
+    if is_local_reference(reference):
+        return f"local folder {Path(reference).expanduser().resolve()}"
+    offline = "on" if constants.HF_HUB_OFFLINE else "off"
+    return f"Hugging Face repo '{reference}' (cache {constants.HF_HUB_CACHE}, HF_HUB_OFFLINE {offline})"
+
+
+def _not_found(reference: str, what: str, detail: str = "") -> ModelNotFound:
+    hint = ("Download it once with `huggingface-cli download {ref}` on a machine with internet "
+            "(then copy the cache, or set HF_HOME), or pass a local diffusers folder with --model."
+            ).format(ref=reference if not is_local_reference(reference) else "<repo id>")
+    message = f"Could not find {what} in {describe_search(reference)}."
+    if detail:
+        message += f" ({detail})"
+    return ModelNotFound(message, hint=hint)
+
+
+def load_component(cls: Any, reference: str, subfolder: str | None, dtype: torch.dtype | None = None,
+                   **kwargs: Any) -> Any:
+    """`cls.from_pretrained` with safetensors only and errors translated for users."""
+    local = is_local_reference(reference)
+    if local:
+        root = Path(reference).expanduser()
+        if not root.is_dir():
+            raise _not_found(reference, "a model folder")
+        reference = str(root)
+        if subfolder and not (root / subfolder).is_dir():
+            raise _not_found(reference, f"the '{subfolder}' component",
+                             "the folder has no such subfolder; is it in diffusers layout?")
+    options: dict[str, Any] = dict(kwargs)
+    if subfolder:
+        options["subfolder"] = subfolder
+    if dtype is not None:
+        options.setdefault("torch_dtype", dtype)
+    is_weighted = hasattr(cls, "save_pretrained") and not _is_config_only(cls)
+    if is_weighted:
+        options["use_safetensors"] = True
+    try:
+        return cls.from_pretrained(reference, **options)
+    except (OSError, EnvironmentError, ValueError) as exc:
+        text = str(exc)
+        lowered = text.lower()
+        if "safetensors" in lowered and ("not found" in lowered or "no file" in lowered
+                                         or "could not find" in lowered or "does not appear" in lowered):
+            raise ModelLoadFailed(
+                f"{describe_search(reference)} has no safetensors weights for '{subfolder or cls.__name__}'; "
+                "DiffusionSeg never loads pickled (.bin/.ckpt) weights.",
+                hint="Convert the weights to safetensors or use a model that provides them.") from None
+        if any(s in lowered for s in ("not found", "does not appear", "no such file", "offline",
+                                      "connect", "couldn't", "could not", "is not a local folder",
+                                      "repository not found", "not a valid model identifier")):
+            raise _not_found(reference, f"'{subfolder or cls.__name__}'", text.splitlines()[0][:300]) from None
+        raise ModelLoadFailed(f"Loading '{subfolder or cls.__name__}' from {describe_search(reference)} failed: "
+                              f"{text.splitlines()[0][:300]}") from None
+
+
+def _is_config_only(cls: Any) -> bool:
+    name = cls.__name__
+    return name.endswith("Scheduler") or "Tokenizer" in name
+
+
+@dataclass
+class StableDiffusionParts:
+    """The pieces of a text-to-image latent diffusion model that the methods use directly.
+
+    Loaded component by component rather than as a pipeline: no safety checker, no feature
+    extractor, and only what a method needs goes onto the GPU.
+    """
+
+    reference: str
+    device: torch.device
+    dtype: torch.dtype
+    unet: Any = None
+    vae: Any = None
+    text_encoder: Any = None
+    tokenizer: Any = None
+    scheduler: Any = None
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def latent_size(self) -> int:
+        return int(self.unet.config.sample_size)
+
+    @property
+    def image_size(self) -> int:
+        """Native input side in pixels: 512 for SD 1.x, 768 for SD 2.x-v; never hard-coded."""
+        return self.latent_size * self.vae_scale_factor
+
+    @torch.no_grad()
+    def encode_prompt(self, prompts: list[str]) -> torch.Tensor:
+        """CLIP text embeddings (B, 77, D), the cross-attention context of the UNet."""
+        tokens = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length,
+                                truncation=True, return_tensors="pt")
+        hidden = self.text_encoder(tokens.input_ids.to(self.device))[0]
+        return hidden.to(self.dtype)
+
+    @torch.no_grad()
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """Posterior mean × scaling factor (deterministic, as DiffSeg's encoder): images in [0, 1]."""
+        x = images.to(self.device, self.vae.dtype) * 2.0 - 1.0
+        return self.vae.encode(x).latent_dist.mean * self.vae.config.scaling_factor
+
+    @torch.no_grad()
+    def decode_latent(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents back to images in [0, 1]."""
+        x = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
+        return ((x.float() + 1.0) / 2.0).clamp(0.0, 1.0)
+
+
+def load_stable_diffusion(reference: str, device: str | torch.device = "auto", dtype: str | None = None,
+                          components: Iterable[str] = SD_COMPONENTS) -> StableDiffusionParts:
+    """Load the requested components of a diffusers text-to-image model, frozen, in eval mode."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    device = device if isinstance(device, torch.device) else resolve_device(device)
+    torch_dtype = resolve_dtype(device, dtype)
+    parts = StableDiffusionParts(reference=reference, device=device, dtype=torch_dtype)
+    classes = {"unet": UNet2DConditionModel, "vae": AutoencoderKL, "text_encoder": CLIPTextModel,
+               "tokenizer": CLIPTokenizer, "scheduler": DDIMScheduler}
+    for name in components:
+        if name not in classes:
+            raise ValueError(f"unknown component {name}")
+        cls = classes[name]
+        if name in ("tokenizer", "scheduler"):
+            value = load_component(cls, reference, name)
+        else:
+            value = load_component(cls, reference, name, dtype=torch_dtype)
+            value = value.to(device).eval().requires_grad_(False)
+        setattr(parts, name, value)
+    if parts.vae is not None and device.type == "cuda" and torch_dtype == torch.float16:
+        # SD's VAE overflows in fp16 on bright images; fp32 costs little for one encode per slice.
+        parts.vae = parts.vae.to(torch.float32)
+    return parts

@@ -69,10 +69,12 @@ def pair_images_and_masks(images: str | Path, masks: str | Path, key: str | None
         match = pattern.search(stem)
         return (match.group(1) if match.groups() else match.group(0)) if match else None
 
-    by_key = {key_of(stem): path for stem, path in mask_cases.items()}
+    by_key = {k: path for stem, path in mask_cases.items() if (k := key_of(stem)) is not None}
     pairs = []
     for stem, image_path in image_cases.items():
         wanted = key_of(stem)
+        if wanted is None:
+            continue
         mask_path = by_key.get(wanted)
         if mask_path is None and pattern is None:
             candidates = [p for s, p in mask_cases.items() if s.startswith(stem + "_")]
@@ -120,5 +122,7 @@ def read_mask(path: Path, mapping: MaskMapping | None) -> tuple[np.ndarray, Volu
             shown = ", ".join(f"{v:g}" for v in present[:6])
             raise InvalidData(f"Mask {path.name} has {present.size} values ({shown}…), not two.",
                               hint="Say which are foreground with a mask mapping such as '>0' or '255'.")
+        if present.size == 1:  # all one value: foreground only if that value is not zero
+            return np.full(values.shape, bool(present[0] > 0)), volume
         return values == present.max(), volume
     return np.asarray(mapping(values), dtype=bool), volume

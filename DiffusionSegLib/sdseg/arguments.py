@@ -28,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     start = parser.add_argument_group("starting point")
     start.add_argument("--pretrained", default=None, help="diffusers reference with vae/ and a 4-channel unet/")
     start.add_argument("--init-from", default=None, help="SDSeg checkpoint to fine-tune (learning from corrections)")
+    start.add_argument("--vae-from", default=None,
+                       help="reuse the frozen VAE of this checkpoint (from scratch; skips the VAE stage)")
     start.add_argument("--resume", action="store_true", help="continue the run saved in --output")
     start.add_argument("--objective", choices=("sdseg", "supervised"), default="sdseg",
                        help="'supervised': the plain supervised UNet baseline")

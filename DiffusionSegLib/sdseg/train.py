@@ -60,7 +60,13 @@ def _build(args: argparse.Namespace, train: SliceSet, val: SliceSet, context: Jo
 
     vae_config = small_vae_config(args.image_size, args.vae_channels, args.latent_channels)
     vae_dir = output / "vae"
-    if args.resume and (vae_dir / "config.json").is_file():
+    if getattr(args, "vae_from", None):
+        from ..models import load_component
+
+        vae = load_component(AutoencoderKL, str(Path(args.vae_from).expanduser()), "vae").eval()
+        vae.requires_grad_(False)
+        facts["vae"] = f"reused from {args.vae_from}"
+    elif args.resume and (vae_dir / "config.json").is_file():
         vae = AutoencoderKL.from_pretrained(str(vae_dir), use_safetensors=True)
         facts["vae"] = "reloaded from the resumed run"
     else:

@@ -72,7 +72,7 @@ def parse_class_values(text: str | None) -> list[float] | None:
         raise InvalidData(f"Cannot read class values {text!r}; use e.g. '128,255'.") from None
 
 
-def _mask_on_image_grid(mask_array: np.ndarray, mask_reference, image_reference) -> np.ndarray:
+def _mask_on_image_grid(mask_array: np.ndarray, mask_reference, image_reference, case: str) -> np.ndarray:
     """Resample a label array onto the image's grid when their geometries differ."""
     import SimpleITK as sitk
 
@@ -83,7 +83,7 @@ def _mask_on_image_grid(mask_array: np.ndarray, mask_reference, image_reference)
     if same:
         return mask_array
     if mask_reference.GetDimension() == 2 or image_reference.GetDimension() == 2:
-        raise InvalidData(f"Mask size {mask_reference.GetSize()} does not match image size "
+        raise InvalidData(f"Case {case}: mask size {mask_reference.GetSize()} does not match image size "
                           f"{image_reference.GetSize()}.", hint="Each mask must have its image's size.")
     labels = sitk.GetImageFromArray(mask_array.astype(np.uint16))
     labels.CopyInformation(mask_reference)
@@ -132,7 +132,7 @@ def load_slices(images: str | Path, masks: str | Path, image_size: int, mask_map
                 raise
             raise InvalidData(f"Case {pair.key}: {error.message}", hint=error.hint) from None
         if labels.shape != volume.shape:
-            labels = _mask_on_image_grid(labels, mask_volume.reference, volume.reference)
+            labels = _mask_on_image_grid(labels, mask_volume.reference, volume.reference, pair.key)
         if labels.shape != volume.shape:
             raise InvalidData(f"Case {pair.key}: mask size {labels.shape[::-1]} differs from image size "
                               f"{volume.shape[::-1]}.", hint="Each mask must cover its image pixel for pixel.")

@@ -82,7 +82,8 @@ def _build(args: argparse.Namespace, train: SliceSet, val: SliceSet, context: Jo
     latent_size = args.image_size // vae_scale(vae)
     unet_config = small_unet_config(latent_size, args.latent_channels, args.unet_channels,
                                     args.layers_per_block, args.dropout, n_classes)
-    model = build_from_scratch(vae, unet_config, args.dropout, seed=args.seed)
+    model = build_from_scratch(vae, unet_config, args.dropout, seed=args.seed,
+                               denoiser_skip=getattr(args, "denoiser_skip", False))
     facts["start"] = "scratch"
     return model, facts
 
@@ -218,7 +219,8 @@ def run(args: argparse.Namespace, context: JobContext) -> dict:
     stopped = "time budget" if step < total else "step count"
     facts.update(steps=step, stopped_by=stopped, train_minutes=round(minutes, 2),
                  batch_size=args.batch_size, lr=args.lr, latent_weight=args.latent_weight,
-                 ema_decay=args.ema_decay, threads=torch.get_num_threads())
+                 ema_decay=args.ema_decay, threads=torch.get_num_threads(),
+                 denoiser_skip=bool(getattr(args, "denoiser_skip", False)))
     if "train_vae" in context.timings:
         facts["vae_minutes"] = round(context.timings["train_vae"] / 60, 2)
     write_model_card(

@@ -122,7 +122,7 @@ def test_tiny_unet_round_trip_is_close(tiny):
     moved = (noisy - clean).norm() / clean.norm()
     error = (restored - clean).norm() / clean.norm()
     assert moved > 0.2  # the inversion really went somewhere
-    assert error < 0.05 * moved
+    assert error < 0.03  # a few per cent, as expected from DDIM's first-order error
 
 
 def test_clean_mode_returns_the_latent_and_unknown_mode_fails(tiny):

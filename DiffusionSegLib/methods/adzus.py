@@ -14,7 +14,7 @@ without torch.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..errors import InvalidParameter
 from .base import Method, MethodInfo, Param, SliceSegmentation

@@ -187,3 +187,40 @@ def test_refine_and_tau_change_segment_counts_sensibly(method):
     method.params = resolve(foreground="all", refine_kmeans=True)
     refined = method.segment(images, valid).segment_map
     assert 1 <= int(refined.max()) <= counts[1]  # refinement never adds clusters
+
+
+def test_selection_on_planted_segments(method):
+    """The method's selection step on a hand-made segment map: a central disc (id 1) in a
+    background (id 0) with a side region (id 2); cross-attention of the prompt's tokens is high
+    on the disc only."""
+    method.prompt = "white blood cell"
+    method.params = resolve(prompt_template="an image of a {prompt}")
+    size = method.image_size
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    disc = (yy - 36) ** 2 + (xx - 32) ** 2 < 12 ** 2
+    raw = torch.zeros(size, size, dtype=torch.long)
+    raw[disc] = 1
+    raw[8:20, :10] = 2
+    valid = torch.ones(1, size, size, dtype=torch.bool)
+    valid[:, :8] = False
+    text = "an image of a white blood cell"  # tokens 5, 6, 7 carry the prompt
+    cross = torch.zeros(1, 64, 77)
+    cross[..., 0] = 1.0
+    low = torch.nn.functional.interpolate(disc[None, None].float(), size=(8, 8), mode="area")[0, 0]
+    on_disc = low.flatten() > 0.5
+    cross[0, on_disc, 0], cross[0, on_disc, 6] = 0.4, 0.6
+    try:
+        prompt = method._select([raw], valid, "prompt", text, {8: cross})
+        border = method._select([raw], valid, "border", "", {})
+        method.params = resolve(border_threshold=0.05)
+        strict = method._select([raw], valid, "border", "", {})
+    finally:
+        method.prompt = None
+    compact = prompt.segment_map[0]
+    disc_id = int(compact[36, 32])
+    assert torch.equal(prompt.labels[0].bool(), compact == disc_id)
+    # Border rule: the background holds most of the valid border, the side region 21 of its 236
+    # pixels (9 %): kept at threshold 0.2, dropped at 0.05; the disc is always kept.
+    side_id = int(compact[10, 0])
+    assert torch.equal(border.labels[0].bool(), (compact == disc_id) | (compact == side_id))
+    assert torch.equal(strict.labels[0].bool(), compact == disc_id)

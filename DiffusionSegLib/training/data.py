@@ -139,14 +139,7 @@ def load_slices(images: str | Path, masks: str | Path, image_size: int, mask_map
         plan = plan_slices(volume, axis)
         mapping = choose_mapping(volume.array, volume.is_rgb, intensity)
         box = Letterbox.fit(*plan.slice_shape(), image_size)
-        labelled = [i for i in plan.indices if plan.extract(labels, i).any()]
-        empty = [i for i in plan.indices if i not in set(labelled)]
-        keep_empty = int(round(len(labelled) * empty_slice_ratio)) if len(plan.indices) > 1 else len(empty)
-        if empty and keep_empty:
-            empty = [empty[int(j)] for j in np.linspace(0, len(empty) - 1, min(keep_empty, len(empty)))]
-        else:
-            empty = [] if len(plan.indices) > 1 else empty
-        for index in sorted(set(labelled) | set(empty)):
+        for index in _slices_to_keep(plan, labels, empty_slice_ratio):
             pixels = torch.from_numpy(mapping.apply(plan.extract(volume.array, index)))[None]
             label = torch.from_numpy(plan.extract(labels, index).astype(np.float32))[None, None]
             out_images.append(box.forward(pixels)[0])
@@ -158,6 +151,21 @@ def load_slices(images: str | Path, masks: str | Path, image_size: int, mask_map
         raise InvalidData(f"Every mask in {masks} is empty: there is nothing to learn.",
                           hint="Check the mask mapping (e.g. '>0' or '255').")
     return SliceSet(torch.stack(out_images).clamp(0, 1), torch.stack(out_masks), cases)
+
+
+def _slices_to_keep(plan, labels: np.ndarray, empty_slice_ratio: float) -> list[int]:
+    """Every labelled slice plus evenly spaced empty ones (a 2D image is always kept: an empty
+    mask there is a real "nothing to segment" example)."""
+    if len(plan.indices) == 1:
+        return list(plan.indices)
+    labelled = [i for i in plan.indices if plan.extract(labels, i).any()]
+    empty = [i for i in plan.indices if i not in set(labelled)]
+    wanted = min(len(empty), int(round(len(labelled) * empty_slice_ratio)))
+    if wanted:
+        empty = [empty[int(j)] for j in np.linspace(0, len(empty) - 1, wanted)]
+    else:
+        empty = []
+    return sorted(set(labelled) | set(empty))
 
 
 def _letterbox_labels(box, label: torch.Tensor) -> torch.Tensor:

@@ -20,8 +20,8 @@ TINY = ["--image-size", "32", "--vae-channels", "8,16,16", "--unet-channels", "1
 
 def run_cli(*args: str) -> tuple[int, list[dict], str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "DiffusionSegLib", *args], capture_output=True, text=True, encoding="utf-8",
-                          env=env, cwd=ROOT, timeout=600)
+    proc = subprocess.run([sys.executable, "-m", "DiffusionSegLib", *args], capture_output=True,
+                          encoding="utf-8", env=env, cwd=ROOT, timeout=600)
     events = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
     return proc.returncode, events, proc.stderr
 

@@ -96,3 +96,27 @@ def test_bad_data_exits_with_invalid_data(tmp_path):
     assert code == 3
     assert events[-1]["event"] == "error" and events[-1]["code"] == "invalid_data"
     assert "No masks" in events[-1]["message"]
+
+
+def test_train_from_pretrained_diffusers_weights(tmp_path):
+    """`--pretrained REF` (the paper's starting point), in-process through the same parser."""
+    import argparse
+
+    from DiffusionSegLib.events import JobContext
+    from DiffusionSegLib.methods.sdseg import Sdseg
+    from DiffusionSegLib.sdseg.checkpoint import load_checkpoint
+    from DiffusionSegLib.synthetic_models import save_tiny_stable_diffusion
+
+    save_tiny_stable_diffusion(tmp_path / "sd")
+    images, masks = write_png_pairs(tmp_path / "data", 4, size=64)
+    parser = argparse.ArgumentParser()
+    Sdseg.add_train_arguments(parser)
+    args = parser.parse_args(["--images", str(images), "--masks", str(masks), "--output", str(tmp_path / "out"),
+                              "--pretrained", str(tmp_path / "sd"), "--steps", "2", "--val-every", "2",
+                              "--batch-size", "2", "--val-fraction", "0.25", "--device", "cpu"])
+    events: list[dict] = []
+    summary = Sdseg.train(args, JobContext(emit=events.append))
+    assert summary["steps"] == 2 and "pretrained" in (tmp_path / "out" / "README.md").read_text()
+    model, config = load_checkpoint(tmp_path / "out")
+    assert config["unet_class"] == "UNet2DConditionModel" and model.unet.config.in_channels == 8
+    assert config["image_size"] == 64

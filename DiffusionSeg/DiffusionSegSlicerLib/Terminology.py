@@ -51,8 +51,13 @@ class TerminologyTable:
         _setCode(entry.GetTypeObject(), term["type"])
         entry.GetTypeObject().SetRecommendedDisplayRGBValue(*term["color"])
         if term.get("region"):
-            entry.SetAnatomicContextName(self.anatomicContext)
-            _setCode(entry.GetAnatomicRegionObject(), term["region"])
+            # Slicer >= 5.8 calls the anatomic context a "region context".
+            if hasattr(entry, "SetRegionContextName"):
+                entry.SetRegionContextName(self.anatomicContext)
+                _setCode(entry.GetRegionObject(), term["region"])
+            else:
+                entry.SetAnatomicContextName(self.anatomicContext)
+                _setCode(entry.GetAnatomicRegionObject(), term["region"])
         serialized = slicer.vtkSlicerTerminologiesModuleLogic.SerializeTerminologyEntry(entry)
         return TermMatch(term["name"], serialized, tuple(c / 255.0 for c in term["color"]))
 

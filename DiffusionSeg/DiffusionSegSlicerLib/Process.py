@@ -10,12 +10,12 @@ import collections
 import json
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
+import time
 from typing import Iterable
-
-import psutil
 
 STDERR_TAIL_LINES = 200
 
@@ -138,6 +138,11 @@ def parseEventLine(line: str) -> dict | None:
 def terminateProcessTree(pid: int, gracePeriod: float = 3.0) -> None:
     """SIGTERM the process and all its descendants, wait, then SIGKILL any survivor."""
     try:
+        import psutil
+    except ImportError:  # psutil ships with Slicer; keep a POSIX fallback anyway
+        _terminateProcessGroup(pid, gracePeriod)
+        return
+    try:
         parent = psutil.Process(pid)
     except psutil.NoSuchProcess:
         return
@@ -157,6 +162,25 @@ def terminateProcessTree(pid: int, gracePeriod: float = 3.0) -> None:
         except psutil.NoSuchProcess:
             pass
     psutil.wait_procs(alive, timeout=gracePeriod)
+
+
+def _terminateProcessGroup(pid: int, gracePeriod: float) -> None:
+    """The worker leads its own session (start_new_session), so its group holds its children."""
+    if sys.platform == "win32":
+        subprocess.run(["taskkill", "/F", "/T", "/PID", str(pid)], capture_output=True)
+        return
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + gracePeriod
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
 
 
 def workerEnvironment(baseEnvironment: dict[str, str], libraryParentDir: str,

@@ -53,3 +53,15 @@ def test_event_lines_and_worker_environment():
     assert "PYTHONHOME" not in env and env["PYTHONPATH"] == "/ext" and env["CUDA_VISIBLE_DEVICES"] == "-1"
     env = workerEnvironment({"PYTHONPATH": "/slicer/lib"}, "/ext", False)
     assert env["PYTHONPATH"].split(":") == ["/ext", "/slicer/lib"] and "CUDA_VISIBLE_DEVICES" not in env
+
+
+def test_stored_method_parameter_values_fall_back_to_defaults():
+    from DiffusionSegSlicerLib.JobSettings import storedParameterValue
+
+    steps, mode = (p.to_dict() for p in INFO.params)
+    assert storedParameterValue(steps, {"steps": 20}) == 20
+    assert storedParameterValue(steps, {"steps": 99}) == 10        # out of range now
+    assert storedParameterValue(steps, {"steps": "abc"}) == 10
+    assert storedParameterValue(mode, {"mode": "slow"}) == "slow"
+    assert storedParameterValue(mode, {"mode": "gone"}) == "fast"  # choice removed in a new version
+    assert storedParameterValue(mode, {}) == "fast"

@@ -72,6 +72,22 @@ class JobSettings:
             return cls()
 
 
+def storedParameterValue(param: dict, stored: dict):
+    """The stored value when it is still valid for this parameter, else its default."""
+    value = stored.get(param["name"], param["default"])
+    if param["type"] == "choice" and value not in param["choices"]:
+        return param["default"]
+    if param["type"] in ("int", "float"):
+        try:
+            value = int(value) if param["type"] == "int" else float(value)
+        except (TypeError, ValueError):
+            return param["default"]
+        if param.get("minimum") is not None and value < param["minimum"] or \
+                param.get("maximum") is not None and value > param["maximum"]:
+            return param["default"]
+    return value
+
+
 def buildJobRequest(settings: JobSettings, inputPath: str, outputPath: str,
                     roiIjk: tuple[list[int], list[int]] | None = None,
                     methodInfo: Any = None) -> JobRequest:

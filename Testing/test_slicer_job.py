@@ -180,3 +180,33 @@ def test_bad_input_raises_before_any_process_or_file(tmp_path):
     with pytest.raises(ValueError, match="no image data"):
         job.start()
     assert job.process is None and listFiles(tmp_path) == []
+
+
+def test_cancel_kills_a_worker_that_ignores_sigterm(tmp_path):
+    """A hung worker (SIGTERM ignored) is killed after the grace period, children included."""
+    import sys
+    import time
+
+    from DiffusionSegSlicerLib.Process import WorkerProcess
+
+    code = ("import signal, subprocess, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            "c = subprocess.Popen([sys.executable, '-c', 'import signal, time; "
+            "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)']); "
+            "print('{\"event\": \"log\", \"level\": \"info\", \"message\": \"child %d\"}' % c.pid, flush=True); "
+            "time.sleep(120)")
+    process = WorkerProcess([sys.executable, "-c", code])
+    process.start()
+    deadline = time.monotonic() + 60
+    events = []
+    while not events and time.monotonic() < deadline:
+        events = process.readEvents()
+        time.sleep(0.05)
+    childPid = int(events[0]["message"].split()[1])
+    process.cancel(gracePeriod=0.5)
+    assert process.isRunning(), "cancel() returns before the kill (it must not block the GUI)"
+    assert process.wait(timeout=30) == -9
+    deadline = time.monotonic() + 10
+    while psutil.pid_exists(childPid) and psutil.Process(childPid).status() != psutil.STATUS_ZOMBIE \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not psutil.pid_exists(childPid) or psutil.Process(childPid).status() == psutil.STATUS_ZOMBIE

@@ -95,12 +95,24 @@ class WorkerProcess:
         return self._process.returncode
 
     def cancel(self, gracePeriod: float = 3.0) -> None:
-        """Ask the worker to stop (SIGTERM lets it clean up), then kill whatever is left of the
-        whole process tree: children such as data loader workers included."""
+        """Ask the worker and all its descendants to stop (SIGTERM lets the worker clean up) and
+        kill whatever is still alive after `gracePeriod` seconds. Returns at once: the kill is
+        scheduled on a background thread, so the GUI never waits here."""
         self.cancelRequested = True
         if not self.isRunning():
             return
-        terminateProcessTree(self._process.pid, gracePeriod)
+        descendants = _descendants(self._process.pid)
+        _signalTree(self._process, descendants, kill=False)
+        threading.Thread(target=self._killAfter, args=(descendants, gracePeriod),
+                         name="DiffusionSeg-cancel", daemon=True).start()
+
+    def _killAfter(self, descendants: list, gracePeriod: float) -> None:
+        deadline = time.monotonic() + gracePeriod
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None and not any(_alive(p) for p in descendants):
+                return
+            time.sleep(0.05)
+        _signalTree(self._process, descendants, kill=True)
 
     # -- reader threads --------------------------------------------------------------------------
 
@@ -135,52 +147,43 @@ def parseEventLine(line: str) -> dict | None:
     return {"event": "log", "level": "info", "message": line}
 
 
-def terminateProcessTree(pid: int, gracePeriod: float = 3.0) -> None:
-    """SIGTERM the process and all its descendants, wait, then SIGKILL any survivor."""
+def _descendants(pid: int) -> list:
+    """psutil processes of every descendant (empty without psutil, see _signalTree)."""
     try:
         import psutil
-    except ImportError:  # psutil ships with Slicer; keep a POSIX fallback anyway
-        _terminateProcessGroup(pid, gracePeriod)
-        return
-    try:
-        parent = psutil.Process(pid)
-    except psutil.NoSuchProcess:
-        return
-    try:
-        processes = [parent] + parent.children(recursive=True)
-    except psutil.NoSuchProcess:
-        processes = [parent]
-    for process in processes:
-        try:
-            process.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(processes, timeout=gracePeriod)
-    for process in alive:
-        try:
-            process.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=gracePeriod)
+
+        return psutil.Process(pid).children(recursive=True)
+    except Exception:  # ImportError, NoSuchProcess, AccessDenied
+        return []
 
 
-def _terminateProcessGroup(pid: int, gracePeriod: float) -> None:
-    """The worker leads its own session (start_new_session), so its group holds its children."""
-    if sys.platform == "win32":
-        subprocess.run(["taskkill", "/F", "/T", "/PID", str(pid)], capture_output=True)
-        return
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+def _alive(process) -> bool:
+    try:
+        return process.is_running() and process.status() != "zombie"
+    except Exception:
+        return False
+
+
+def _signalTree(popen: subprocess.Popen, descendants: list, kill: bool) -> None:
+    """Signal the worker through its Popen (so its exit code is not reaped by anyone else) and
+    every descendant; the kill also goes to the worker's process group on POSIX (the worker
+    leads its own session). SIGTERM goes to the worker once: its handler cancels the job."""
+    try:
+        popen.kill() if kill else popen.terminate()
+    except OSError:
+        pass
+    if kill and sys.platform != "win32":
+        try:  # also catches children that psutil could not list
+            os.killpg(popen.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    elif kill:
+        subprocess.run(["taskkill", "/F", "/T", "/PID", str(popen.pid)], capture_output=True)
+    for process in descendants:
         try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + gracePeriod
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.05)
+            process.kill() if kill else process.terminate()
+        except Exception:
+            pass
 
 
 def workerEnvironment(baseEnvironment: dict[str, str], libraryParentDir: str,

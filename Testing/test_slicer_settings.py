@@ -65,3 +65,10 @@ def test_stored_method_parameter_values_fall_back_to_defaults():
     assert storedParameterValue(mode, {"mode": "slow"}) == "slow"
     assert storedParameterValue(mode, {"mode": "gone"}) == "fast"  # choice removed in a new version
     assert storedParameterValue(mode, {}) == "fast"
+
+
+def test_intensity_presets_come_from_the_backend_data():
+    from DiffusionSegSlicerLib.Logic import intensityPresets
+
+    presets = intensityPresets()
+    assert presets["auto"] and "ct-soft-tissue" in presets and "mr" in presets

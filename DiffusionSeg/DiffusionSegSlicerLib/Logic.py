@@ -26,6 +26,17 @@ def methodCatalog() -> dict:
         return {}
 
 
+def intensityPresets() -> dict:
+    """name -> label of the backend's intensity presets (data/intensity_presets.json)."""
+    try:
+        from DiffusionSegLib.intensity import presets
+
+        return {name: preset.get("label", name) for name, preset in presets().items()}
+    except Exception as exc:
+        logging.error(f"DiffusionSeg: could not read the intensity presets: {exc}")
+        return {"auto": "Automatic"}
+
+
 class DiffusionSegLogic:
     def __init__(self, scene, temporaryRoot: str | None = None, cleanEnvironment: dict | None = None,
                  importer: SegmentationImporter | None = None):
@@ -40,6 +51,10 @@ class DiffusionSegLogic:
         if self._methods is None:
             self._methods = methodCatalog()
         return self._methods
+
+    @staticmethod
+    def intensityPresets() -> dict:
+        return intensityPresets()
 
     def launcher(self, settings: JobSettings) -> WorkerLauncher:
         return WorkerLauncher(settings.pythonInterpreter, cleanEnvironment=self.cleanEnvironment)

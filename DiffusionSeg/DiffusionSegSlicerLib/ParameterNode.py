@@ -24,6 +24,7 @@ class DiffusionSegParameterNode:
     sliceFirst: Annotated[int, WithinRange(0, 100000)]
     sliceLast: Annotated[int, WithinRange(0, 100000)]
     axis: Annotated[str, Choice(list(SLICE_AXES)), Default("auto")]
+    intensity: Annotated[str, Default("auto")]   # preset name; combo bound by the panel (label != name)
     skipEmptySlices: Annotated[bool, Default(True)]
     fillHoles: Annotated[bool, Default(True)]
     largestComponent: bool
@@ -36,7 +37,8 @@ class DiffusionSegParameterNode:
 def settingsFromParameterNode(node: DiffusionSegParameterNode, methodParams: dict) -> JobSettings:
     return JobSettings(
         method=node.method, prompt=node.prompt, model=node.model, device=node.device,
-        params=dict(methodParams), axis=node.axis, skipEmptySlices=node.skipEmptySlices,
+        params=dict(methodParams), axis=node.axis, intensity=node.intensity or "auto",
+        skipEmptySlices=node.skipEmptySlices,
         fillHoles=node.fillHoles, largestComponent=node.largestComponent, batchSize=node.batchSize,
         sliceRange=[node.sliceFirst, node.sliceLast] if node.useSliceRange else None,
         seed=node.seed, pythonInterpreter=node.pythonInterpreter)
@@ -49,6 +51,7 @@ def applySettingsToParameterNode(settings: JobSettings, node: DiffusionSegParame
     node.model = settings.model
     node.device = settings.device
     node.axis = settings.axis if settings.axis in SLICE_AXES else "auto"
+    node.intensity = settings.intensity
     node.skipEmptySlices = settings.skipEmptySlices
     node.fillHoles = settings.fillHoles
     node.largestComponent = settings.largestComponent

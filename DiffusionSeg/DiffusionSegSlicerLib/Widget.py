@@ -41,6 +41,10 @@ class DiffusionSegPanel:
             ui.deviceComboBox.addItem(device)
         for axis in SLICE_AXES:
             ui.axisComboBox.addItem(axis)
+        for name, label in self.logic.intensityPresets().items():
+            ui.intensityComboBox.addItem(label, name)
+        ui.intensityComboBox.currentIndexChanged.connect(
+            lambda *_args: self._setField("intensity", ui.intensityComboBox.currentData or "auto"))
         for name, info in self.logic.methods.items():
             ui.methodComboBox.addItem(info.label, name)
         if not self.logic.methods:
@@ -78,6 +82,7 @@ class DiffusionSegPanel:
             "ModifiedEvent", lambda caller, event: self.updateApplyButton())
         index = self.ui.methodComboBox.findData(parameterNode.method)
         self.ui.methodComboBox.setCurrentIndex(max(index, 0))
+        self.ui.intensityComboBox.setCurrentIndex(max(self.ui.intensityComboBox.findData(parameterNode.intensity), 0))
         self.ui.modelPathLineEdit.currentPath = parameterNode.model
         self.ui.pythonInterpreterPathLineEdit.currentPath = parameterNode.pythonInterpreter
         self.onMethodChanged()

@@ -4,7 +4,7 @@ Each file holds one idea (SlicerNNUnet layout): Process (worker process, events,
 Worker (interpreter and environment), JobSettings (panel choices -> job request), VolumeIO
 (storage-node export/import, ROI -> IJK box), Terminology, SegmentationImport,
 SegmentationLogic (one job), Logic (method metadata, job creation). Qt-only code lives in
-Widget.py, ParameterNode.py and InstallLogic.py, which the headless tests never import.
+Widget.py, ParameterWidgets.py, ParameterNode.py and InstallLogic.py, which the headless tests never import.
 """
 
 from .JobSettings import JobSettings, buildJobRequest

@@ -5,9 +5,11 @@ import sys
 import time
 from pathlib import Path
 
+import slicer_test_utils  # noqa: F401  (module folder on sys.path)
 from fake_methods import BrightThreshold
 
 from DiffusionSegLib.methods.base import MethodInfo
+from DiffusionSegSlicerLib.Worker import WorkerLauncher
 
 TESTING = Path(__file__).resolve().parent
 
@@ -37,3 +39,10 @@ WORKER_CODE = (
 
 def workerCommand(*arguments):
     return [sys.executable, "-c", WORKER_CODE.format(testing=str(TESTING)), *arguments]
+
+
+class RealWorkerLauncher(WorkerLauncher):
+    """The real worker command line, with the test methods registered."""
+
+    def command(self, *arguments):
+        return workerCommand(*arguments)

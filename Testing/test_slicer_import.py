@@ -55,7 +55,7 @@ def test_terminology_table_matches_standard_terms():
 
 
 def test_terminology_json_is_well_formed():
-    data = json.loads(TERMINOLOGY_FILE.read_text())
+    data = json.loads(TERMINOLOGY_FILE.read_text(encoding="utf-8"))
     keys = [normalizeTerm(k) for t in data["terms"] for k in [t["name"], *t["synonyms"]]]
     assert len(keys) == len(set(keys)), "a synonym maps to two terms"
     for term in data["terms"]:
@@ -80,7 +80,7 @@ def test_names_colours_terminology_and_unknown_prompt(tmp_path):
     assert "SCT^10200004^Liver" in tag(segments["liver"])
     assert "SCT^108369006^Neoplasm" in tag(segments["liver tumour"])
     blobTag = tag(segments["mystery blob"]) or ""   # Slicer's default entry, not one of ours
-    ourTypes = {"^".join(t["type"]) for t in json.loads(TERMINOLOGY_FILE.read_text())["terms"]}
+    ourTypes = {"^".join(t["type"]) for t in json.loads(TERMINOLOGY_FILE.read_text(encoding="utf-8"))["terms"]}
     assert not any(code in blobTag for code in ourTypes)
     colors = [tuple(round(c, 4) for c in s.GetColor()) for s in segments.values()]
     assert len(set(colors)) == 3

@@ -65,13 +65,13 @@ def test_relative_imports_in_qt_only_files_resolve():
     """The Qt-only files cannot run here; at least every name they import from the package must
     exist (catches a rename that would only fail inside Slicer)."""
     for path in [SLICER_LIB / f"{name}.py" for name in QT_ONLY] + [MODULE_DIR / "DiffusionSeg.py"]:
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and (node.level == 1 or (node.module or "").startswith("DiffusionSegSlicerLib")):
                 moduleName = node.module.split(".")[-1] if node.module != "DiffusionSegSlicerLib" else "__init__"
                 target = SLICER_LIB / f"{moduleName}.py"
                 assert target.is_file(), f"{path.name}: no module {node.module}"
-                defined = {n.name for n in ast.parse(target.read_text()).body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
-                defined |= {t.id for n in ast.parse(target.read_text()).body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
-                defined |= {a.asname or a.name for n in ast.parse(target.read_text()).body if isinstance(n, ast.ImportFrom) for a in n.names}
+                defined = {n.name for n in ast.parse(target.read_text(encoding="utf-8")).body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+                defined |= {t.id for n in ast.parse(target.read_text(encoding="utf-8")).body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+                defined |= {a.asname or a.name for n in ast.parse(target.read_text(encoding="utf-8")).body if isinstance(n, ast.ImportFrom) for a in n.names}
                 for alias in node.names:
                     assert alias.name in defined, f"{path.name}: {alias.name} is not defined in {target.name}"

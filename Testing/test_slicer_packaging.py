@@ -89,18 +89,18 @@ def test_installed_python_compiles(installed, tmp_path):
 
 def test_extension_metadata_and_tests_registered(installed):
     build, _ = installed
-    s4ext = dict(line.split(" ", 1) for line in (build / "DiffusionSeg.s4ext").read_text().splitlines())
+    s4ext = dict(line.split(" ", 1) for line in (build / "DiffusionSeg.s4ext").read_text(encoding="utf-8").splitlines())
     assert s4ext["category"] == "Segmentation" and s4ext["depends"] == "PyTorch"
-    record = (build / "SlicerStandInRecord.txt").read_text().splitlines()
+    record = (build / "SlicerStandInRecord.txt").read_text(encoding="utf-8").splitlines()
     assert "module DiffusionSeg" in record and "generic-tests DiffusionSeg" in record
     assert "python-unittest DiffusionSeg.py" in record
 
 
 def test_extensions_index_entry_matches_the_project():
-    entry = json.loads((ROOT / "DiffusionSeg.json").read_text())
+    entry = json.loads((ROOT / "DiffusionSeg.json").read_text(encoding="utf-8"))
     assert entry["category"] == "Segmentation" and entry["build_dependencies"] == ["PyTorch"]
     assert entry["scm_url"].endswith("/SlicerDiffusionSeg.git")
-    assert "project(DiffusionSeg)" in (ROOT / "CMakeLists.txt").read_text()
+    assert "project(DiffusionSeg)" in (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
     assert (ROOT / "LICENSE").is_file()
 
 

@@ -31,16 +31,16 @@ def test_every_widget_the_module_uses_exists_in_the_ui():
     sources = [MODULE_DIR / "DiffusionSeg.py", LIB / "Widget.py"]
     used = set()
     for path in sources:
-        used |= set(re.findall(r"\bui\.(\w+)", path.read_text()))
+        used |= set(re.findall(r"\bui\.(\w+)", path.read_text(encoding="utf-8")))
         # getattr(self.ui, name) over a literal tuple of names
-        for match in re.findall(r'for name in \(([^)]*)\):\s*\n\s*getattr\(self\.ui', path.read_text()):
+        for match in re.findall(r'for name in \(([^)]*)\):\s*\n\s*getattr\(self\.ui', path.read_text(encoding="utf-8")):
             used |= set(re.findall(r'"(\w+)"', match))
     assert len(used) > 15
     assert used <= names, f"missing in the .ui: {sorted(used - names)}"
 
 
 def test_parameter_bindings_name_wrapper_fields():
-    tree = ast.parse((LIB / "ParameterNode.py").read_text())
+    tree = ast.parse((LIB / "ParameterNode.py").read_text(encoding="utf-8"))
     cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "DiffusionSegParameterNode")
     fields = {n.target.id for n in cls.body if isinstance(n, ast.AnnAssign)}
     bound = {}
@@ -60,7 +60,7 @@ def test_input_selector_accepts_scalar_and_rgb_volumes():
 
 def test_user_visible_strings_in_widget_code_are_translatable():
     """Message boxes and labels in the panel go through slicer.i18n.tr (imported as _)."""
-    source = (LIB / "Widget.py").read_text()
+    source = (LIB / "Widget.py").read_text(encoding="utf-8")
     for call in ("errorDisplay(", "infoDisplay(", "statusLabel.text = "):
         for line in [l for l in source.splitlines() if call in l]:
             assert "_(" in line or "description" in line, line

@@ -14,12 +14,7 @@ pytest.importorskip("torch")
 
 from DiffusionSegSlicerLib import JobSettings, SegmentationJob  # noqa: E402
 from DiffusionSegSlicerLib.Worker import WorkerLauncher  # noqa: E402
-from slicer_worker_methods import workerCommand  # noqa: E402
-
-
-class RealWorkerLauncher(WorkerLauncher):
-    def command(self, *arguments):
-        return workerCommand(*arguments)
+from slicer_worker_methods import RealWorkerLauncher  # noqa: E402
 
 
 def obliqueSphere(scene):

@@ -28,6 +28,7 @@ class DiffusionSegPanel:
         self._guiConnection = None
         self._observerTag = None
         self._paramGetters = {}
+        self._stageText = ""
         self._pollTimer = qt.QTimer()
         self._pollTimer.setInterval(POLL_INTERVAL_MS)
         self._pollTimer.timeout.connect(self._poll)
@@ -188,7 +189,7 @@ class DiffusionSegPanel:
             self.ui.logTextEdit.clear()
             self.ui.progressBar.setRange(0, 0)
             self.ui.progressBar.show()
-            self.ui.statusLabel.text = _("Starting the worker…")
+            self._stageText = ""
             job.start()
             self.job = job
             qt.QSettings().setValue(SETTINGS_KEY, settings.toJson())
@@ -210,7 +211,9 @@ class DiffusionSegPanel:
         except Exception as exc:  # never let an exception escape a timer slot
             running = False
             slicer.util.errorDisplay(_("DiffusionSeg failed: {error}").format(error=exc))
-        if not running:
+        if running:
+            self._showStatus()
+        else:
             self._pollTimer.stop()
             self._setInputsEnabled(True)
             self.updateApplyButton()
@@ -224,8 +227,14 @@ class DiffusionSegPanel:
     def onJobProgress(self, stage, done, total, elapsed):
         self.ui.progressBar.setRange(0, max(total, 1))
         self.ui.progressBar.setValue(min(done, max(total, 1)))
-        self.ui.statusLabel.text = _("{stage}: {done}/{total} — {elapsed}").format(
-            stage=stage, done=done, total=total, elapsed=_formatSeconds(self.job.elapsed if self.job else elapsed))
+        self._stageText = _("{stage}: {done}/{total}").format(stage=stage, done=done, total=total)
+        self._showStatus()
+
+    def _showStatus(self):
+        """Stage and elapsed time, refreshed on every poll so the clock runs between events."""
+        if self.job is not None:
+            self.ui.statusLabel.text = _("{stage} — {elapsed}").format(
+                stage=self._stageText or _("Starting the worker…"), elapsed=_formatSeconds(self.job.elapsed))
 
     def onJobLog(self, level, message):
         if level == "debug":

@@ -178,6 +178,7 @@ class DiffusionSegPanel:
         if self.job is not None and self.job.isRunning():
             self.cancelJob()
             return
+        self.job = None
         with slicer.util.tryWithErrorDisplay(_("DiffusionSeg could not start."), waitCursor=True):
             node = self._parameterNode
             settings = self.currentSettings()
@@ -195,6 +196,8 @@ class DiffusionSegPanel:
             qt.QSettings().setValue(SETTINGS_KEY, settings.toJson())
             self._setInputsEnabled(False)
             self._pollTimer.start()
+        if self.job is None:  # it did not start: the error was shown, nothing changed
+            self.ui.progressBar.hide()
         self.updateApplyButton()
 
     def cancelJob(self):

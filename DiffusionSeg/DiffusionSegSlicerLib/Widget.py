@@ -179,26 +179,42 @@ class DiffusionSegPanel:
             self.cancelJob()
             return
         self.job = None
-        with slicer.util.tryWithErrorDisplay(_("DiffusionSeg could not start."), waitCursor=True):
-            node = self._parameterNode
-            settings = self.currentSettings()
+        try:
+            # tryWithErrorDisplay shows the message and re-raises (the console keeps the trace).
+            with slicer.util.tryWithErrorDisplay(_("DiffusionSeg could not start."), waitCursor=True):
+                self._startJob()
+        finally:
+            if self.job is None:  # it did not start: the error was shown, nothing changed
+                self.ui.progressBar.hide()
+                self.ui.statusLabel.text = ""
+            self.updateApplyButton()
+
+    def _startJob(self):
+        from .InstallLogic import InstallError
+
+        node = self._parameterNode
+        settings = self.currentSettings()
+        try:
             self.installLogic.ensureDependencies(self.logic.launcher(settings))
-            job = self.logic.createJob(settings, node.inputVolume, node.roi, node.outputSegmentation)
-            job.progress.connect(self.onJobProgress)
-            job.log.connect(self.onJobLog)
-            job.finished.connect(self.onJobFinished)
-            self.ui.logTextEdit.clear()
-            self.ui.progressBar.setRange(0, 0)
-            self.ui.progressBar.show()
-            self._stageText = ""
-            job.start()
-            self.job = job
-            qt.QSettings().setValue(SETTINGS_KEY, settings.toJson())
-            self._setInputsEnabled(False)
-            self._pollTimer.start()
-        if self.job is None:  # it did not start: the error was shown, nothing changed
-            self.ui.progressBar.hide()
-        self.updateApplyButton()
+        except InstallError as error:
+            if error.restartRequired and slicer.util.confirmYesNoDisplay(
+                    str(error) + "\n\n" + _("Restart Slicer now?")):
+                slicer.util.restart()
+            raise
+        job = self.logic.createJob(settings, node.inputVolume, node.roi, node.outputSegmentation)
+        job.progress.connect(self.onJobProgress)
+        job.log.connect(self.onJobLog)
+        job.finished.connect(self.onJobFinished)
+        self.ui.logTextEdit.clear()
+        self.ui.progressBar.setRange(0, 0)
+        self.ui.progressBar.show()
+        self._stageText = ""
+        job.start()
+        self.job = job
+        qt.QSettings().setValue(SETTINGS_KEY, settings.toJson())
+        self._setInputsEnabled(False)
+        self._showStatus()
+        self._pollTimer.start()
 
     def cancelJob(self):
         if self.job is not None and self.job.isRunning():

@@ -55,7 +55,6 @@ def test_selftest_scenario_with_a_real_diffusion_method(tmp_path):
     assert listFiles(tmp_path) == []
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not [n for n, c in available_methods().items() if c.info.default_model],
                     reason="no method with a model registered yet")
 def test_bad_model_folder_is_reported_and_scene_unchanged(tmp_path):

@@ -8,6 +8,7 @@ import json
 
 import qt
 import slicer
+import vtk
 from slicer.i18n import tr as _
 
 from .JobSettings import DEVICES, SLICE_AXES, JobSettings, storedParameterValue
@@ -69,7 +70,7 @@ class DiffusionSegPanel:
         if self._parameterNode is not None:
             if self._guiConnection is not None:
                 self._parameterNode.disconnectGui(self._guiConnection)
-            self._parameterNode.parameterNode.RemoveObserver(self._observerTag)
+            self._parameterNode.RemoveObserver(self._observerTag)
             self._guiConnection = self._observerTag = None
         self._parameterNode = parameterNode
         if parameterNode is None:
@@ -79,8 +80,8 @@ class DiffusionSegPanel:
         if parameterNode.method not in self.logic.methods and self.logic.methods:
             parameterNode.method = next(iter(self.logic.methods))
         self._guiConnection = parameterNode.connectGui(self.ui)
-        self._observerTag = parameterNode.parameterNode.AddObserver(
-            "ModifiedEvent", lambda caller, event: self.updateApplyButton())
+        self._observerTag = parameterNode.AddObserver(
+            vtk.vtkCommand.ModifiedEvent, lambda caller, event: self.updateApplyButton())
         index = self.ui.methodComboBox.findData(parameterNode.method)
         self.ui.methodComboBox.setCurrentIndex(max(index, 0))
         self.ui.intensityComboBox.setCurrentIndex(max(self.ui.intensityComboBox.findData(parameterNode.intensity), 0))

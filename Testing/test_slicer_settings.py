@@ -72,3 +72,24 @@ def test_intensity_presets_come_from_the_backend_data():
 
     presets = intensityPresets()
     assert presets["auto"] and "ct-soft-tissue" in presets and "mr" in presets
+
+
+def test_empty_slice_range_is_refused_before_any_process():
+    with pytest.raises(ValueError, match="slice range"):
+        buildJobRequest(JobSettings(method="toy", prompt="x", sliceRange=[9, 3]), "i", "o", None, INFO)
+
+
+def test_request_for_every_registered_method_from_its_metadata():
+    """Whatever methods the backend registers, defaults from their metadata make a valid request
+    (the panel builds its parameter widgets from the same data)."""
+    from DiffusionSegLib.request import JobRequest
+    from DiffusionSegSlicerLib.Logic import methodCatalog
+
+    catalog = methodCatalog()
+    for name, info in catalog.items():
+        params = {p.name: p.default for p in info.params}
+        settings = JobSettings(method=name, prompt=(info.prompt_examples or ("liver",))[0], params=params)
+        request = buildJobRequest(settings, "/t/in.nrrd", "/t/out.nrrd", None, info)
+        JobRequest.from_dict(request.to_dict())     # the worker's own validation accepts it
+        for param in info.params:
+            assert param.to_dict()["type"] in ("int", "float", "bool", "choice", "str")

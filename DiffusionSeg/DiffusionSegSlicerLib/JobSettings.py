@@ -103,6 +103,9 @@ def buildJobRequest(settings: JobSettings, inputPath: str, outputPath: str,
                              f"'{(methodInfo.prompt_examples or ('liver',))[0]}'.")
         if methodInfo.prompt == "none":
             prompt = None
+    if settings.sliceRange and not 0 <= settings.sliceRange[0] <= settings.sliceRange[1]:
+        raise ValueError(f"The slice range {settings.sliceRange[0]} to {settings.sliceRange[1]} is empty; "
+                         "the first slice must not come after the last.")
     roi = None
     if roiIjk is not None:
         roi = {"ijk_min": [int(v) for v in roiIjk[0]], "ijk_max": [int(v) for v in roiIjk[1]]}

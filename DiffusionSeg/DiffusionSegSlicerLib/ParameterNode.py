@@ -2,6 +2,7 @@
 tests). Widgets with a `SlicerParameterName` property in the .ui are bound by `connectGui`;
 method choice, method parameters and paths are bound by the panel code."""
 
+import json
 from typing import Annotated, Union
 
 import slicer
@@ -58,6 +59,8 @@ def applySettingsToParameterNode(settings: JobSettings, node: DiffusionSegParame
     node.batchSize = max(0, min(256, settings.batchSize))
     node.seed = max(0, settings.seed)
     node.pythonInterpreter = settings.pythonInterpreter
+    if settings.method and settings.params:
+        node.methodParamsJson = json.dumps({settings.method: settings.params})
     if settings.sliceRange:
         node.useSliceRange = True
         node.sliceFirst, node.sliceLast = settings.sliceRange

@@ -230,6 +230,9 @@ class DiffusionSegPanel:
             running = self.job.processEvents()
         except Exception as exc:  # never let an exception escape a timer slot
             running = False
+            self.job.cancel()
+            self.job = None
+            self.ui.progressBar.hide()
             slicer.util.errorDisplay(_("DiffusionSeg failed: {error}").format(error=exc))
         if running:
             self._showStatus()

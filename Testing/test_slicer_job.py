@@ -210,3 +210,19 @@ def test_cancel_kills_a_worker_that_ignores_sigterm(tmp_path):
             and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not psutil.pid_exists(childPid) or psutil.Process(childPid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_a_failing_slot_does_not_break_the_job(tmp_path):
+    scene = newScene()
+    volume, _ = obliqueVolume(scene)
+    job = SegmentationJob(scene, JobSettings(method="fake", prompt="liver"), volume,
+                          launcher=FakeWorkerLauncher(), temporaryRoot=str(tmp_path))
+
+    def broken(*args):
+        raise RuntimeError("display widget gone")
+
+    job.progress.connect(broken)
+    job.log.connect(broken)
+    job.start()
+    assert job.waitForFinished(timeout=120) == job.SUCCEEDED
+    assert job.segmentationNode is not None and listFiles(tmp_path) == []

@@ -3,6 +3,7 @@ SlicerNNUnet uses the same idea). Used by the logic so it never needs Qt."""
 
 from __future__ import annotations
 
+import logging
 from typing import Callable
 
 
@@ -20,5 +21,10 @@ class Signal:
             self._slots.remove(slot)
 
     def emit(self, *args) -> None:
+        """Call every slot; a slot that raises is logged and does not stop the others or the
+        emitter (as with Qt signals), so a display error cannot break a running job."""
         for slot in list(self._slots):
-            slot(*args)
+            try:
+                slot(*args)
+            except Exception:
+                logging.exception(f"DiffusionSeg: error in a slot of {self.argumentNames}")

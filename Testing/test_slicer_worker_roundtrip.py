@@ -123,3 +123,36 @@ def test_worker_launcher_runs_the_backend_module(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert launcher.command("run")[1:3] == ["-m", "DiffusionSegLib"]
+
+
+def test_real_worker_roi_restricts_the_result_to_the_box(tmp_path):
+    """ROI markups -> IJK box in the request -> the worker's crop: only the sphere voxels inside
+    the box come back, at their RAS positions (checks the IJK convention end to end)."""
+    import vtk
+
+    from slicer_test_utils import ijkToRasMatrix
+
+    scene = newScene()
+    volume, inside = obliqueSphere(scene)
+    lo, hi = np.array([2, 2, 4]), np.array([10, 12, 7])       # i, j, k inclusive: 9 x 11 x 4 voxels
+    M = ijkToRasMatrix(volume)
+    roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode")
+    spacing = np.array(volume.GetSpacing())
+    objectToNode = vtk.vtkMatrix4x4()
+    for r in range(3):
+        for c in range(3):
+            objectToNode.SetElement(r, c, M[r, c] / spacing[c])     # ROI axes = volume axes
+    roi.GetObjectToNodeMatrix().DeepCopy(objectToNode)
+    roi.SetCenter(*(M @ np.r_[(lo + hi) / 2, 1])[:3])
+    roi.SetSize(*((hi - lo + 0.5) * spacing))
+    settings = settingsFor(params={"threshold": 0.5, "size": 11})   # crop side: no resampling
+    job = SegmentationJob(scene, settings, volume, roiNode=roi, launcher=RealWorkerLauncher(),
+                          temporaryRoot=str(tmp_path))
+    job.start()
+    assert job.waitForFinished(timeout=300) == job.SUCCEEDED, job.error
+    expected = np.zeros_like(inside)
+    expected[lo[2]:hi[2] + 1, lo[1]:hi[1] + 1, lo[0]:hi[0] + 1] = True
+    expected &= inside
+    assert 0 < expected.sum() < inside.sum()
+    (segmentId,) = job.segmentIds
+    assert sameRasPointSets(segmentVoxelsRas(job.segmentationNode, segmentId), voxelCentersRas(volume, expected))

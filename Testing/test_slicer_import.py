@@ -149,3 +149,10 @@ def test_volume_under_linear_transform_keeps_segment_on_the_image(tmp_path):
     assert node.GetTransformNodeID() == transform.GetID()
     # In the (shared) local space, the segment voxels are exactly the labelled input voxels.
     assert sameRasPointSets(segmentVoxelsRas(node, segmentId), voxelCentersRas(volume, labels == 1))
+
+
+def test_term_names_for_prompt_completion():
+    table = TerminologyTable()
+    names = table.names()
+    assert "liver tumour" in names and "white blood cell" in names
+    assert all(table.match(name).name == name for name in names)

@@ -41,6 +41,10 @@ class TerminologyTable:
     def __len__(self) -> int:
         return len(self._terms)
 
+    def names(self) -> list[str]:
+        """The standard term names (prompt completions in the panel)."""
+        return [term["name"] for term in self._terms]
+
     def match(self, segmentName: str) -> TermMatch | None:
         term = self._index.get(normalizeTerm(segmentName))
         if term is None:

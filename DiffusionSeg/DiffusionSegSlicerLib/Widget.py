@@ -112,6 +112,13 @@ class DiffusionSegPanel:
         ui.promptLineEdit.enabled = needsPrompt
         examples = ", ".join(info.prompt_examples) if info else ""
         ui.promptExamplesLabel.text = _("Examples: {examples}").format(examples=examples) if examples else ""
+        # Completions: the method's examples first, then the standard terms (those get SNOMED
+        # terminology on import).
+        completions = list(dict.fromkeys([*(info.prompt_examples if info else ()),
+                                          *self.logic.importer.terminology.names()]))
+        completer = qt.QCompleter(completions, ui.promptLineEdit)
+        completer.setCaseSensitivity(qt.Qt.CaseInsensitive)
+        ui.promptLineEdit.setCompleter(completer)
         if info is not None:
             placeholder = (_("Trained checkpoint folder (required)") if info.needs_checkpoint else
                            _("Default: {model}").format(model=info.default_model or _("none")))

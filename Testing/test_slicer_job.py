@@ -76,44 +76,30 @@ def test_rgb_vector_volume_input(tmp_path):
 
 
 def test_roi_becomes_ijk_box_in_request(tmp_path):
+    """A markups ROI aligned with an oblique volume maps to exactly the voxel box it covers; an
+    ROI away from the volume is refused before anything starts."""
+    import vtk
+
     from DiffusionSegSlicerLib.VolumeIO import roiToIjkBox
+    from slicer_test_utils import ijkToRasMatrix
 
     scene = newScene()
     volume, _ = obliqueVolume(scene)
-    ijkToRas = vtk_matrix(volume)
+    M = ijkToRasMatrix(volume)
+    spacing = np.array(volume.GetSpacing())
     roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode")
-    # An ROI aligned with the volume axes, covering voxels i 2..5, j 3..9, k 1..2.
-    lo, hi = np.array([2, 3, 1]), np.array([5, 9, 2])
-    centerIjk = (lo + hi) / 2
-    roi.SetCenter(*(ijkToRas @ np.r_[centerIjk, 1])[:3])
-    roi.SetSize(*((hi - lo + 0.6) * np.array(volume.GetSpacing())))
-    directions = ijkToRas[:3, :3] / np.array(volume.GetSpacing())
-    m = slicer.vtkMatrix4x4() if hasattr(slicer, "vtkMatrix4x4") else __import__("vtk").vtkMatrix4x4()
+    objectToNode = vtk.vtkMatrix4x4()
     for r in range(3):
         for c in range(3):
-            m.SetElement(r, c, directions[r, c])
-    roi.GetObjectToNodeMatrix().DeepCopy(_withTranslation(m, roi.GetObjectToNodeMatrix()))
-    roi.Modified()
+            objectToNode.SetElement(r, c, M[r, c] / spacing[c])    # ROI axes = volume axes
+    roi.GetObjectToNodeMatrix().DeepCopy(objectToNode)
+    lo, hi = np.array([2, 3, 1]), np.array([5, 9, 2])               # voxels i 2..5, j 3..9, k 1..2
+    roi.SetCenter(*(M @ np.r_[(lo + hi) / 2, 1])[:3])
+    roi.SetSize(*((hi - lo + 0.6) * spacing))
     assert roiToIjkBox(roi, volume) == ([2, 3, 1], [5, 9, 2])
     roi.SetCenter(1000, 1000, 1000)
     with pytest.raises(ValueError, match="does not overlap"):
         roiToIjkBox(roi, volume)
-
-
-def _withTranslation(rotationMatrix, current):
-    import vtk
-
-    out = vtk.vtkMatrix4x4()
-    out.DeepCopy(rotationMatrix)
-    for r in range(3):
-        out.SetElement(r, 3, current.GetElement(r, 3))
-    return out
-
-
-def vtk_matrix(volume):
-    from slicer_test_utils import ijkToRasMatrix
-
-    return ijkToRasMatrix(volume)
 
 
 def test_cancel_mid_run_kills_tree_leaves_scene_and_disk_clean(tmp_path):

@@ -120,3 +120,35 @@ def test_train_from_pretrained_diffusers_weights(tmp_path):
     model, config = load_checkpoint(tmp_path / "out")
     assert config["unet_class"] == "UNet2DConditionModel" and model.unet.config.in_channels == 8
     assert config["image_size"] == 64
+
+
+def test_multi_class_training_and_segmentation(tmp_path):
+    """`--classes 128,255`: one class embedding per value; segment returns labels 0..2."""
+    import argparse
+
+    import numpy as np
+    import SimpleITK as sitk
+    import torch
+
+    from DiffusionSegLib.events import JobContext
+    from DiffusionSegLib.methods.sdseg import Sdseg
+
+    images, masks = write_png_pairs(tmp_path / "data", 4, size=32)
+    for path in masks.iterdir():  # add an inner class: 255 core inside a 128 rim
+        values = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+        rim = np.where(values > 0, 128, 0).astype(np.uint8)
+        rim[values.shape[0] // 2 - 2:values.shape[0] // 2 + 2] = np.where(
+            values[values.shape[0] // 2 - 2:values.shape[0] // 2 + 2] > 0, 255, 0)
+        sitk.WriteImage(sitk.GetImageFromArray(rim), str(path))
+    parser = argparse.ArgumentParser()
+    Sdseg.add_train_arguments(parser)
+    args = parser.parse_args(["--images", str(images), "--masks", str(masks), "--output", str(tmp_path / "out"),
+                              "--classes", "128,255", *TINY[:-4], "--steps", "2", "--val-every", "2",
+                              "--device", "cpu"])
+    Sdseg.train(args, JobContext())
+    method = Sdseg(model=str(tmp_path / "out"), params=Sdseg.info.resolve_params({}), prompt=None,
+                   context=JobContext())
+    method.load()
+    assert method.image_size == 32 and method._n_classes == 2
+    result = method.segment(torch.rand(2, 3, 32, 32), torch.ones(2, 32, 32, dtype=torch.bool))
+    assert result.labels.shape == (2, 32, 32) and set(result.labels.unique().tolist()) <= {0, 1, 2}

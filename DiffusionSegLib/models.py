@@ -19,6 +19,9 @@ import torch
 from .errors import DeviceUnavailable, ModelLoadFailed, ModelNotFound
 
 SD_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+# "random:<architecture>[:<image size>]" builds an architecture from data/architectures with random
+# weights: real shapes and FLOPs for `benchmark`, without downloading anything. Never for results.
+RANDOM_PREFIX = "random:"
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -184,6 +187,8 @@ def load_stable_diffusion(reference: str, device: str | torch.device = "auto", d
     device = device if isinstance(device, torch.device) else resolve_device(device)
     torch_dtype = resolve_dtype(device, dtype)
     parts = StableDiffusionParts(reference=reference, device=device, dtype=torch_dtype)
+    if reference.startswith(RANDOM_PREFIX):
+        return _random_stable_diffusion(parts, components)
     classes = {"unet": UNet2DConditionModel, "vae": AutoencoderKL, "text_encoder": CLIPTextModel,
                "tokenizer": CLIPTokenizer, "scheduler": DDIMScheduler}
     for name in components:
@@ -198,5 +203,32 @@ def load_stable_diffusion(reference: str, device: str | torch.device = "auto", d
         setattr(parts, name, value)
     if parts.vae is not None and device.type == "cuda" and torch_dtype == torch.float16:
         # SD's VAE overflows in fp16 on bright images; fp32 costs little for one encode per slice.
+        parts.vae = parts.vae.to(torch.float32)
+    return parts
+
+
+def _random_stable_diffusion(parts: StableDiffusionParts, components: Iterable[str]) -> StableDiffusionParts:
+    import tempfile
+
+    from transformers import CLIPTokenizer
+
+    from .synthetic_models import build_stable_diffusion, save_tiny_tokenizer
+
+    name, _, size = parts.reference[len(RANDOM_PREFIX):].partition(":")
+    try:
+        built = build_stable_diffusion(name, with_text_encoder="text_encoder" in components)
+    except ValueError as error:
+        raise ModelNotFound(str(error)) from None
+    if size:
+        factor = 2 ** (len(built["vae"].config.block_out_channels) - 1)
+        built["unet"].register_to_config(sample_size=int(size) // factor)
+    with tempfile.TemporaryDirectory() as folder:
+        parts.tokenizer = CLIPTokenizer.from_pretrained(save_tiny_tokenizer(folder))
+    for name in components:
+        if name in ("unet", "vae", "text_encoder"):
+            setattr(parts, name, built[name].to(parts.device, parts.dtype).eval().requires_grad_(False))
+        elif name == "scheduler":
+            parts.scheduler = built["scheduler"]
+    if parts.vae is not None and parts.device.type == "cuda" and parts.dtype == torch.float16:
         parts.vae = parts.vae.to(torch.float32)
     return parts

@@ -1,0 +1,65 @@
+"""One job from request to labelmap file: the whole backend behind `run` and `segment`."""
+
+from __future__ import annotations
+
+import json
+
+from dataclasses import dataclass
+
+from .errors import InvalidRequest
+from .events import CancelToken, EventCallback, JobContext
+from .imageio import check_output_path, read_volume, write_labelmap
+from .methods import Method, get_method
+from .request import JobRequest
+
+
+@dataclass
+class JobResult:
+    output: str
+    segments: list[dict]
+    timings: dict[str, float]
+
+
+def create_method(name: str, params: dict, prompt: str | None, model: str | None,
+                  context: JobContext) -> Method:
+    """Validate everything about the method before any file or model is touched."""
+    cls = get_method(name)
+    info = cls.info
+    params = info.resolve_params(params)
+    prompt = (prompt or "").strip() or None
+    if info.prompt == "required" and not prompt:
+        raise InvalidRequest(f"{info.label} needs a text prompt (e.g. {', '.join(info.prompt_examples[:2]) or 'tumour'}).")
+    model = model or info.default_model
+    if info.needs_checkpoint and not model:
+        raise InvalidRequest(f"{info.label} needs a trained checkpoint.",
+                             hint=f"Pass --model with a folder made by `train {info.name}`.")
+    return cls(model=model, params=params, prompt=prompt, context=context)
+
+
+def run_job(request: JobRequest, emit: EventCallback, cancel_token: CancelToken | None = None) -> JobResult:
+    from .models import resolve_device
+    from .pipeline import VolumeSegmenter
+
+    context = JobContext(emit=emit, cancel_token=cancel_token or CancelToken(), seed=request.seed)
+    method = create_method(request.method, request.params, request.prompt, request.model, context)
+    output = check_output_path(request.output)
+    context.device = str(resolve_device(request.device))
+    context.log(f"DiffusionSeg job: method {method.info.name}, device {context.device}, "
+                f"request {json.dumps(request.to_dict(), default=str)}")
+    with context.timed("read"):
+        volume = read_volume(request.input)
+    context.check_cancelled()
+    context.progress("load", 0, 1)
+    with context.timed("load"):
+        method.load()
+    context.progress("load", 1, 1)
+    result = VolumeSegmenter(method, request.pipeline, context).segment(volume, request.roi, request.slice_range)
+    context.check_cancelled()
+    with context.timed("write"):
+        write_labelmap(result.labels, volume.reference, output)
+    emit({"event": "result", "output": str(output), "segments": result.segments,
+          "slices_segmented": result.slices_segmented, "slices_skipped": result.slices_skipped,
+          "timings": {k: round(v, 4) for k, v in context.timings.items()}})
+    return JobResult(str(output), result.segments, dict(context.timings))
+
+

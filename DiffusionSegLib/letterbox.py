@@ -1,0 +1,61 @@
+"""Aspect-preserving resize + centred padding to the model's square input, and its inverse.
+
+Medical slices are rarely square (a 765×572 dermoscopy image, a 512×120 coronal CT slice);
+stretching them would distort shapes the diffusion model has learned. The inverse crops the
+exact region the image occupied and resizes it back to the original pixel grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    height: int
+    width: int
+    size: int
+    resized_height: int
+    resized_width: int
+    top: int
+    left: int
+
+    @classmethod
+    def fit(cls, height: int, width: int, size: int) -> "Letterbox":
+        scale = size / max(height, width)
+        resized_h = max(1, min(size, round(height * scale)))
+        resized_w = max(1, min(size, round(width * scale)))
+        return cls(height, width, size, resized_h, resized_w, (size - resized_h) // 2, (size - resized_w) // 2)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) → (B, C, S, S). Padding repeats the edge pixels: a constant border would
+        add a strong artificial edge that self-attention happily turns into a segment."""
+        resized = F.interpolate(images.float(), size=(self.resized_height, self.resized_width),
+                                mode="bilinear", align_corners=False,
+                                antialias=self.resized_height < self.height)
+        pad = (self.left, self.size - self.resized_width - self.left,
+               self.top, self.size - self.resized_height - self.top)
+        return F.pad(resized, pad, mode="replicate") if any(pad) else resized
+
+    def valid_mask(self) -> torch.Tensor:
+        """(S, S) bool: True where the image is, False on padding."""
+        mask = torch.zeros(self.size, self.size, dtype=torch.bool)
+        mask[self.top:self.top + self.resized_height, self.left:self.left + self.resized_width] = True
+        return mask
+
+    def _crop(self, maps: torch.Tensor) -> torch.Tensor:
+        return maps[..., self.top:self.top + self.resized_height, self.left:self.left + self.resized_width]
+
+    def inverse_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """(B, S, S) integer labels → (B, H, W), nearest neighbour with half-pixel centres."""
+        cropped = self._crop(labels).unsqueeze(1).float()
+        restored = F.interpolate(cropped, size=(self.height, self.width), mode="nearest-exact")
+        return restored[:, 0].round().to(labels.dtype)
+
+    def inverse_maps(self, maps: torch.Tensor) -> torch.Tensor:
+        """(B, C, S, S) continuous maps (probabilities) → (B, C, H, W), bilinear."""
+        return F.interpolate(self._crop(maps).float(), size=(self.height, self.width),
+                             mode="bilinear", align_corners=False)

@@ -1,0 +1,128 @@
+"""The volume pipeline shared by every method.
+
+read → pick slices (axis, range, ROI, tissue) → normalise → letterbox → batches → method →
+inverse letterbox → 3D post-processing. A `VolumeSegmenter` holds one loaded method, so
+`evaluate` and a persistent worker can segment many volumes with one model load.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .errors import OutOfMemory
+from .events import JobContext
+from .imageio import Volume
+from .intensity import choose_mapping, has_tissue
+from .letterbox import Letterbox
+from .methods.base import Method
+from .postprocess import compact_labels, fill_holes, keep_largest_component, match_labels_across_slices
+from .request import PipelineOptions
+from .slicing import SlicePlan, plan_slices
+
+DEFAULT_BYTES_PER_SLICE = 3 * 2**30
+
+
+@dataclass
+class VolumeSegmentation:
+    labels: np.ndarray                       # (K, J, I) on the input grid
+    segment_map: np.ndarray | None           # every unsupervised segment, when the method has them
+    segments: list[dict] = field(default_factory=list)
+    slices_segmented: int = 0
+    slices_skipped: int = 0
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower()
+
+
+class VolumeSegmenter:
+    def __init__(self, method: Method, options: PipelineOptions, context: JobContext):
+        self.method = method
+        self.options = options
+        self.context = context
+
+    def batch_size(self) -> int:
+        if self.options.batch_size > 0:
+            return self.options.batch_size
+        if not self.context.device.startswith("cuda"):
+            return 1
+        free, _ = torch.cuda.mem_get_info()
+        per_slice = getattr(self.method, "bytes_per_slice", DEFAULT_BYTES_PER_SLICE)
+        return int(max(1, min(16, 0.8 * free // per_slice)))
+
+    def segment(self, volume: Volume, roi: dict | None = None,
+                slice_range: list[int] | None = None) -> VolumeSegmentation:
+        ctx = self.context
+        plan = plan_slices(volume, self.options.axis, roi, slice_range)
+        mapping = choose_mapping(volume.array, volume.is_rgb, self.options.intensity)
+        ctx.log(f"Slicing the {plan.view} way: {len(plan.indices)} slice(s) of "
+                f"{plan.slice_shape()[0]}×{plan.slice_shape()[1]} px; intensity preset '{mapping.preset}'.")
+        with ctx.timed("preprocess"):
+            todo = []
+            for index in plan.indices:
+                pixels = mapping.apply(plan.extract(volume.array, index))
+                if not self.options.skip_empty_slices or has_tissue(pixels):
+                    todo.append(index)
+        skipped = len(plan.indices) - len(todo)
+        if skipped:
+            ctx.log(f"Skipping {skipped} slice(s) without tissue.")
+        labels = np.zeros(volume.shape, dtype=np.uint16)
+        segment_map = None
+        box = Letterbox.fit(*plan.slice_shape(), self.method.image_size)
+        valid = box.valid_mask()
+        consistent = True
+        size = self.batch_size()
+        done = 0
+        ctx.progress("segment", 0, len(todo))
+        while done < len(todo):
+            ctx.check_cancelled()
+            batch = todo[done:done + size]
+            images = torch.from_numpy(np.stack([mapping.apply(plan.extract(volume.array, i)) for i in batch]))
+            with ctx.timed("letterbox"):
+                model_input = box.forward(images)
+            try:
+                result = self.method.segment(model_input, valid.expand(len(batch), -1, -1))
+            except (RuntimeError, torch.cuda.OutOfMemoryError) as error:
+                if not is_out_of_memory(error):
+                    raise
+                if ctx.device.startswith("cuda"):
+                    torch.cuda.empty_cache()
+                if size == 1:
+                    raise OutOfMemory("The GPU ran out of memory even for one slice at a time.",
+                                      hint="Close other GPU programs, use a smaller model or choose device 'cpu'.") from None
+                size = max(1, size // 2)
+                ctx.log(f"Out of GPU memory; retrying with batch size {size}.", level="warning")
+                continue
+            consistent = consistent and result.consistent_ids
+            with ctx.timed("restore"):
+                restored = box.inverse_labels(result.labels.cpu()).numpy()
+                restored_map = None
+                if result.segment_map is not None:
+                    restored_map = box.inverse_labels(result.segment_map.cpu()).numpy()
+                    if segment_map is None:
+                        segment_map = np.zeros(volume.shape, dtype=np.uint16)
+            for n, index in enumerate(batch):
+                plan.place(labels, index, restored[n])
+                if restored_map is not None:
+                    plan.place(segment_map, index, restored_map[n])
+            done += len(batch)
+            ctx.progress("segment", done, len(todo))
+        with ctx.timed("postprocess"):
+            labels = self._postprocess(labels, plan, consistent)
+        present = [int(v) for v in np.unique(labels) if v != 0]
+        segments = [{"label": v, "name": self.method.segment_name(v)} for v in present]
+        return VolumeSegmentation(labels, segment_map, segments, len(todo), skipped)
+
+    def _postprocess(self, labels: np.ndarray, plan: SlicePlan, consistent: bool) -> np.ndarray:
+        if not consistent and labels.shape[plan.axis] > 1:
+            labels = match_labels_across_slices(labels, plan.axis)
+        elif not consistent:
+            labels = compact_labels(labels)
+        if self.options.fill_holes:
+            labels = fill_holes(labels, plan.axis)
+        if self.options.largest_component:
+            labels = keep_largest_component(labels)
+        return labels

@@ -1,0 +1,86 @@
+"""SDSeg as a registered method: segment with a checkpoint trained by `train sdseg`.
+
+No torch at module level: the Slicer panel reads `Sdseg.info` in a light process.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .base import Method, MethodInfo, Param, SliceSegmentation
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+
+class Sdseg(Method):
+    """Single-step latent diffusion segmentation (Lin et al., MICCAI 2024)."""
+
+    info = MethodInfo(
+        name="sdseg",
+        label="SDSeg",
+        description="Trained latent diffusion segmenter: one UNet step from noise to the mask latent, "
+                    "conditioned on the image (needs a checkpoint from `train sdseg`).",
+        prompt="optional",
+        needs_checkpoint=True,
+        default_model=None,
+        trainable=True,
+        reference="Lin et al., Stable Diffusion Segmentation for Biomedical Images with Single-step "
+                  "Reverse Process, MICCAI 2024",
+        params=(
+            Param("sampler", "choice", "single-step", "single-step: one UNet call at t = 999 with latent "
+                  "estimation (the paper); ddim: multi-step DDIM from t = 999", choices=("single-step", "ddim"),
+                  advanced=False),
+            Param("steps", "int", 10, "DDIM steps (only with sampler ddim)", minimum=2, maximum=1000),
+            Param("eta", "float", 0.0, "DDIM eta (0: deterministic)", minimum=0.0, maximum=1.0),
+            Param("threshold", "float", 0.5, "foreground threshold on the decoded, channel-averaged mask",
+                  minimum=0.0, maximum=1.0),
+            Param("seed", "int", -1, "seed of the initial noise x_T (-1: the job's seed)", minimum=-1),
+        ),
+    )
+
+    def load(self) -> None:
+        import torch
+
+        from ..errors import ModelNotFound
+        from ..sdseg.checkpoint import load_checkpoint
+
+        if not self.model:
+            raise ModelNotFound("SDSeg needs a trained checkpoint folder (--model DIR).",
+                                hint="Train one with `python -m DiffusionSegLib train sdseg --images DIR "
+                                     "--masks DIR --output DIR`.")
+        device = torch.device(self.context.device)
+        dtype = torch.float16 if device.type == "cuda" else torch.float32
+        with self.context.timed("load"):
+            self._model, self._config = load_checkpoint(self.model, device, dtype)
+        self._device, self._dtype = device, dtype
+        self.image_size = int(self._config["image_size"])
+        self._n_classes = int(self._config.get("num_classes", 0))
+
+    def segment(self, images: "torch.Tensor", valid: "torch.Tensor") -> SliceSegmentation:
+        import torch
+
+        from ..sdseg.predict import labels_from_probabilities, predict_probabilities
+
+        seed = self.params["seed"] if self.params["seed"] >= 0 else self.context.seed
+        generator = torch.Generator(device=self._device).manual_seed(int(seed))
+        steps = 1 if self.params["sampler"] == "single-step" else int(self.params["steps"])
+        x = images.to(self._device, self._dtype)
+        with self.context.timed("diffusion"):
+            probabilities = predict_probabilities(self._model, x, self._n_classes, steps, generator,
+                                                  float(self.params["eta"])).float().cpu()
+        probabilities = probabilities * valid.unsqueeze(1)  # letterbox padding is never foreground
+        labels = labels_from_probabilities(probabilities, float(self.params["threshold"]))
+        return SliceSegmentation(labels=labels.to(torch.int64), probabilities=probabilities.max(dim=1).values)
+
+    @classmethod
+    def add_train_arguments(cls, parser: Any) -> None:
+        from ..sdseg.arguments import add_arguments
+
+        add_arguments(parser)
+
+    @classmethod
+    def train(cls, args: Any, context: Any) -> dict:
+        from ..sdseg.train import run
+
+        return run(args, context)

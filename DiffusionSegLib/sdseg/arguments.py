@@ -1,0 +1,58 @@
+"""`train sdseg` options, kept free of torch so building the CLI parser stays light."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def parse_channels(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 4:
+        raise argparse.ArgumentTypeError(f"channel counts must be >= 4, got {text!r}")
+    return values
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    data = parser.add_argument_group("data")
+    data.add_argument("--images", required=True, help="folder of images or image volumes")
+    data.add_argument("--masks", required=True, help="folder of masks or label volumes (.nrrd, .seg.nrrd, .nii.gz…)")
+    data.add_argument("--output", required=True, help="checkpoint folder to write (also holds the resumable state)")
+    data.add_argument("--mask-map", default=None, help="which mask values are foreground: '>0', '255', '128,255'")
+    data.add_argument("--classes", default=None, help="multi-class: mask values of classes 1..K, e.g. '128,255'")
+    data.add_argument("--key", default=None, help="regex extracting the shared image/mask key from file stems")
+    data.add_argument("--intensity", default="auto", help="intensity preset, as for segmentation")
+    data.add_argument("--val-fraction", type=float, default=0.1, help="cases held out for validation Dice")
+    start = parser.add_argument_group("starting point")
+    start.add_argument("--pretrained", default=None, help="diffusers reference with vae/ and a 4-channel unet/")
+    start.add_argument("--init-from", default=None, help="SDSeg checkpoint to fine-tune (learning from corrections)")
+    start.add_argument("--vae-from", default=None,
+                       help="reuse the frozen VAE of this checkpoint (from scratch; skips the VAE stage)")
+    start.add_argument("--resume", action="store_true", help="continue the run saved in --output")
+    start.add_argument("--objective", choices=("sdseg", "supervised"), default="sdseg",
+                       help="'supervised': the plain supervised UNet baseline")
+    size = parser.add_argument_group("model size (from scratch)")
+    size.add_argument("--image-size", type=int, default=64, help="model input side in pixels")
+    size.add_argument("--vae-channels", type=parse_channels, default=(16, 32, 32),
+                      help="VAE block widths; downsampling factor 2**(n-1)")
+    size.add_argument("--latent-channels", type=int, default=4)
+    size.add_argument("--unet-channels", type=parse_channels, default=(32, 64, 64))
+    size.add_argument("--layers-per-block", type=int, default=1)
+    size.add_argument("--dropout", type=float, default=0.0,
+                      help="UNet and conditioner dropout (paper 0.2; 0 suits short CPU runs)")
+    optim = parser.add_argument_group("optimisation")
+    optim.add_argument("--steps", type=int, default=2000)
+    optim.add_argument("--max-minutes", type=float, default=None, help="wall-time budget of the SDSeg stage")
+    optim.add_argument("--vae-steps", type=int, default=1500)
+    optim.add_argument("--vae-minutes", type=float, default=None, help="wall-time budget of the VAE stage")
+    optim.add_argument("--batch-size", type=int, default=8)
+    optim.add_argument("--lr", type=float, default=2e-4, help="AdamW learning rate (paper: 4e-5 at batch 4)")
+    optim.add_argument("--warmup-steps", type=int, default=100)
+    optim.add_argument("--latent-weight", type=float, default=1.0, help="lambda of the latent loss")
+    optim.add_argument("--ema-decay", type=float, default=0.9999)
+    optim.add_argument("--val-every", type=int, default=250)
+    optim.add_argument("--seed", type=int, default=0)
+    optim.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    optim.add_argument("--device", default="auto")

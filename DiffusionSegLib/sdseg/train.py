@@ -1,0 +1,251 @@
+"""`python -m DiffusionSegLib train sdseg ...`: one training run, from data folders to a checkpoint.
+
+Starting points (exactly one):
+- from scratch (default): first a small VAE on the images and masks, then the SDSeg model;
+- `--pretrained REF`: VAE + 4-channel UNet from diffusers weights (the paper's setting);
+- `--init-from CKPT`: fine-tune an existing SDSeg checkpoint, e.g. on volumes a user corrected
+  in Slicer (learning from corrections); its VAE, scale factor and image size are kept.
+`--objective supervised` trains the plain supervised UNet baseline instead, same data and budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import InvalidData, InvalidRequest
+from ..events import JobContext
+from ..training.checkpoint import load_training_state, save_training_state, write_model_card
+from ..training.data import SliceSet, load_slices, parse_class_values, split_cases
+from ..training.loop import (TimeBudget, batches, dice_iou, log_metrics, random_flips, report,
+                             warmup_lambda)
+from .vae_training import as_rgb_mask
+
+
+def _model_config(args: argparse.Namespace, image_size: int, class_values: list[float] | None) -> dict[str, Any]:
+    return {"kind": args.objective, "image_size": image_size, "num_classes": len(class_values or []),
+            "class_values": class_values or [], "mask_map": args.mask_map, "latent_weight": args.latent_weight,
+            "conditioner_dropout": args.dropout}
+
+
+def _build(args: argparse.Namespace, train: SliceSet, val: SliceSet, context: JobContext,
+           output: Path, n_classes: int) -> tuple[Any, dict]:
+    """The model to train and facts about how it was made (for the model card)."""
+    from .build import build_from_pretrained, build_from_scratch, small_unet_config, small_vae_config, vae_scale
+    from .checkpoint import load_checkpoint
+
+    facts: dict[str, Any] = {}
+    if args.objective == "supervised":
+        from diffusers import UNet2DModel
+
+        from .baseline import SupervisedUNet, supervised_unet_config
+
+        torch.manual_seed(args.seed)
+        unet = UNet2DModel(**supervised_unet_config(args.image_size, args.unet_channels,
+                                                    args.layers_per_block, n_classes))
+        return SupervisedUNet(unet), {"start": "scratch (supervised baseline)"}
+    if args.init_from:
+        model, config = load_checkpoint(args.init_from)
+        facts.update(start=f"fine-tuned from {args.init_from}", scale_factor_from="the initial checkpoint")
+        return model.train(), facts
+    if args.pretrained:
+        model = build_from_pretrained(args.pretrained, unet_dropout=args.dropout,
+                                      conditioner_dropout=args.dropout, num_classes=n_classes)
+        return model, {"start": f"pretrained diffusers weights {args.pretrained}"}
+    from diffusers import AutoencoderKL
+
+    vae_config = small_vae_config(args.image_size, args.vae_channels, args.latent_channels)
+    vae_dir = output / "vae"
+    if getattr(args, "vae_from", None):
+        from ..models import load_component
+
+        vae = load_component(AutoencoderKL, str(Path(args.vae_from).expanduser()), "vae").eval()
+        vae.requires_grad_(False)
+        facts["vae"] = f"reused from {args.vae_from}"
+    elif args.resume and (vae_dir / "config.json").is_file():
+        vae = AutoencoderKL.from_pretrained(str(vae_dir), use_safetensors=True)
+        facts["vae"] = "reloaded from the resumed run"
+    else:
+        from .vae_training import train_vae
+
+        with context.timed("train_vae"):
+            vae, round_trip, vae_steps = train_vae(vae_config, train.images, train.masks > 0, context,
+                                                   args.vae_steps, args.vae_minutes, seed=args.seed,
+                                                   val_masks=(val.masks if len(val) else train.masks)[:64] > 0)
+        vae.save_pretrained(vae_dir, safe_serialization=True)
+        facts.update(vae=f"trained here: {vae_steps} steps, {context.timings['train_vae'] / 60:.1f} min",
+                     vae_mask_round_trip_dice=round(round_trip, 4))
+    latent_size = args.image_size // vae_scale(vae)
+    unet_config = small_unet_config(latent_size, args.latent_channels, args.unet_channels,
+                                    args.layers_per_block, args.dropout, n_classes)
+    model = build_from_scratch(vae, unet_config, args.dropout, seed=args.seed)
+    facts["start"] = "scratch"
+    return model, facts
+
+
+@torch.no_grad()
+def validate(model: Any, val: SliceSet, n_classes: int, seed: int, batch_size: int = 32) -> dict[str, float]:
+    """Single-step (the paper's inference) validation Dice/IoU, one fixed x_T seed."""
+    from .predict import predict_labels
+
+    model.eval()
+    dices, ious = [], []
+    generator = torch.Generator().manual_seed(seed)
+    for start in range(0, len(val), batch_size):
+        labels = predict_labels(model, val.images[start:start + batch_size], n_classes, generator=generator)
+        truth = val.masks[start:start + batch_size]
+        for k in range(1, max(1, n_classes) + 1):
+            dice, iou = dice_iou(labels == k, truth == k)
+            dices.append(dice)
+            ious.append(iou)
+    model.train()
+    return {"val_dice": float(torch.cat(dices).mean()), "val_iou": float(torch.cat(ious).mean())}
+
+
+def run(args: argparse.Namespace, context: JobContext) -> dict:
+    """Train and write the checkpoint; returns the summary that ends the job's event stream."""
+    from .checkpoint import save_checkpoint
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if sum(bool(x) for x in (args.pretrained, args.init_from)) > 1:
+        raise InvalidRequest("Give at most one of --pretrained and --init-from.")
+    output = Path(args.output).expanduser()
+    output.mkdir(parents=True, exist_ok=True)
+    image_size = args.image_size
+    if args.init_from:
+        from .checkpoint import read_config
+
+        image_size = int(read_config(args.init_from)["image_size"])
+    class_values = parse_class_values(args.classes)
+    n_classes = len(class_values or [])
+    with context.timed("load_data"):
+        data = load_slices(args.images, args.masks, image_size, args.mask_map, class_values, args.intensity)
+    train_cases, val_cases = split_cases(data.cases, args.val_fraction, args.seed)
+    train, val = data.subset(train_cases), data.subset(val_cases)
+    context.log(f"{len(data)} slices from {len(set(data.cases))} cases: {len(train_cases)} training cases "
+                f"({len(train)} slices), {len(val_cases)} validation cases ({len(val)} slices).")
+    args.image_size = image_size
+    model, facts = _build(args, train, val, context, output, n_classes)
+    model.train()
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params = [p for _, p in trainable]
+    optimizer = torch.optim.AdamW(params, lr=args.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_lambda(args.warmup_steps))
+    from diffusers.training_utils import EMAModel
+
+    ema = EMAModel(params, decay=args.ema_decay, use_ema_warmup=False)
+    generator = torch.Generator().manual_seed(args.seed)
+    step, best, history = 0, {"val_dice": -1.0}, []
+    state = load_training_state(output) if args.resume else None
+    if state is not None:
+        weights, ema_weights, opt_tensors, info = state
+        model.load_state_dict(weights, strict=False)
+        if ema_weights is not None:
+            ema.shadow_params = [ema_weights[n].clone() for n, _ in trainable]
+        from ..training.checkpoint import restore_optimizer
+
+        restore_optimizer(optimizer, opt_tensors, info["optimizer"])
+        step, best, history = info["step"], info["best"], info["history"]
+        ema.optimization_step = step
+        scheduler.last_epoch = step
+        generator.manual_seed(args.seed + step)
+        context.log(f"Resumed at step {step} (best validation Dice {best['val_dice']:.4f}).")
+    elif args.objective == "sdseg" and not args.init_from:
+        first = torch.randperm(len(train), generator=torch.Generator().manual_seed(args.seed))[:args.batch_size]
+        factor = model.set_scale_factor_from(as_rgb_mask(train.masks[first] > 0))
+        context.log(f"Latent scale factor 1/std(first batch) = {factor:.5f}.", metrics={"scale_factor": factor})
+    config = _model_config(args, image_size, class_values)
+    budget = TimeBudget(args.max_minutes)
+    order = batches(len(train), min(args.batch_size, len(train)), generator)
+    started = time.monotonic()
+    total = args.steps
+    loss_sum, loss_n = 0.0, 0
+
+    def evaluate_and_save(final: bool = False) -> None:
+        nonlocal best
+        ema.store(params)
+        ema.copy_to(params)
+        metrics = validate(model, val if len(val) else train, n_classes, args.seed) \
+            if args.objective == "sdseg" else _validate_supervised(model, val if len(val) else train)
+        history.append({"step": step, **metrics})
+        log_metrics(context, f"step {step}: validation Dice {metrics['val_dice']:.4f}", step=step, **metrics)
+        if metrics["val_dice"] >= best["val_dice"] or final and best.get("step") is None:
+            best = {"step": step, **metrics}
+            save_checkpoint(model, output, {**config, "best_step": step, "validation": metrics})
+        ema.restore(params)
+        save_training_state(output, dict(model.state_dict()),
+                            {n: p for (n, _), p in zip(trainable, ema.shadow_params)}, optimizer,
+                            {"step": step, "best": best, "history": history})
+
+    with context.timed("train"):
+        while step < total and not budget.exhausted():
+            context.check_cancelled()
+            index = next(order)
+            images, masks = random_flips(train.images[index], train.masks[index], generator)
+            if args.objective == "supervised":
+                loss = model.loss(images * 2 - 1, masks > 0)
+                terms = {"loss": loss.item()}
+            else:
+                class_labels = None
+                if n_classes:
+                    class_labels = torch.randint(1, n_classes + 1, (len(index),), generator=generator)
+                    masks = masks == class_labels.view(-1, 1, 1)
+                out = model.latent_loss(images * 2 - 1, as_rgb_mask(masks > 0), args.latent_weight,
+                                        class_labels, generator)
+                loss = out.total
+                terms = {"loss": loss.item(), "noise_l1": out.noise.item(), "latent_l1": out.latent.item()}
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            ema.step(params)
+            step += 1
+            loss_sum, loss_n = loss_sum + terms["loss"], loss_n + 1
+            if step % 25 == 0:
+                report(context, step, total, **terms, lr=scheduler.get_last_lr()[0])
+            if step % args.val_every == 0:
+                log_metrics(context, f"step {step}: mean loss {loss_sum / loss_n:.4f}", train_loss=loss_sum / loss_n)
+                loss_sum, loss_n = 0.0, 0
+                evaluate_and_save()
+        if not history or history[-1]["step"] != step:
+            evaluate_and_save(final=True)
+    minutes = (time.monotonic() - started) / 60
+    stopped = "time budget" if step < total else "step count"
+    facts.update(steps=step, stopped_by=stopped, train_minutes=round(minutes, 2),
+                 batch_size=args.batch_size, lr=args.lr, latent_weight=args.latent_weight,
+                 ema_decay=args.ema_decay, threads=torch.get_num_threads())
+    if "train_vae" in context.timings:
+        facts["vae_minutes"] = round(context.timings["train_vae"] / 60, 2)
+    write_model_card(
+        output, f"SDSeg checkpoint ({args.objective})",
+        "Single-step latent diffusion segmentation (Lin et al., MICCAI 2024), trained with DiffusionSegLib. "
+        "Weights are the EMA weights at the step with the best validation Dice." if args.objective == "sdseg" else
+        "Plain supervised UNet baseline (BCE + soft Dice), trained with DiffusionSegLib for comparison with SDSeg.",
+        data={"images": str(Path(args.images).resolve()), "masks": str(Path(args.masks).resolve()),
+              "mask mapping": args.mask_map or "(binary masks)", "classes": args.classes or "binary",
+              "slices": len(data), "image size": image_size},
+        split={"seed": args.seed, "validation fraction": args.val_fraction,
+               "training cases": train_cases, "validation cases": val_cases},
+        metrics={"best step": best.get("step"), "validation Dice (single step)": round(best["val_dice"], 4),
+                 "validation IoU": round(best.get("val_iou", float("nan")), 4)},
+        training=facts)
+    return {"output": str(output), "best": best, "steps": step, "train_minutes": round(minutes, 2), **{
+        k: v for k, v in facts.items() if k.startswith("vae")}}
+
+
+@torch.no_grad()
+def _validate_supervised(model: Any, val: SliceSet, batch_size: int = 32) -> dict[str, float]:
+    model.eval()
+    dices, ious = [], []
+    for start in range(0, len(val), batch_size):
+        prob = model.predict_probability(val.images[start:start + batch_size] * 2 - 1)
+        dice, iou = dice_iou(prob > 0.5, val.masks[start:start + batch_size] > 0)
+        dices.append(dice)
+        ious.append(iou)
+    model.train()
+    return {"val_dice": float(torch.cat(dices).mean()), "val_iou": float(torch.cat(ious).mean())}

@@ -74,7 +74,10 @@ def backbone_cache(pipeline: DiffuGTSPipeline, images: torch.Tensor, valid: torc
 
 
 def train_adapter(pipeline: DiffuGTSPipeline, cache: dict, masks: torch.Tensor, options: FitOptions,
-                  log: Callable[[dict], None] | None = None) -> AOVAAdapter:
+                  log: Callable[[dict], None] | None = None, stop: Callable[[], bool] | None = None
+                  ) -> AOVAAdapter:
+    """Dice + BCE of the adapter's anomaly logit against the tumour mask inside the body region.
+    `stop` is checked after every epoch (time budget); the adapter trained so far is returned."""
     features: list[torch.Tensor] = cache["features"]  # type: ignore[assignment]
     region: torch.Tensor = cache["region"]  # type: ignore[assignment]
     torch.manual_seed(options.seed)
@@ -99,6 +102,8 @@ def train_adapter(pipeline: DiffuGTSPipeline, cache: dict, masks: torch.Tensor, 
         schedule.step()
         if log:
             log({"stage": "adapter", "epoch": epoch + 1, "epochs": options.adapter_epochs, "loss": total / n})
+        if stop is not None and stop():
+            break
     return adapter.eval()
 
 
@@ -118,7 +123,9 @@ def residual_cache(pipeline: DiffuGTSPipeline, images: torch.Tensor, valid: torc
 
 
 def train_residual_head(cache: dict[str, torch.Tensor], masks: torch.Tensor, options: FitOptions,
-                        log: Callable[[dict], None] | None = None) -> ResidualHead:
+                        log: Callable[[dict], None] | None = None, stop: Callable[[], bool] | None = None
+                        ) -> ResidualHead:
+    """Dice + BCE of the head's logit inside the dilated region (the only place it may answer)."""
     torch.manual_seed(options.seed + 1)
     head = ResidualHead()
     optimiser = torch.optim.AdamW(head.parameters(), lr=options.lr, weight_decay=options.weight_decay)
@@ -141,6 +148,8 @@ def train_residual_head(cache: dict[str, torch.Tensor], masks: torch.Tensor, opt
         schedule.step()
         if log:
             log({"stage": "residual_head", "epoch": epoch + 1, "epochs": options.head_epochs, "loss": total / n})
+        if stop is not None and stop():
+            break
     return head.eval()
 
 

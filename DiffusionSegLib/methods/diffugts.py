@@ -81,7 +81,9 @@ class DiffuGTS(Method):
         from ..models import load_stable_diffusion
 
         self.context.log(f"DiffuGTS prompts: anomaly '{prompts.anomaly}', normal '{prompts.normal}'.")
-        parts = load_stable_diffusion(self.model or self.info.default_model, self.context.device)
+        # Half precision only when asked for explicitly; otherwise the loader's choice (fp16 on CUDA).
+        dtype = self.context.dtype if self.context.dtype in ("float16", "fp16", "bfloat16", "bf16") else None
+        parts = load_stable_diffusion(self.model or self.info.default_model, self.context.device, dtype)
         adapter = residual_head = None
         heads = (self.params.get("heads") or "").strip()
         if heads:

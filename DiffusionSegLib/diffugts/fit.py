@@ -135,7 +135,7 @@ def train_residual_head(cache: dict[str, torch.Tensor], masks: torch.Tensor, opt
     generator = torch.Generator().manual_seed(options.seed + 1)
     head.train()
     for epoch in range(options.head_epochs):
-        order, total = torch.randperm(n, generator=generator), 0.0
+        order, total, stepped = torch.randperm(n, generator=generator), 0.0, False
         for start in range(0, n, options.batch_size):
             idx = order[start:start + options.batch_size]
             if not bool(inside[idx].any()):
@@ -144,8 +144,10 @@ def train_residual_head(cache: dict[str, torch.Tensor], masks: torch.Tensor, opt
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
+            stepped = True
             total += float(loss.detach()) * len(idx)
-        schedule.step()
+        if stepped:
+            schedule.step()
         if log:
             log({"stage": "residual_head", "epoch": epoch + 1, "epochs": options.head_epochs, "loss": total / n})
         if stop is not None and stop():

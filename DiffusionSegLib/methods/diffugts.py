@@ -89,6 +89,7 @@ class DiffuGTS(Method):
         if heads:
             config, adapter, residual_head = load_heads(heads, parts.device)
             self._check_heads(config, parts)
+        self.parts = parts  # read by `benchmark` (dtype) and by callers that reuse the model
         self.image_size = parts.image_size
         self.pipeline = DiffuGTSPipeline(parts, prompts, settings, self.context, adapter, residual_head)
 

@@ -88,7 +88,7 @@ def test_synthetic_lesion_run_end_to_end(tiny_sd_path):
 
 
 def test_heads_train_save_load_and_are_used(tiny_sd_path, tmp_path):
-    from DiffusionSegLib.diffugts.fit import FitOptions, dice_score, fit_heads
+    from DiffusionSegLib.diffugts.fit import FitOptions, dice_score, fit_heads, heads_config
     from DiffusionSegLib.diffugts.heads import load_heads, save_heads
 
     images, masks = synthetic_lesions(16, seed=0)
@@ -108,8 +108,7 @@ def test_heads_train_save_load_and_are_used(tiny_sd_path, tmp_path):
     dice_trained = sum(dice_score(trained.refined[i], masks[i]) for i in range(16)) / 16
     assert dice_trained > dice_free + 0.1  # the heads learn the lesions the frozen model misses
 
-    config = {"feature_blocks": list(pipeline.settings.feature_blocks), "image_size": 64,
-              "model": str(tiny_sd_path)}
+    config = heads_config(pipeline, str(tiny_sd_path))
     folder = save_heads(tmp_path / "heads", config, adapter, head, "# test heads\n")
     assert {p.name for p in folder.iterdir()} == {"config.json", "heads.safetensors", "README.md"}
     loaded = make(tiny_sd_path, organ="brain", steps=4, strength=0.5, heads=str(folder))

@@ -15,22 +15,28 @@ from typing import Any, Iterator, Sequence
 import torch
 
 DEFAULT_FEATURE_BLOCKS = (1, 2, 3)
+# VAE encoder down blocks whose outputs feed the AOVA adapter (1/2 and 1/4 of the image side for
+# SD's 4-block encoder). The unofficial port reads the frozen VAE encoder too; here they were also
+# measured to generalise across patients far better than noised-UNet features: the latter carry
+# the fixed noise draw, which acts as a positional code a small head can memorise.
+DEFAULT_ENCODER_BLOCKS = (1, 2)
 
 
 @contextmanager
-def capture_block_outputs(unet: Any, block_indices: Sequence[int]) -> Iterator[dict[int, torch.Tensor]]:
-    """Forward hooks on `unet.up_blocks[i]`; yields a dict filled with each block's output
-    during the forward passes inside the `with` (last pass wins). Hooks are always removed."""
+def capture_block_outputs(blocks: Any, block_indices: Sequence[int]) -> Iterator[dict[int, torch.Tensor]]:
+    """Forward hooks on `blocks[i]` (e.g. `unet.up_blocks`, `vae.encoder.down_blocks`); yields a
+    dict filled with each block's output during the forward passes inside the `with` (last pass
+    wins). Hooks are always removed."""
     store: dict[int, torch.Tensor] = {}
     handles = []
     for index in block_indices:
-        if index >= len(unet.up_blocks):
-            raise ValueError(f"the UNet has {len(unet.up_blocks)} up blocks; no block {index}")
+        if index >= len(blocks):
+            raise ValueError(f"the model has {len(blocks)} blocks here; no block {index}")
 
         def hook(_module: Any, _inputs: Any, output: Any, index: int = index) -> None:
             store[index] = (output[0] if isinstance(output, tuple) else output).detach()
 
-        handles.append(unet.up_blocks[index].register_forward_hook(hook))
+        handles.append(blocks[index].register_forward_hook(hook))
     try:
         yield store
     finally:
@@ -51,7 +57,7 @@ def unet_features(unet: Any, scheduler: Any, latents: torch.Tensor, context: tor
     """Decoder features [(B, C_i, h_i, w_i)] of `latents` noised to `timestep` under `context`."""
     if context.shape[0] == 1 and latents.shape[0] > 1:
         context = context.expand(latents.shape[0], -1, -1)
-    with capture_block_outputs(unet, block_indices) as store:
+    with capture_block_outputs(unet.up_blocks, block_indices) as store:
         unet(noised(scheduler, latents, noise, timestep), int(timestep),
              encoder_hidden_states=context.to(latents.dtype))
     return [store[i].float() for i in block_indices]

@@ -3,7 +3,7 @@
 The backbone is frozen, so its outputs are computed once per slice and cached, and only the small
 heads see gradients:
 
-1. AOVA adapter: frozen UNet decoder features of I + pooled text vectors of the prompt pair →
+1. AOVA adapter: frozen VAE-encoder features of I + pooled text vectors of the prompt pair →
    anomaly logit; Dice + BCE against the tumour mask inside the body region.
 2. Residual head: the full pipeline is run with the trained adapter (so the inpainting regions and
    residuals are the ones inference will see), then the head learns [P, F, R, anomaly] → mask
@@ -34,6 +34,15 @@ class FitOptions:
     train_residual_head: bool = True
 
 
+def heads_config(pipeline: DiffuGTSPipeline, model: str) -> dict:
+    """What inference must match for the heads to apply: base model, size, feature taps, prompts."""
+    s = pipeline.settings
+    return {"model": model, "image_size": pipeline.parts.image_size, "prompt": pipeline.prompts.anomaly,
+            "normal_prompt": pipeline.prompts.normal, "encoder_blocks": list(s.encoder_blocks),
+            "feature_blocks": list(s.feature_blocks), "aova_timesteps": list(s.aova_timesteps),
+            "strength": s.strength, "inpaint_steps": s.steps, "dilation": s.dilation}
+
+
 def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Soft Dice (over the batch, inside `weight`) + BCE: Dice copes with small tumours, BCE keeps
     gradients alive on slices without tumour (where Dice alone is undefined)."""
@@ -56,18 +65,14 @@ def dice_score(prediction: torch.Tensor, target: torch.Tensor) -> float:
 @torch.no_grad()
 def backbone_cache(pipeline: DiffuGTSPipeline, images: torch.Tensor, valid: torch.Tensor, batch_size: int,
                    progress: Callable[[int, int], None] | None = None) -> dict[str, object]:
-    """Frozen features, body region and training-free anomaly map for every slice."""
-    from .aova import body_region
-
+    """The adapter's frozen inputs (VAE encoder features) and the body region of every slice,
+    computed by the same `frozen_inputs` call inference uses."""
     features: list[list[torch.Tensor]] = []
     regions = []
     for start in range(0, images.shape[0], batch_size):
-        chunk, ok = images[start:start + batch_size], valid[start:start + batch_size]
-        latents = pipeline.parts.encode_image(chunk).to(pipeline.parts.unet.dtype)
-        region = body_region(chunk, ok, pipeline.settings.body_level)
-        _, feats = pipeline.attention_maps(latents, region)
-        features.append([f.cpu() for f in feats])
-        regions.append(region)
+        frozen = pipeline.frozen_inputs(images[start:start + batch_size], valid[start:start + batch_size])
+        features.append([f.cpu() for f in frozen.encoder_features])
+        regions.append(frozen.region)
         if progress:
             progress(min(start + batch_size, images.shape[0]), images.shape[0])
     return {"features": [torch.cat(level) for level in zip(*features)], "region": torch.cat(regions)}

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from ..attention import capture_attention
 from ..events import JobContext
 from .aova import aggregate_token_maps, anomaly_map, body_region, coarse_mask
-from .features import DEFAULT_FEATURE_BLOCKS, capture_block_outputs, noised, unet_features
+from .features import (DEFAULT_ENCODER_BLOCKS, DEFAULT_FEATURE_BLOCKS, capture_block_outputs, noised,
+                       unet_features)
 from .heads import AOVAAdapter, ResidualHead, residual_inputs
 from .inpaint import dilate_mask, mask_to_latent, pseudo_healthy_inpaint
 from .prompts import PromptPair, contrast_positions, pooled_positions
@@ -38,6 +39,7 @@ class DiffuGTSSettings:
     aova_timesteps: tuple[int, ...] = (100,)
     body_level: float = 0.05
     feature_blocks: tuple[int, ...] = DEFAULT_FEATURE_BLOCKS
+    encoder_blocks: tuple[int, ...] = DEFAULT_ENCODER_BLOCKS
 
 
 @dataclass
@@ -55,6 +57,19 @@ class DiffuGTSOutput:
     refined: torch.Tensor
     probability: torch.Tensor
     features: list[torch.Tensor] = field(default_factory=list)
+    encoder_features: list[torch.Tensor] = field(default_factory=list)
+
+
+@dataclass
+class FrozenInputs:
+    """What the frozen model says about I before anything is trained on: shared by inference and
+    by head training, so the heads see exactly the inputs they will get."""
+
+    latents: torch.Tensor
+    region: torch.Tensor
+    attention_anomaly: torch.Tensor
+    unet_features: list[torch.Tensor]
+    encoder_features: list[torch.Tensor]
 
 
 class DiffuGTSPipeline:
@@ -94,7 +109,7 @@ class DiffuGTSPipeline:
         for k, t in enumerate(self.settings.aova_timesteps):
             blocks = self.settings.feature_blocks if k == 0 else ()
             with capture_attention(self.parts.unet, kinds=("cross",)) as store, \
-                    capture_block_outputs(self.parts.unet, blocks) as outputs:
+                    capture_block_outputs(self.parts.unet.up_blocks, blocks) as outputs:
                 z_t = noised(self.scheduler, torch.cat([latents, latents]), torch.cat([noise, noise]), t)
                 self.parts.unet(z_t, int(t), encoder_hidden_states=context.to(latents.dtype))
             cross = list(store.maps("cross").values())
@@ -107,7 +122,22 @@ class DiffuGTSPipeline:
             self.context.check_cancelled()
         return anomaly_map(abnormal, normal, region.cpu()), features
 
+    @torch.no_grad()
+    def frozen_inputs(self, images: torch.Tensor, valid: torch.Tensor) -> FrozenInputs:
+        """encode (capturing VAE encoder features) and the AOVA pass, each timed."""
+        s, ctx, parts = self.settings, self.context, self.parts
+        with ctx.timed("encode"):
+            with capture_block_outputs(parts.vae.encoder.down_blocks, s.encoder_blocks) as encoder:
+                # The VAE stays fp32 on GPU (models.py); the UNet may be fp16.
+                latents = parts.encode_image(images).to(parts.unet.dtype)
+        region = body_region(images, valid, s.body_level)
+        with ctx.timed("aova"):
+            anomaly, features = self.attention_maps(latents, region)
+        return FrozenInputs(latents, region, anomaly, features,
+                            [encoder[i].float() for i in s.encoder_blocks])
+
     def adapter_probability(self, features: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        """Trained AOVA map: sigmoid of the adapter's anomaly logit, upsampled to the slice."""
         logits = self.adapter(features, self.text_vectors.to(features[0].device).expand(features[0].shape[0], -1, -1))
         logits = F.interpolate(logits[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
         return torch.sigmoid(logits).float().cpu()
@@ -117,14 +147,12 @@ class DiffuGTSPipeline:
     def __call__(self, images: torch.Tensor, valid: torch.Tensor) -> DiffuGTSOutput:
         s, ctx, parts = self.settings, self.context, self.parts
         size = tuple(images.shape[-2:])
-        with ctx.timed("encode"):
-            # The VAE stays fp32 on GPU (models.py); the UNet may be fp16.
-            latents = parts.encode_image(images).to(parts.unet.dtype)
-        region = body_region(images, valid, s.body_level)
-        with ctx.timed("aova"):
-            anomaly, features = self.attention_maps(latents, region)
-            if self.adapter is not None:
-                anomaly = self.adapter_probability(features, size) * region
+        frozen = self.frozen_inputs(images, valid)
+        latents, region, anomaly, features = (frozen.latents, frozen.region, frozen.attention_anomaly,
+                                              frozen.unet_features)
+        if self.adapter is not None:
+            with ctx.timed("aova"):
+                anomaly = self.adapter_probability(frozen.encoder_features, size) * region
         with ctx.timed("otsu"):
             method = s.threshold_method
             if method == "auto":
@@ -164,7 +192,8 @@ class DiffuGTSPipeline:
                 probability = _otsu_probability(fused, refined, inside)
         return DiffuGTSOutput(region=region, anomaly=anomaly, coarse=coarse, dilated=dilated,
                               pseudo_healthy=healthy, pixel=pixel, feature=feature, fused=fused,
-                              refined=refined, probability=probability, features=features)
+                              refined=refined, probability=probability, features=features,
+                              encoder_features=frozen.encoder_features)
 
 
 def _otsu_probability(fused: torch.Tensor, refined: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:

@@ -27,6 +27,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--key", default=None, help="regex extracting the shared image/mask key from file stems")
     data.add_argument("--intensity", default="auto", help="intensity preset, as for segmentation")
     data.add_argument("--val-fraction", type=float, default=0.1, help="cases held out for validation Dice")
+    data.add_argument("--val-max-slices", type=int, default=64,
+                      help="validate on at most this many evenly spaced slices (each runs the full pipeline)")
     method = parser.add_argument_group("frozen model and prompts")
     method.add_argument("--model", default=None, help="base text-to-image diffusers model (frozen)")
     method.add_argument("--prompt", required=True, help="anomaly prompt, e.g. 'brain tumour'")
@@ -58,7 +60,7 @@ def train(args: argparse.Namespace, context: JobContext) -> dict:
     from ..training.checkpoint import write_model_card
     from ..training.data import load_slices, split_cases
     from ..training.loop import TimeBudget, log_metrics
-    from .fit import FitOptions, backbone_cache, residual_cache, train_adapter, train_residual_head
+    from .fit import FitOptions, backbone_cache, heads_config, residual_cache, train_adapter, train_residual_head
     from .heads import load_heads, save_heads
     from .pipeline import DiffuGTSPipeline, DiffuGTSSettings
     from .prompts import resolve_prompts
@@ -90,11 +92,7 @@ def train(args: argparse.Namespace, context: JobContext) -> dict:
                          train_residual_head=not args.no_residual_head)
     pipeline = DiffuGTSPipeline(parts, prompts, settings, context)
     budget = TimeBudget(args.max_minutes)
-    config = {"model": model, "image_size": parts.image_size, "prompt": prompts.anomaly,
-              "normal_prompt": prompts.normal, "feature_blocks": list(settings.feature_blocks),
-              "aova_timesteps": list(settings.aova_timesteps), "strength": settings.strength,
-              "inpaint_steps": settings.steps, "dilation": settings.dilation,
-              "mask_map": args.mask_map, "intensity": args.intensity,
+    config = {**heads_config(pipeline, model), "mask_map": args.mask_map, "intensity": args.intensity,
               "split": {"train": train_cases, "validation": val_cases, "seed": args.seed}}
 
     def on_epoch(event: dict) -> None:
@@ -126,7 +124,9 @@ def train(args: argparse.Namespace, context: JobContext) -> dict:
     pipeline.residual_head = head
     with context.timed("validate"):
         evaluated = val_set if len(val_set) else train_set
-        metrics = validation_metrics(pipeline, evaluated.images, evaluated.masks > 0, options.batch_size)
+        keep = torch.linspace(0, len(evaluated) - 1, min(len(evaluated), max(1, args.val_max_slices))).long()
+        metrics = validation_metrics(pipeline, evaluated.images[keep], evaluated.masks[keep] > 0,
+                                     options.batch_size)
     metrics["evaluated_on"] = "validation cases" if len(val_set) else "training cases (no validation split)"
     log_metrics(context, f"DiffuGTS heads: refined Dice {metrics['refined_dice']:.4f}",
                 **{k: v for k, v in metrics.items() if isinstance(v, float)})

@@ -108,8 +108,9 @@ class DiffuGTS(Method):
     def _check_heads(self, config: dict, parts: Any) -> None:
         from ..errors import ModelLoadFailed
 
-        channels = [int(parts.unet.up_blocks[i].resnets[-1].conv2.out_channels)
-                    for i in config.get("feature_blocks", [])]
+        blocks = parts.vae.encoder.down_blocks
+        channels = [int(blocks[i].resnets[-1].conv2.out_channels) if i < len(blocks) else -1
+                    for i in config.get("encoder_blocks", [])]
         adapter = config.get("adapter") or {}
         if adapter and channels != list(adapter.get("feature_channels", [])):
             raise ModelLoadFailed(

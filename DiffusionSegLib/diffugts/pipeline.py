@@ -95,11 +95,11 @@ class DiffuGTSPipeline:
     @torch.no_grad()
     def attention_maps(self, latents: torch.Tensor, region: torch.Tensor
                        ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Training-free AOVA anomaly map (B, S, S) and the frozen features of I.
+        """Training-free AOVA anomaly map (B, S, S) and the frozen UNet decoder features of I.
 
         One UNet call per timestep on the batch [I + anomaly prompt, I + normal prompt]; the
-        normal-prompt half of the first call also yields the decoder features that the adapter
-        and the feature residual read (same t, same noise as for H later)."""
+        normal-prompt half of the first call also yields the decoder features that the feature
+        residual compares with H's (same t, same noise, same prompt)."""
         batch, size = latents.shape[0], tuple(region.shape[-2:])
         noise = self._noise(latents)
         context = torch.cat([self.text_context[:1].expand(batch, -1, -1),
@@ -138,7 +138,8 @@ class DiffuGTSPipeline:
 
     def adapter_probability(self, features: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
         """Trained AOVA map: sigmoid of the adapter's anomaly logit, upsampled to the slice."""
-        logits = self.adapter(features, self.text_vectors.to(features[0].device).expand(features[0].shape[0], -1, -1))
+        text = self.text_vectors.to(features[0].device).expand(features[0].shape[0], -1, -1)
+        logits = self.adapter(features, text)
         logits = F.interpolate(logits[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
         return torch.sigmoid(logits).float().cpu()
 

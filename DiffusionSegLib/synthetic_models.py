@@ -15,7 +15,7 @@ import torch
 
 _ARCH_DIR = Path(__file__).parent / "data" / "architectures"
 
-# A small word list for the generated tokenizer: every word gets one token, so tests can reason
+# A small word list for the generated tokenizer: every word (without punctuation) is one token, so tests can reason
 # about which token positions a prompt occupies.
 TINY_WORDS = (
     "a an the of in with and image photo scan slice healthy normal abnormal tumour tumor lesion "
@@ -47,6 +47,36 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(printable, (chr(c) for c in codes)))
 
 
+def _apply_bpe(symbols: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
+    """Byte-pair encoding as CLIP applies it: repeatedly merge the best-ranked adjacent pair."""
+    while len(symbols) > 1:
+        pairs = [(ranks.get(pair, len(ranks) + 1), i) for i, pair in enumerate(zip(symbols, symbols[1:]))]
+        rank, i = min(pairs)
+        if rank > len(ranks):
+            break
+        symbols = symbols[:i] + [symbols[i] + symbols[i + 1]] + symbols[i + 2:]
+    return symbols
+
+
+def _single_token_merges(words: tuple[str, ...]) -> list[str]:
+    """Merges under which every word is exactly one token, so tests know token positions.
+
+    A merge learnt for one word can split another ("i n</w>" from "in" splits "skin" as
+    "sk"+"in"), so words are re-encoded with all merges so far and the leftover pieces are
+    joined by new, lower-ranked merges until every word is whole."""
+    ranks: dict[tuple[str, str], int] = {}
+    changed = True
+    while changed:
+        changed = False
+        for word in words:
+            pieces = _apply_bpe(list(word[:-1]) + [word[-1] + "</w>"], ranks)
+            while len(pieces) > 1:
+                ranks[(pieces[0], pieces[1])] = len(ranks)
+                pieces = [pieces[0] + pieces[1]] + pieces[2:]
+                changed = True
+    return [f"{a} {b}" for (a, b), _ in sorted(ranks.items(), key=lambda item: item[1])]
+
+
 def save_tiny_tokenizer(path: str | Path, words: tuple[str, ...] = tuple(TINY_WORDS)) -> Path:
     """A real CLIPTokenizer with a generated vocabulary and BPE merges for `words`."""
     from transformers import CLIPTokenizer
@@ -57,15 +87,9 @@ def save_tiny_tokenizer(path: str | Path, words: tuple[str, ...] = tuple(TINY_WO
     vocab: dict[str, int] = {}
     for symbol in alphabet + [s + "</w>" for s in alphabet]:
         vocab.setdefault(symbol, len(vocab))
-    merges: list[str] = []
-    for word in words:
-        symbols = list(word[:-1]) + [word[-1] + "</w>"]
-        while len(symbols) > 1:  # merge left to right; each merge creates one new token
-            pair = f"{symbols[0]} {symbols[1]}"
-            if pair not in merges:
-                merges.append(pair)
-            symbols = [symbols[0] + symbols[1]] + symbols[2:]
-            vocab.setdefault(symbols[0], len(vocab))
+    merges = _single_token_merges(words)
+    for merge in merges:
+        vocab.setdefault(merge.replace(" ", ""), len(vocab))
     for special in ("<|startoftext|>", "<|endoftext|>"):
         vocab.setdefault(special, len(vocab))
     (path / "vocab.json").write_text(json.dumps(vocab))

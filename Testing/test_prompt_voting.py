@@ -20,9 +20,12 @@ def test_prompt_positions_single_token_words(tokenizer):
     text = format_context("an image of a {prompt}", "white blood cell")
     assert text == "an image of a white blood cell"
     assert prompt_token_positions(tokenizer, text, "white blood cell") == [5, 6, 7]
-    # The generated tiny vocabulary splits "skin" into "sk" + "in": all pieces count.
-    assert prompt_token_positions(tokenizer, "skin lesion", "skin lesion") == [1, 2, 3]
-    assert prompt_token_positions(tokenizer, "skin lesion", "lesion") == [3]
+    assert prompt_token_positions(tokenizer, "skin lesion", "skin lesion") == [1, 2]
+    assert prompt_token_positions(tokenizer, "skin lesion", "lesion") == [2]
+    # punctuation splits a word into several tokens: all pieces count
+    pieces = len(tokenizer("x-ray", add_special_tokens=False).input_ids)
+    assert pieces > 1
+    assert prompt_token_positions(tokenizer, "a chest x-ray", "x-ray") == list(range(3, 3 + pieces))
 
 
 def test_prompt_positions_multi_token_word(tokenizer):

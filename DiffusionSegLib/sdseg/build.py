@@ -85,13 +85,13 @@ def widen_conv_in(unet: nn.Module, extra_channels: int) -> nn.Module:
 
 
 def build_from_scratch(vae: nn.Module, unet_config: dict[str, Any], conditioner_dropout: float = 0.2,
-                       seed: int = 0) -> SDSegModel:
+                       seed: int = 0, denoiser_skip: bool = False) -> SDSegModel:
     """An SDSeg model around an already trained (or given) VAE with a freshly initialised UNet."""
     from diffusers import UNet2DModel
 
     torch.manual_seed(seed)
     unet = UNet2DModel(**unet_config)
-    return SDSegModel(vae, conditioner_from_vae(vae, conditioner_dropout), unet)
+    return SDSegModel(vae, conditioner_from_vae(vae, conditioner_dropout), unet, denoiser_skip=denoiser_skip)
 
 
 def build_from_pretrained(reference: str, vae_subfolder: str = "vae", unet_subfolder: str = "unet",

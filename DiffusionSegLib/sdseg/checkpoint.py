@@ -36,7 +36,7 @@ def save_checkpoint(model: Any, folder: str | Path, config: dict[str, Any]) -> P
                   str(folder / "conditioner.safetensors"))
         config = {**config, "scale_factor": float(model.scale_factor),
                   "latent_channels": int(model.vae.config.latent_channels),
-                  "unet_class": type(model.unet).__name__}
+                  "unet_class": type(model.unet).__name__, "denoiser_skip": bool(model.denoiser_skip)}
     else:
         model.unet.save_pretrained(folder / "unet", safe_serialization=True)
     full = {"format": FORMAT, "format_version": FORMAT_VERSION, **config}
@@ -81,5 +81,6 @@ def load_checkpoint(folder: str | Path, device: torch.device | str = "cpu",
     if not weights.is_file():
         raise ModelNotFound(f"{folder} has no conditioner.safetensors; the checkpoint is incomplete.")
     conditioner.load_state_dict(load_file(str(weights)))
-    model = SDSegModel(vae, conditioner.to(dtype), unet, scale_factor=float(config["scale_factor"]))
+    model = SDSegModel(vae, conditioner.to(dtype), unet, scale_factor=float(config["scale_factor"]),
+                       denoiser_skip=bool(config.get("denoiser_skip", False)))
     return model.to(device).eval(), config

@@ -33,7 +33,7 @@ def _model_config(args: argparse.Namespace, image_size: int, class_values: list[
 
 
 def _build(args: argparse.Namespace, train: SliceSet, val: SliceSet, context: JobContext,
-           output: Path, n_classes: int) -> tuple[Any, dict]:
+           output: Path, n_classes: int, device: torch.device) -> tuple[Any, dict]:
     """The model to train and facts about how it was made (for the model card)."""
     from .build import build_from_pretrained, build_from_scratch, small_unet_config, small_vae_config, vae_scale
     from .checkpoint import load_checkpoint
@@ -74,7 +74,7 @@ def _build(args: argparse.Namespace, train: SliceSet, val: SliceSet, context: Jo
 
         with context.timed("train_vae"):
             vae, round_trip, vae_steps = train_vae(vae_config, train.images, train.masks > 0, context,
-                                                   args.vae_steps, args.vae_minutes, seed=args.seed,
+                                                   args.vae_steps, args.vae_minutes, seed=args.seed, device=device,
                                                    val_masks=(val.masks if len(val) else train.masks)[:64] > 0)
         vae.save_pretrained(vae_dir, safe_serialization=True)
         facts.update(vae=f"trained here: {vae_steps} steps, {context.timings['train_vae'] / 60:.1f} min",
@@ -82,7 +82,8 @@ def _build(args: argparse.Namespace, train: SliceSet, val: SliceSet, context: Jo
     latent_size = args.image_size // vae_scale(vae)
     unet_config = small_unet_config(latent_size, args.latent_channels, args.unet_channels,
                                     args.layers_per_block, args.dropout, n_classes)
-    model = build_from_scratch(vae, unet_config, args.dropout, seed=args.seed)
+    model = build_from_scratch(vae, unet_config, args.dropout, seed=args.seed,
+                               denoiser_skip=getattr(args, "denoiser_skip", False))
     facts["start"] = "scratch"
     return model, facts
 
@@ -94,9 +95,11 @@ def validate(model: Any, val: SliceSet, n_classes: int, seed: int, batch_size: i
 
     model.eval()
     dices, ious = [], []
-    generator = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
     for start in range(0, len(val), batch_size):
-        labels = predict_labels(model, val.images[start:start + batch_size], n_classes, generator=generator)
+        labels = predict_labels(model, val.images[start:start + batch_size].to(device), n_classes,
+                                generator=generator).cpu()
         truth = val.masks[start:start + batch_size]
         for k in range(1, max(1, n_classes) + 1):
             dice, iou = dice_iou(labels == k, truth == k)
@@ -130,8 +133,12 @@ def run(args: argparse.Namespace, context: JobContext) -> dict:
     context.log(f"{len(data)} slices from {len(set(data.cases))} cases: {len(train_cases)} training cases "
                 f"({len(train)} slices), {len(val_cases)} validation cases ({len(val)} slices).")
     args.image_size = image_size
-    model, facts = _build(args, train, val, context, output, n_classes)
-    model.train()
+    from ..models import resolve_device
+
+    device = resolve_device(args.device)
+    torch.manual_seed(args.seed)
+    model, facts = _build(args, train, val, context, output, n_classes, device)
+    model.to(device).train()
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     params = [p for _, p in trainable]
     optimizer = torch.optim.AdamW(params, lr=args.lr)
@@ -146,7 +153,7 @@ def run(args: argparse.Namespace, context: JobContext) -> dict:
         weights, ema_weights, opt_tensors, info = state
         model.load_state_dict(weights, strict=False)
         if ema_weights is not None:
-            ema.shadow_params = [ema_weights[n].clone() for n, _ in trainable]
+            ema.shadow_params = [ema_weights[n].to(device).clone() for n, _ in trainable]
         from ..training.checkpoint import restore_optimizer
 
         restore_optimizer(optimizer, opt_tensors, info["optimizer"])
@@ -157,9 +164,11 @@ def run(args: argparse.Namespace, context: JobContext) -> dict:
         context.log(f"Resumed at step {step} (best validation Dice {best['val_dice']:.4f}).")
     elif args.objective == "sdseg" and not args.init_from:
         first = torch.randperm(len(train), generator=torch.Generator().manual_seed(args.seed))[:args.batch_size]
-        factor = model.set_scale_factor_from(as_rgb_mask(train.masks[first] > 0))
+        factor = model.set_scale_factor_from(as_rgb_mask(train.masks[first] > 0).to(device))
         context.log(f"Latent scale factor 1/std(first batch) = {factor:.5f}.", metrics={"scale_factor": factor})
     config = _model_config(args, image_size, class_values)
+    config["split"] = {"seed": args.seed, "val_fraction": args.val_fraction,
+                       "training_cases": train_cases, "validation_cases": val_cases}
     budget = TimeBudget(args.max_minutes)
     order = batches(len(train), min(args.batch_size, len(train)), generator)
     started = time.monotonic()
@@ -187,16 +196,20 @@ def run(args: argparse.Namespace, context: JobContext) -> dict:
             context.check_cancelled()
             index = next(order)
             images, masks = random_flips(train.images[index], train.masks[index], generator)
+            images, masks = images.to(device), masks.to(device)
+            # seeded noise and timesteps come from the CPU generator only on the CPU; on a GPU
+            # from the global generator seeded above (a CPU generator cannot drive CUDA sampling)
+            loss_generator = generator if device.type == "cpu" else None
             if args.objective == "supervised":
                 loss = model.loss(images * 2 - 1, masks > 0)
                 terms = {"loss": loss.item()}
             else:
                 class_labels = None
                 if n_classes:
-                    class_labels = torch.randint(1, n_classes + 1, (len(index),), generator=generator)
+                    class_labels = torch.randint(1, n_classes + 1, (len(index),), generator=generator).to(device)
                     masks = masks == class_labels.view(-1, 1, 1)
                 out = model.latent_loss(images * 2 - 1, as_rgb_mask(masks > 0), args.latent_weight,
-                                        class_labels, generator)
+                                        class_labels, loss_generator)
                 loss = out.total
                 terms = {"loss": loss.item(), "noise_l1": out.noise.item(), "latent_l1": out.latent.item()}
             optimizer.zero_grad(set_to_none=True)
@@ -218,7 +231,8 @@ def run(args: argparse.Namespace, context: JobContext) -> dict:
     stopped = "time budget" if step < total else "step count"
     facts.update(steps=step, stopped_by=stopped, train_minutes=round(minutes, 2),
                  batch_size=args.batch_size, lr=args.lr, latent_weight=args.latent_weight,
-                 ema_decay=args.ema_decay, threads=torch.get_num_threads())
+                 ema_decay=args.ema_decay, threads=torch.get_num_threads(),
+                 denoiser_skip=bool(getattr(args, "denoiser_skip", False)))
     if "train_vae" in context.timings:
         facts["vae_minutes"] = round(context.timings["train_vae"] / 60, 2)
     write_model_card(
@@ -242,8 +256,9 @@ def run(args: argparse.Namespace, context: JobContext) -> dict:
 def _validate_supervised(model: Any, val: SliceSet, batch_size: int = 32) -> dict[str, float]:
     model.eval()
     dices, ious = [], []
+    device = next(model.parameters()).device
     for start in range(0, len(val), batch_size):
-        prob = model.predict_probability(val.images[start:start + batch_size] * 2 - 1)
+        prob = model.predict_probability(val.images[start:start + batch_size].to(device) * 2 - 1).cpu()
         dice, iou = dice_iou(prob > 0.5, val.masks[start:start + batch_size] > 0)
         dices.append(dice)
         ious.append(iou)

@@ -26,12 +26,12 @@ def as_rgb_mask(masks: torch.Tensor) -> torch.Tensor:
 
 def train_vae(config: dict[str, Any], images: torch.Tensor, masks: torch.Tensor, context: JobContext,
               steps: int, max_minutes: float | None, batch_size: int = 16, lr: float = 1e-3,
-              seed: int = 0, val_masks: torch.Tensor | None = None):
+              seed: int = 0, val_masks: torch.Tensor | None = None, device: torch.device | str = "cpu"):
     """Train an AutoencoderKL on half-image, half-mask batches; returns (vae, mask round-trip Dice)."""
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
-    vae = AutoencoderKL(**config)
+    vae = AutoencoderKL(**config).to(device)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     budget = TimeBudget(max_minutes)
@@ -43,9 +43,9 @@ def train_vae(config: dict[str, Any], images: torch.Tensor, masks: torch.Tensor,
         context.check_cancelled()
         index = next(order)
         x, m = random_flips(images[index], masks[index], generator)
-        batch = torch.cat([x * 2.0 - 1.0, as_rgb_mask(m)])
+        batch = torch.cat([x * 2.0 - 1.0, as_rgb_mask(m)]).to(device)
         posterior = vae.encode(batch).latent_dist
-        recon = vae.decode(posterior.sample(generator)).sample
+        recon = vae.decode(posterior.sample(generator if batch.device.type == "cpu" else None)).sample
         rec_loss = F.l1_loss(recon, batch)
         # LDM sums both terms per sample; dividing both by the pixel count keeps their ratio.
         loss = rec_loss + KL_WEIGHT * posterior.kl().mean() / batch[0].numel()
@@ -69,7 +69,8 @@ def mask_round_trip_dice(vae, masks: torch.Tensor, batch_size: int = 32) -> floa
     scores = []
     for start in range(0, len(masks), batch_size):
         m = masks[start:start + batch_size]
-        x = vae.decode(vae.encode(as_rgb_mask(m)).latent_dist.mean).sample
-        prob = ((x + 1) / 2).clamp(0, 1).mean(1)
+        device = next(vae.parameters()).device
+        x = vae.decode(vae.encode(as_rgb_mask(m).to(device)).latent_dist.mean).sample
+        prob = ((x + 1) / 2).clamp(0, 1).mean(1).cpu()
         scores.append(dice_iou(prob > 0.5, m > 0)[0])
     return float(torch.cat(scores).mean()) if scores else float("nan")

@@ -92,6 +92,15 @@ def load_training_state(folder: Path) -> tuple[dict, dict | None, dict, dict] | 
     return load_file(str(state / "model.safetensors")), ema, load_file(str(state / "optimizer.safetensors")), info
 
 
+def _short(value: Any) -> Any:
+    """Case lists in full when short, else count and range (the full list is in config.json)."""
+    if isinstance(value, list) and len(value) > 20:
+        return f"{len(value)} cases: {value[0]} … {value[-1]}"
+    if isinstance(value, list):
+        return ", ".join(map(str, value)) or "(none)"
+    return value
+
+
 def write_model_card(folder: Path, title: str, summary: str, data: dict, split: dict, metrics: dict,
                      training: dict, command: str | None = None) -> None:
     """README.md for a checkpoint: what it is, what it saw, how well it did, how to reproduce."""
@@ -109,7 +118,7 @@ Research software, not a medical device.
 {table(data)}
 
 ## Split
-{table({k: (', '.join(v) if isinstance(v, list) and len(v) <= 20 else (f'{len(v)} cases: {v[0]} … {v[-1]}' if isinstance(v, list) and v else v)) for k, v in split.items()})}
+{table({k: _short(v) for k, v in split.items()})}
 
 ## Validation metrics
 {table(metrics)}

@@ -72,7 +72,7 @@ def parse_class_values(text: str | None) -> list[float] | None:
         raise InvalidData(f"Cannot read class values {text!r}; use e.g. '128,255'.") from None
 
 
-def _mask_on_image_grid(mask_array: np.ndarray, mask_reference, image_reference) -> np.ndarray:
+def _mask_on_image_grid(mask_array: np.ndarray, mask_reference, image_reference, case: str) -> np.ndarray:
     """Resample a label array onto the image's grid when their geometries differ."""
     import SimpleITK as sitk
 
@@ -83,7 +83,7 @@ def _mask_on_image_grid(mask_array: np.ndarray, mask_reference, image_reference)
     if same:
         return mask_array
     if mask_reference.GetDimension() == 2 or image_reference.GetDimension() == 2:
-        raise InvalidData(f"Mask size {mask_reference.GetSize()} does not match image size "
+        raise InvalidData(f"Case {case}: mask size {mask_reference.GetSize()} does not match image size "
                           f"{image_reference.GetSize()}.", hint="Each mask must have its image's size.")
     labels = sitk.GetImageFromArray(mask_array.astype(np.uint16))
     labels.CopyInformation(mask_reference)
@@ -132,21 +132,14 @@ def load_slices(images: str | Path, masks: str | Path, image_size: int, mask_map
                 raise
             raise InvalidData(f"Case {pair.key}: {error.message}", hint=error.hint) from None
         if labels.shape != volume.shape:
-            labels = _mask_on_image_grid(labels, mask_volume.reference, volume.reference)
+            labels = _mask_on_image_grid(labels, mask_volume.reference, volume.reference, pair.key)
         if labels.shape != volume.shape:
             raise InvalidData(f"Case {pair.key}: mask size {labels.shape[::-1]} differs from image size "
                               f"{volume.shape[::-1]}.", hint="Each mask must cover its image pixel for pixel.")
         plan = plan_slices(volume, axis)
         mapping = choose_mapping(volume.array, volume.is_rgb, intensity)
         box = Letterbox.fit(*plan.slice_shape(), image_size)
-        labelled = [i for i in plan.indices if plan.extract(labels, i).any()]
-        empty = [i for i in plan.indices if i not in set(labelled)]
-        keep_empty = int(round(len(labelled) * empty_slice_ratio)) if len(plan.indices) > 1 else len(empty)
-        if empty and keep_empty:
-            empty = [empty[int(j)] for j in np.linspace(0, len(empty) - 1, min(keep_empty, len(empty)))]
-        else:
-            empty = [] if len(plan.indices) > 1 else empty
-        for index in sorted(set(labelled) | set(empty)):
+        for index in _slices_to_keep(plan, labels, empty_slice_ratio):
             pixels = torch.from_numpy(mapping.apply(plan.extract(volume.array, index)))[None]
             label = torch.from_numpy(plan.extract(labels, index).astype(np.float32))[None, None]
             out_images.append(box.forward(pixels)[0])
@@ -158,6 +151,21 @@ def load_slices(images: str | Path, masks: str | Path, image_size: int, mask_map
         raise InvalidData(f"Every mask in {masks} is empty: there is nothing to learn.",
                           hint="Check the mask mapping (e.g. '>0' or '255').")
     return SliceSet(torch.stack(out_images).clamp(0, 1), torch.stack(out_masks), cases)
+
+
+def _slices_to_keep(plan, labels: np.ndarray, empty_slice_ratio: float) -> list[int]:
+    """Every labelled slice plus evenly spaced empty ones (a 2D image is always kept: an empty
+    mask there is a real "nothing to segment" example)."""
+    if len(plan.indices) == 1:
+        return list(plan.indices)
+    labelled = [i for i in plan.indices if plan.extract(labels, i).any()]
+    empty = [i for i in plan.indices if i not in set(labelled)]
+    wanted = min(len(empty), int(round(len(labelled) * empty_slice_ratio)))
+    if wanted:
+        empty = [empty[int(j)] for j in np.linspace(0, len(empty) - 1, wanted)]
+    else:
+        empty = []
+    return sorted(set(labelled) | set(empty))
 
 
 def _letterbox_labels(box, label: torch.Tensor) -> torch.Tensor:

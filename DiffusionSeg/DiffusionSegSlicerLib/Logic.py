@@ -1,0 +1,80 @@
+"""The module logic: method metadata and job creation. Usable from the Python console:
+
+    logic = DiffusionSegLogic(slicer.mrmlScene)
+    job = logic.createJob(JobSettings(method="adzus", prompt="liver"), volumeNode)
+    job.start(); job.waitForFinished()
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .JobSettings import JobSettings
+from .SegmentationImport import SegmentationImporter
+from .SegmentationLogic import SegmentationJob
+from .Worker import WorkerLauncher
+
+
+def methodCatalog() -> dict:
+    """name -> MethodInfo of every backend method (metadata only: no torch is imported)."""
+    try:
+        from DiffusionSegLib.methods import available_methods
+
+        return {name: cls.info for name, cls in available_methods().items()}
+    except Exception as exc:  # a broken method module must not break the panel
+        logging.error(f"DiffusionSeg: could not read the method list: {exc}")
+        return {}
+
+
+def intensityPresets() -> dict:
+    """name -> label of the backend's intensity presets (data/intensity_presets.json)."""
+    try:
+        from DiffusionSegLib.intensity import presets
+
+        return {name: preset.get("label", name) for name, preset in presets().items()}
+    except Exception as exc:
+        logging.error(f"DiffusionSeg: could not read the intensity presets: {exc}")
+        return {"auto": "Automatic"}
+
+
+class DiffusionSegLogic:
+    def __init__(self, scene, temporaryRoot: str | None = None, cleanEnvironment: dict | None = None,
+                 importer: SegmentationImporter | None = None):
+        self.scene = scene
+        self.temporaryRoot = temporaryRoot
+        self.cleanEnvironment = cleanEnvironment
+        self.importer = importer or SegmentationImporter()
+        self._methods = None
+
+    @property
+    def methods(self) -> dict:
+        if self._methods is None:
+            self._methods = methodCatalog()
+        return self._methods
+
+    @staticmethod
+    def intensityPresets() -> dict:
+        return intensityPresets()
+
+    def launcher(self, settings: JobSettings) -> WorkerLauncher:
+        return WorkerLauncher(settings.pythonInterpreter, cleanEnvironment=self.cleanEnvironment)
+
+    def createJob(self, settings: JobSettings, inputVolumeNode, roiNode=None,
+                  targetSegmentationNode=None) -> SegmentationJob:
+        info = self.methods.get(settings.method)
+        if info is None:
+            known = ", ".join(self.methods) or "none installed"
+            raise ValueError(f"Unknown method '{settings.method}' (available: {known}).")
+        return SegmentationJob(self.scene, settings, inputVolumeNode, roiNode, targetSegmentationNode,
+                               launcher=self.launcher(settings), importer=self.importer,
+                               methodInfo=info, temporaryRoot=self.temporaryRoot)
+
+    def segment(self, settings: JobSettings, inputVolumeNode, roiNode=None, targetSegmentationNode=None,
+                timeout: float | None = None) -> SegmentationJob:
+        """Run a job to the end (blocking; for scripts and tests). Raises JobFailed on failure."""
+        job = self.createJob(settings, inputVolumeNode, roiNode, targetSegmentationNode)
+        job.start()
+        job.waitForFinished(timeout)
+        if job.error is not None:
+            raise job.error
+        return job

@@ -1,0 +1,301 @@
+"""The panel: binds the .ui widgets to the parameter node and drives one job at a time.
+
+No computation here: settings come from the parameter node, work is done by the logic, and a
+QTimer polls the running job (its worker is another process, so the GUI never blocks).
+"""
+
+import json
+
+import qt
+import slicer
+import vtk
+from slicer.i18n import tr as _
+
+from .JobSettings import DEVICES, SLICE_AXES, JobSettings, storedParameterValue
+from .ParameterNode import applySettingsToParameterNode, settingsFromParameterNode
+from .ParameterWidgets import createParameterWidget
+
+SETTINGS_KEY = "DiffusionSeg/LastSettings"
+POLL_INTERVAL_MS = 100
+
+
+class DiffusionSegPanel:
+    def __init__(self, ui, logic, installLogic):
+        self.ui = ui
+        self.logic = logic                # DiffusionSegSlicerLib.Logic.DiffusionSegLogic
+        self.installLogic = installLogic  # DiffusionSegSlicerLib.InstallLogic.InstallLogic
+        self.job = None
+        self._parameterNode = None
+        self._guiConnection = None
+        self._observerTag = None
+        self._paramGetters = {}
+        self._stageText = ""
+        self._pollTimer = qt.QTimer()
+        self._pollTimer.setInterval(POLL_INTERVAL_MS)
+        self._pollTimer.timeout.connect(self._poll)
+        self._setupWidgets()
+
+    # -- construction (no installs, no downloads, no worker here) ---------------------------------
+
+    def _setupWidgets(self):
+        ui = self.ui
+        for device in DEVICES:
+            ui.deviceComboBox.addItem(device)
+        for axis in SLICE_AXES:
+            ui.axisComboBox.addItem(axis)
+        for name, label in self.logic.intensityPresets().items():
+            ui.intensityComboBox.addItem(label, name)
+        ui.intensityComboBox.currentIndexChanged.connect(
+            lambda *_args: self._setField("intensity", ui.intensityComboBox.currentData or "auto"))
+        for name, info in self.logic.methods.items():
+            ui.methodComboBox.addItem(info.label, name)
+        if not self.logic.methods:
+            ui.methodComboBox.addItem(_("No method found: check the DiffusionSegLib installation"), "")
+        ui.methodComboBox.currentIndexChanged.connect(self.onMethodChanged)
+        ui.modelPathLineEdit.currentPathChanged.connect(lambda path: self._setField("model", path))
+        ui.pythonInterpreterPathLineEdit.currentPathChanged.connect(
+            lambda path: self._setField("pythonInterpreter", path))
+        ui.applyButton.clicked.connect(self.onApplyButton)
+        ui.checkInterpreterButton.clicked.connect(self.onCheckInterpreter)
+        ui.progressBar.hide()
+
+    def cleanup(self):
+        self.cancelJob()
+        self._pollTimer.stop()
+        self.setParameterNode(None)
+
+    # -- parameter node ------------------------------------------------------------------------
+
+    def setParameterNode(self, parameterNode):
+        if self._parameterNode is not None:
+            if self._guiConnection is not None:
+                self._parameterNode.disconnectGui(self._guiConnection)
+            self._parameterNode.RemoveObserver(self._observerTag)
+            self._guiConnection = self._observerTag = None
+        self._parameterNode = parameterNode
+        if parameterNode is None:
+            return
+        if not parameterNode.method:
+            applySettingsToParameterNode(self._rememberedSettings(), parameterNode)
+        if parameterNode.method not in self.logic.methods and self.logic.methods:
+            parameterNode.method = next(iter(self.logic.methods))
+        self._guiConnection = parameterNode.connectGui(self.ui)
+        self._observerTag = parameterNode.AddObserver(
+            vtk.vtkCommand.ModifiedEvent, lambda caller, event: self.updateApplyButton())
+        index = self.ui.methodComboBox.findData(parameterNode.method)
+        self.ui.methodComboBox.setCurrentIndex(max(index, 0))
+        self.ui.intensityComboBox.setCurrentIndex(max(self.ui.intensityComboBox.findData(parameterNode.intensity), 0))
+        self.ui.modelPathLineEdit.currentPath = parameterNode.model
+        self.ui.pythonInterpreterPathLineEdit.currentPath = parameterNode.pythonInterpreter
+        self.onMethodChanged()
+
+    def _setField(self, name, value):
+        if self._parameterNode is not None:
+            setattr(self._parameterNode, name, value)
+
+    @staticmethod
+    def _rememberedSettings():
+        return JobSettings.fromJson(str(qt.QSettings().value(SETTINGS_KEY, "{}")))
+
+    # -- method and its parameters -------------------------------------------------------------
+
+    def currentMethodInfo(self):
+        return self.logic.methods.get(self.ui.methodComboBox.currentData or "")
+
+    def onMethodChanged(self, *_args):
+        info = self.currentMethodInfo()
+        if self._parameterNode is not None and info is not None:
+            self._parameterNode.method = info.name
+        ui = self.ui
+        ui.methodDescriptionLabel.text = info.description if info else ""
+        needsPrompt = info is not None and info.prompt != "none"
+        ui.promptLineEdit.enabled = needsPrompt
+        examples = ", ".join(info.prompt_examples) if info else ""
+        ui.promptExamplesLabel.text = _("Examples: {examples}").format(examples=examples) if examples else ""
+        # Completions: the method's examples first, then the standard terms (those get SNOMED
+        # terminology on import).
+        completions = list(dict.fromkeys([*(info.prompt_examples if info else ()),
+                                          *self.logic.importer.terminology.names()]))
+        completer = qt.QCompleter(completions, ui.promptLineEdit)
+        completer.setCaseSensitivity(qt.Qt.CaseInsensitive)
+        ui.promptLineEdit.setCompleter(completer)
+        if info is not None:
+            placeholder = (_("Trained checkpoint folder (required)") if info.needs_checkpoint else
+                           _("Default: {model}").format(model=info.default_model or _("none")))
+            ui.modelPathLineEdit.comboBox().lineEdit().placeholderText = placeholder
+        self._rebuildParameterWidgets(info)
+        self.updateApplyButton()
+
+    def _rebuildParameterWidgets(self, info):
+        layout = self.ui.methodParametersGroupBox.layout()
+        while layout.count():
+            item = layout.takeAt(0)
+            if item.widget():
+                item.widget().deleteLater()
+        self._paramGetters = {}
+        stored = self._storedMethodParams().get(info.name, {}) if info else {}
+        for param in (p.to_dict() for p in (info.params if info else ())):
+            widget, getter = createParameterWidget(param, storedParameterValue(param, stored), self._saveMethodParams)
+            self._paramGetters[param["name"]] = getter
+            layout.addRow(param["label"] + ":", widget)
+        self.ui.methodParametersGroupBox.visible = bool(self._paramGetters)
+
+    def _storedMethodParams(self):
+        try:
+            return json.loads(self._parameterNode.methodParamsJson) if self._parameterNode else {}
+        except ValueError:
+            return {}
+
+    def _saveMethodParams(self):
+        info = self.currentMethodInfo()
+        if self._parameterNode is None or info is None:
+            return
+        stored = self._storedMethodParams()
+        stored[info.name] = {name: getter() for name, getter in self._paramGetters.items()}
+        self._parameterNode.methodParamsJson = json.dumps(stored)
+
+    # -- apply / cancel --------------------------------------------------------------------------
+
+    def updateApplyButton(self):
+        button = self.ui.applyButton
+        if self.job is not None and self.job.isRunning():
+            button.text, button.enabled = _("Cancel"), True
+            button.toolTip = _("Stop the worker; nothing is added to the scene.")
+            return
+        button.text = _("Apply")
+        node, info = self._parameterNode, self.currentMethodInfo()
+        reasons = []
+        if node is None or node.inputVolume is None:
+            reasons.append(_("Select an input volume."))
+        if info is None:
+            reasons.append(_("No segmentation method is available."))
+        elif info.prompt == "required" and not (node and node.prompt.strip()):
+            reasons.append(_("Type what to segment in the prompt."))
+        elif info.needs_checkpoint and not (node and node.model.strip()):
+            reasons.append(_("{method} needs a trained checkpoint folder (Model).").format(method=info.label))
+        button.enabled = not reasons
+        button.toolTip = " ".join(reasons) or _("Run the segmentation in a background process.")
+
+    def currentSettings(self):
+        self._saveMethodParams()
+        settings = settingsFromParameterNode(self._parameterNode, self._storedMethodParams().get(
+            self._parameterNode.method, {}))
+        return settings
+
+    def onApplyButton(self):
+        if self.job is not None and self.job.isRunning():
+            self.cancelJob()
+            return
+        self.job = None
+        try:
+            # tryWithErrorDisplay shows the message and re-raises (the console keeps the trace).
+            with slicer.util.tryWithErrorDisplay(_("DiffusionSeg could not start."), waitCursor=True):
+                self._startJob()
+        finally:
+            if self.job is None:  # it did not start: the error was shown, nothing changed
+                self.ui.progressBar.hide()
+                self.ui.statusLabel.text = ""
+            self.updateApplyButton()
+
+    def _startJob(self):
+        from .InstallLogic import InstallError
+
+        node = self._parameterNode
+        settings = self.currentSettings()
+        try:
+            self.installLogic.ensureDependencies(self.logic.launcher(settings))
+        except InstallError as error:
+            if error.restartRequired and slicer.util.confirmYesNoDisplay(
+                    str(error) + "\n\n" + _("Restart Slicer now?")):
+                slicer.util.restart()
+            raise
+        job = self.logic.createJob(settings, node.inputVolume, node.roi, node.outputSegmentation)
+        job.progress.connect(self.onJobProgress)
+        job.log.connect(self.onJobLog)
+        job.finished.connect(self.onJobFinished)
+        self.ui.logTextEdit.clear()
+        self.ui.progressBar.setRange(0, 0)
+        self.ui.progressBar.show()
+        self._stageText = ""
+        job.start()
+        self.job = job
+        qt.QSettings().setValue(SETTINGS_KEY, settings.toJson())
+        self._setInputsEnabled(False)
+        self._showStatus()
+        self._pollTimer.start()
+
+    def cancelJob(self):
+        if self.job is not None and self.job.isRunning():
+            self.job.cancel()
+            self.ui.statusLabel.text = _("Cancelling…")
+
+    def _poll(self):
+        if self.job is None:
+            self._pollTimer.stop()
+            return
+        try:
+            running = self.job.processEvents()
+        except Exception as exc:  # never let an exception escape a timer slot
+            running = False
+            self.job.cancel()
+            self.job = None
+            self.ui.progressBar.hide()
+            slicer.util.errorDisplay(_("DiffusionSeg failed: {error}").format(error=exc))
+        if running:
+            self._showStatus()
+        else:
+            self._pollTimer.stop()
+            self._setInputsEnabled(True)
+            self.updateApplyButton()
+
+    def _setInputsEnabled(self, enabled):
+        for name in ("inputsCollapsibleButton", "outputsCollapsibleButton", "advancedCollapsibleButton"):
+            getattr(self.ui, name).enabled = enabled
+
+    # -- job signals -----------------------------------------------------------------------------
+
+    def onJobProgress(self, stage, done, total, elapsed):
+        self.ui.progressBar.setRange(0, max(total, 1))
+        self.ui.progressBar.setValue(min(done, max(total, 1)))
+        self._stageText = _("{stage}: {done}/{total}").format(stage=stage, done=done, total=total)
+        self._showStatus()
+
+    def _showStatus(self):
+        """Stage and elapsed time, refreshed on every poll so the clock runs between events."""
+        if self.job is not None:
+            self.ui.statusLabel.text = _("{stage} — {elapsed}").format(
+                stage=self._stageText or _("Starting the worker…"), elapsed=_formatSeconds(self.job.elapsed))
+
+    def onJobLog(self, level, message):
+        if level == "debug":
+            return
+        prefix = "" if level == "info" else f"[{level}] "
+        self.ui.logTextEdit.appendPlainText(prefix + message)
+
+    def onJobFinished(self, job):
+        self.ui.progressBar.hide()
+        elapsed = _formatSeconds(job.elapsed)
+        if job.state == job.SUCCEEDED:
+            count = len(job.segmentIds)
+            self.ui.statusLabel.text = _("Done: {count} segment(s) in {elapsed}.").format(count=count, elapsed=elapsed)
+            if job.segmentationNode is not None:
+                slicer.util.setSliceViewerLayers(background=job.inputVolumeNode, fit=False)
+                job.segmentationNode.GetDisplayNode().SetVisibility(True)
+        elif job.state == job.CANCELLED:
+            self.ui.statusLabel.text = _("Cancelled after {elapsed}; the scene was not changed.").format(elapsed=elapsed)
+        else:
+            self.ui.statusLabel.text = _("Failed after {elapsed}.").format(elapsed=elapsed)
+            slicer.util.errorDisplay(_("DiffusionSeg failed: {message}").format(message=job.error.message),
+                                     detailedText=job.error.hint or "")
+
+    def onCheckInterpreter(self):
+        with slicer.util.tryWithErrorDisplay(_("The worker Python cannot run DiffusionSeg."), waitCursor=True):
+            settings = self.currentSettings()
+            description = self.logic.launcher(settings).checkInterpreter()
+            self.ui.logTextEdit.appendPlainText(description)
+            slicer.util.infoDisplay(description, windowTitle=_("Worker Python"))
+
+
+def _formatSeconds(seconds):
+    seconds = int(seconds)
+    return f"{seconds // 60}:{seconds % 60:02d}" if seconds >= 60 else f"{seconds} s"

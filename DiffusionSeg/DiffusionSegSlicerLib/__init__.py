@@ -1,0 +1,19 @@
+"""Slicer-side logic of the DiffusionSeg module: no Qt, no torch.
+
+Each file holds one idea (SlicerNNUnet layout): Process (worker process, events, tree kill),
+Worker (interpreter and environment), JobSettings (panel choices -> job request), VolumeIO
+(storage-node export/import, ROI -> IJK box), Terminology, SegmentationImport,
+SegmentationLogic (one job), Logic (method metadata, job creation). Qt-only code lives in
+Widget.py, ParameterWidgets.py, ParameterNode.py and InstallLogic.py, which the headless tests never import.
+"""
+
+from .JobSettings import JobSettings, buildJobRequest
+from .Logic import DiffusionSegLogic, methodCatalog
+from .SegmentationImport import SegmentationImporter
+from .SegmentationLogic import JobFailed, SegmentationJob
+from .Signal import Signal
+from .Terminology import TerminologyTable
+from .Worker import WorkerLauncher
+
+__all__ = ["DiffusionSegLogic", "JobFailed", "JobSettings", "SegmentationImporter", "SegmentationJob",
+           "Signal", "TerminologyTable", "WorkerLauncher", "buildJobRequest", "methodCatalog"]

@@ -1,0 +1,98 @@
+"""`python -m DiffusionSegLib train sdseg` end to end on a tiny synthetic set, in a subprocess:
+events, checkpoint + model card, resume, fine-tuning on Slicer-style volumes, inference through
+the same `evaluate` path as every method, and bad data → exit code 3 with an invalid_data event."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sdseg_synthetic import write_png_pairs
+from test_sdseg_data import write_volume_case
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--image-size", "32", "--vae-channels", "8,16,16", "--unet-channels", "16,32", "--batch-size", "4",
+        "--vae-steps", "3", "--val-every", "3", "--val-fraction", "0.25", "--threads", "1", "--device", "cpu"]
+
+
+def run_cli(*args: str) -> tuple[int, list[dict], str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "DiffusionSegLib", *args], capture_output=True,
+                          encoding="utf-8", env=env, cwd=ROOT, timeout=600)
+    events = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    return proc.returncode, events, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sdseg_cli")
+    images, masks = write_png_pairs(root / "data", 8, size=40)
+    out = root / "ckpt"
+    code, events, err = run_cli("train", "sdseg", "--images", str(images), "--masks", str(masks),
+                                "--output", str(out), "--steps", "6", *TINY)
+    assert code == 0, err
+    return root, images, masks, out, events
+
+
+def test_train_writes_events_checkpoint_and_model_card(trained):
+    root, images, masks, out, events = trained
+    train_progress = [e for e in events if e["event"] == "progress" and e["stage"] == "train"]
+    assert train_progress and all(e["total"] > 0 for e in train_progress)
+    logged = [e for e in events if e["event"] == "log" and "val_dice" in e.get("metrics", {})]
+    assert [int(e["metrics"]["step"]) for e in logged] == [3, 6]
+    result = events[-1]
+    assert result["event"] == "result" and result["steps"] == 6 and 0 <= result["best"]["val_dice"] <= 1
+    config = json.loads((out / "config.json").read_text())
+    assert config["format"] == "diffusionseg.sdseg" and config["image_size"] == 32
+    assert config["scale_factor"] > 0 and config["best_step"] in (3, 6)
+    card = (out / "README.md").read_text()
+    for needle in ("## Data", "## Split", "## Validation metrics", "train sdseg", "training cases", "002"):
+        assert needle in card
+    assert not list(out.rglob("*.bin")) and not list(out.rglob("*.pt")) and not list(out.rglob("*.pkl"))
+
+
+def test_resume_continues_from_the_saved_step(trained):
+    root, images, masks, out, _ = trained
+    code, events, err = run_cli("train", "sdseg", "--images", str(images), "--masks", str(masks),
+                                "--output", str(out), "--steps", "9", "--resume", *TINY)
+    assert code == 0, err
+    assert any("Resumed at step 6" in e.get("message", "") for e in events)
+    assert not any("VAE trained" in e.get("message", "") for e in events)  # the VAE is reused
+    assert events[-1]["steps"] == 9
+    steps = [int(e["metrics"]["step"]) for e in events if "val_dice" in e.get("metrics", {})]
+    assert steps == [9]
+
+
+def test_fine_tune_on_corrected_volumes_and_segment_with_evaluate(trained):
+    root, images, masks, out, _ = trained
+    vols = root / "corrections"
+    write_volume_case(vols, "patient1")
+    tuned = root / "tuned"
+    code, events, err = run_cli("train", "sdseg", "--init-from", str(out), "--images", str(vols / "images"),
+                                "--masks", str(vols / "masks"), "--output", str(tuned), "--steps", "3",
+                                "--val-fraction", "0", "--batch-size", "2", "--val-every", "3", "--threads", "1")
+    assert code == 0, err
+    config = json.loads((tuned / "config.json").read_text())
+    source = json.loads((out / "config.json").read_text())
+    assert config["image_size"] == 32 and config["scale_factor"] == pytest.approx(source["scale_factor"])
+    assert "fine-tuned from" in (tuned / "README.md").read_text()
+    code, events, err = run_cli("evaluate", "--method", "sdseg", "--model", str(tuned), "--images", str(images),
+                                "--masks", str(masks), "--output", str(root / "eval"), "--limit", "2",
+                                "--param", "sampler=ddim", "--param", "steps=2", "--device", "cpu")
+    assert code == 0, err
+    metrics = json.loads((root / "eval" / "metrics.json").read_text())["summary"]["metrics"]
+    assert metrics["dice"]["n"] == 2
+
+
+def test_bad_data_exits_with_invalid_data(tmp_path):
+    images, masks = write_png_pairs(tmp_path, 2)
+    for path in masks.iterdir():
+        path.unlink()
+    code, events, _ = run_cli("train", "sdseg", "--images", str(images), "--masks", str(masks),
+                              "--output", str(tmp_path / "out"), "--steps", "1", *TINY)
+    assert code == 3
+    assert events[-1]["event"] == "error" and events[-1]["code"] == "invalid_data"
+    assert "No masks" in events[-1]["message"]

@@ -53,9 +53,8 @@ def test_registry_metadata_lists_every_parameter():
     ("brain tumour", {"organ": "brain", "beta1": 0.0, "beta2": 0.0}, r"beta1 \+ beta2"),
 ])
 def test_bad_prompts_and_parameters_fail_before_loading_the_model(tmp_path, prompt, params, needle):
-    method = make(tmp_path / "no-model-here", prompt=prompt, **params)
-    with pytest.raises(InvalidParameter, match=needle):
-        method.load()
+    with pytest.raises(InvalidParameter, match=needle):  # raised when the method is created
+        make(tmp_path / "no-model-here", prompt=prompt, **params)
 
 
 def test_explicit_normal_prompt_overrides_organ(tiny_sd_path):

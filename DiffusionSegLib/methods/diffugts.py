@@ -70,12 +70,20 @@ class DiffuGTS(Method):
         ),
     )
 
-    def load(self) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Prompts and parameters are checked when the method is created, before the job reads the
+        # image or any model: a missing organ fails in milliseconds, not after a model load.
+        self._prompts()
+        self._settings()
+
+    def _prompts(self) -> Any:
         from ..diffugts.prompts import resolve_prompts
 
-        # Prompts and parameters are checked before any model is read: a typo fails at once.
-        prompts = resolve_prompts(self.prompt, self.params.get("organ", ""), self.params.get("normal_prompt", ""))
-        settings = self._settings()
+        return resolve_prompts(self.prompt, self.params.get("organ", ""), self.params.get("normal_prompt", ""))
+
+    def load(self) -> None:
+        prompts, settings = self._prompts(), self._settings()
         from ..diffugts.heads import load_heads
         from ..diffugts.pipeline import DiffuGTSPipeline
         from ..models import load_stable_diffusion

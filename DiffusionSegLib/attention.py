@@ -127,9 +127,10 @@ class AttentionCaptureProcessor:
     rescale), so swapping it in changes nothing but speed and memory.
     """
 
-    def __init__(self, store: AttentionStore, name: str) -> None:
+    def __init__(self, store: AttentionStore, name: str, query_chunk_size: int | None = None) -> None:
         self.store = store
         self.name = name
+        self.query_chunk_size = query_chunk_size
 
     def __call__(self, attn: Any, hidden_states: "torch.Tensor",
                  encoder_hidden_states: "torch.Tensor | None" = None,
@@ -172,15 +173,7 @@ class AttentionCaptureProcessor:
         if getattr(attn, "norm_k", None) is not None:
             key = attn.norm_k(key)
 
-        attention_probs = attn.get_attention_scores(query, key, attention_mask)
-        if self.store.enabled:
-            heads = attn.heads
-            by_head = attention_probs.view(batch_size, heads, *attention_probs.shape[1:])
-            # Sum with an fp32 accumulator: no fp32 copy of all heads is formed.
-            head_mean = torch.sum(by_head, dim=1, dtype=torch.float32).div_(heads)
-            self.store.add(self.name, kind, head_mean)
-
-        hidden_states = torch.bmm(attention_probs, value)
+        hidden_states = self._attend(attn, query, key, value, attention_mask, batch_size, kind)
         hidden_states = attn.batch_to_head_dim(hidden_states)
         hidden_states = attn.to_out[0](hidden_states)
         hidden_states = attn.to_out[1](hidden_states)
@@ -191,6 +184,37 @@ class AttentionCaptureProcessor:
             hidden_states = hidden_states + residual
         hidden_states = hidden_states / attn.rescale_output_factor
         return hidden_states
+
+    def _attend(self, attn: Any, query: "torch.Tensor", key: "torch.Tensor", value: "torch.Tensor",
+                attention_mask: "torch.Tensor | None", batch_size: int, kind: str) -> "torch.Tensor":
+        """softmax(q kᵀ) v per (batch·head), recording the head mean of the probabilities.
+
+        With `query_chunk_size` the query rows are processed in chunks: softmax is row-wise, so
+        the result is the same while the peak memory of the (B·heads, N_q, N_k) scores drops by
+        N_q / chunk (SD 2.x at 768 px has 9216 × 9216 maps per head).
+        """
+        import torch
+
+        heads = attn.heads
+        total = query.shape[1]
+        chunk = self.query_chunk_size or total
+        outputs = []
+        head_means = []
+        for start in range(0, total, chunk):
+            stop = min(start + chunk, total)
+            mask = attention_mask
+            if mask is not None and mask.shape[1] != 1:
+                mask = mask[:, start:stop]
+            probs = attn.get_attention_scores(query[:, start:stop], key, mask)
+            if self.store.enabled:
+                by_head = probs.view(batch_size, heads, *probs.shape[1:])
+                # Sum with an fp32 accumulator: no fp32 copy of all heads is formed.
+                head_means.append(torch.sum(by_head, dim=1, dtype=torch.float32).div_(heads))
+            outputs.append(torch.bmm(probs, value))
+            del probs
+        if head_means:
+            self.store.add(self.name, kind, head_means[0] if len(head_means) == 1 else torch.cat(head_means, 1))
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs, 1)
 
 
 def attention_layers(unet: Any) -> dict[str, tuple[str, Any]]:
@@ -211,14 +235,16 @@ def attention_layers(unet: Any) -> dict[str, tuple[str, Any]]:
 
 @contextmanager
 def capture_attention(unet: Any, kinds: Iterable[str] = KINDS, layer_filter: LayerFilter | None = None,
-                      keep_layers: bool = False,
-                      store: AttentionStore | None = None) -> Iterator[AttentionStore]:
+                      keep_layers: bool = False, store: AttentionStore | None = None,
+                      query_chunk_size: int | None = None) -> Iterator[AttentionStore]:
     """Record attention of the chosen layers while the block runs.
 
     kinds: "self" and/or "cross". layer_filter: optional predicate on processor names (e.g.
     ``lambda name: name.startswith("up_blocks")``) to narrow further. Only the selected layers
     get a capture processor; every other layer keeps its original (fused SDPA) processor. The
     original processors are put back on exit, also when the block raises.
+    query_chunk_size: compute each layer's softmax for this many query tokens at a time to bound
+    peak memory (same result; see `AttentionCaptureProcessor._attend`).
     """
     kinds = tuple(kinds)
     unknown = set(kinds) - set(KINDS)
@@ -231,7 +257,7 @@ def capture_attention(unet: Any, kinds: Iterable[str] = KINDS, layer_filter: Lay
             if kind not in kinds or (layer_filter is not None and not layer_filter(name)):
                 continue
             originals[name] = (module, module.get_processor())
-            module.set_processor(AttentionCaptureProcessor(store, name))
+            module.set_processor(AttentionCaptureProcessor(store, name, query_chunk_size))
         yield store
     finally:
         for module, processor in originals.values():

@@ -148,12 +148,14 @@ def test_ddim_inversion_reports_steps_and_text_is_encoded_once(tiny_sd_path, mon
     assert torch.equal(first.labels, second.labels)  # deterministic
 
 
-def test_noise_mode_is_seeded(tiny_sd_path):
+def test_noise_mode_is_seeded_and_chunking_changes_nothing(tiny_sd_path):
     method = make_method(tiny_sd_path, latent_mode="noise", foreground="all")
     images, valid = disc_images(batch=1)
     a = method.segment(images, valid).segment_map
     b = method.segment(images, valid).segment_map
     assert torch.equal(a, b)
+    method.params = resolve(latent_mode="noise", foreground="all", attention_chunk=10)
+    assert torch.equal(method.segment(images, valid).segment_map, a)
 
 
 def test_prompt_foreground_without_prompt_is_a_parameter_error(method):

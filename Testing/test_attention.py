@@ -151,3 +151,33 @@ def test_unknown_kind_rejected(tiny):
     with pytest.raises(ValueError, match="unknown attention kinds"):
         with capture_attention(tiny.unet, kinds=("temporal",)):
             pass
+
+
+@pytest.mark.parametrize("mask_shape", [None, (2, 1, 5), (2, 16, 5)])
+def test_query_chunking_changes_nothing(mask_shape):
+    torch.manual_seed(2)
+    attn = Attention(query_dim=16, heads=2, dim_head=8, cross_attention_dim=12).eval()
+    hidden = torch.randn(2, 16, 16)
+    encoder = torch.randn(2, 5, 12)
+    mask = None if mask_shape is None else torch.randn(mask_shape)
+    attn.set_processor(AttnProcessor())
+    reference = attn(hidden, encoder_hidden_states=encoder, attention_mask=mask)
+    results = []
+    for chunk in (None, 5):
+        store = AttentionStore()
+        attn.set_processor(AttentionCaptureProcessor(store, "layer", query_chunk_size=chunk))
+        output = attn(hidden, encoder_hidden_states=encoder, attention_mask=mask)
+        assert (output - reference).abs().max().item() < 1e-5
+        results.append(store.mean("cross", 4))
+    torch.testing.assert_close(results[0], results[1], atol=1e-7, rtol=0)
+
+
+def test_chunked_capture_on_the_unet(tiny):
+    latents, t, context = _unet_inputs(tiny, batch=1)
+    with torch.no_grad():
+        with capture_attention(tiny.unet, kinds=("self",)) as whole:
+            tiny.unet(latents, t, encoder_hidden_states=context)
+        with capture_attention(tiny.unet, kinds=("self",), query_chunk_size=7) as chunked:
+            tiny.unet(latents, t, encoder_hidden_states=context)
+    for s in (8, 4, 2, 1):
+        torch.testing.assert_close(chunked.mean("self", s), whole.mean("self", s), atol=1e-7, rtol=0)

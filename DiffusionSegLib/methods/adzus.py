@@ -56,6 +56,9 @@ PARAMS = (
     Param("border_threshold", "float", 0.2,
           "Border rule: segments holding at least this fraction of the image border are background.",
           minimum=0.0, maximum=1.0),
+    Param("attention_chunk", "int", 0,
+          "Query tokens per softmax chunk in the attention pass, to bound GPU memory at large images "
+          "or batches (0 = all at once; the result is the same).", minimum=0, maximum=1_000_000),
     Param("prompt_template", "str", "{prompt}",
           "Text context around the prompt, e.g. 'a microscopy image of a {prompt}'."),
 )
@@ -145,7 +148,8 @@ class Adzus(Method):
         ctx.check_cancelled()
         kinds = ("self", "cross") if mode == "prompt" else ("self",)
         with ctx.timed("attention"), torch.no_grad():
-            with capture_attention(parts.unet, kinds=kinds) as store:
+            chunk = int(params["attention_chunk"]) or None
+            with capture_attention(parts.unet, kinds=kinds, query_chunk_size=chunk) as store:
                 t = torch.tensor(timestep, device=latents.device)
                 parts.unet(latents.to(parts.unet.dtype), t, encoder_hidden_states=context)
             self_maps = store.maps("self")

@@ -1,0 +1,90 @@
+"""Anomaly-aware open-vocabulary attention (AOVA) maps and the coarse mask.
+
+Training-free form on a frozen text-to-image UNet: the image latent, lightly noised, is passed
+through the UNet twice in one batch - once with the anomaly prompt ("brain tumour") and once with
+the paired normal prompt ("healthy brain"). The head-averaged cross-attention of each prompt's own
+tokens is averaged over layers (after upsampling to one grid) and over the chosen timesteps; each
+prompt's map is divided by its mean inside the body region and the anomaly map is their positive
+difference: where the model ties the image more to "tumour" than to "healthy".
+
+The optional `AOVAAdapter` (heads.py) replaces this map by a trained one.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from .residual import otsu_mask, to_gray
+
+
+def body_region(images: torch.Tensor, valid: torch.Tensor, level: float = 0.05) -> torch.Tensor:
+    """Foreground (body/organ) region of normalised slices: brighter than `level`, holes filled.
+
+    The pipeline maps background (air, outside the brain) to ~0, so a low level is enough; filling
+    holes keeps dark lesions (necrosis, cysts) inside the region the mask may cover."""
+    gray = to_gray(images)
+    raw = ((gray > level) & valid.bool()).cpu().numpy()
+    filled = np.stack([ndimage.binary_fill_holes(m) for m in raw])
+    return torch.from_numpy(filled) & valid.bool().cpu()
+
+
+def token_map(cross: torch.Tensor, positions: Sequence[int]) -> torch.Tensor:
+    """(B, N, T) head-averaged cross-attention → (B, h, w) mean attention on `positions`."""
+    batch, tokens, _ = cross.shape
+    side = int(round(tokens ** 0.5))
+    if side * side != tokens:
+        raise ValueError(f"cross-attention over {tokens} queries is not a square grid")
+    return cross[:, :, list(positions)].float().mean(dim=-1).reshape(batch, side, side)
+
+
+def aggregate_token_maps(cross_maps: Sequence[torch.Tensor], positions: Sequence[int],
+                         size: tuple[int, int]) -> torch.Tensor:
+    """Average of `token_map` over layers (or resolutions), each bilinearly upsampled to `size`."""
+    if not cross_maps:
+        raise ValueError("no cross-attention maps were captured")
+    total = None
+    for cross in cross_maps:
+        m = F.interpolate(token_map(cross, positions)[:, None], size=size, mode="bilinear",
+                          align_corners=False)[:, 0]
+        total = m if total is None else total + m
+    return total / len(cross_maps)
+
+
+def relative_to_region_mean(maps: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """Divide each map by its mean inside `region` (0 outside): attention relative to the prompt's
+    average, so the two prompts compare on one scale whatever their overall attention mass.
+
+    Chosen over min-max scaling, which stretches an uninformative (flat) map's noise to the full
+    [0, 1] range and then dominates the difference."""
+    out = torch.zeros_like(maps, dtype=torch.float32)
+    for b in range(maps.shape[0]):
+        values = maps[b][region[b]]
+        if values.numel() == 0:
+            continue
+        mean = values.float().mean()
+        if mean > 1e-12:
+            out[b] = maps[b].float() / mean * region[b]
+    return out
+
+
+def anomaly_map(abnormal: torch.Tensor, normal: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """Normalised difference of the two prompts' maps, >= 0, rescaled to [0, 1] per slice."""
+    difference = (relative_to_region_mean(abnormal, region)
+                  - relative_to_region_mean(normal, region)).clamp_min(0.0)
+    peak = difference.flatten(1).amax(dim=1)[:, None, None]
+    return torch.where(peak > 1e-6, difference / peak.clamp_min(1e-6), torch.zeros_like(difference))
+
+
+def coarse_mask(anomaly: torch.Tensor, region: torch.Tensor, method: str = "otsu",
+                threshold: float = 0.5) -> torch.Tensor:
+    """Coarse tumour mask inside `region`: Otsu per slice, or a fixed threshold."""
+    if method == "otsu":
+        return otsu_mask(anomaly, region, min_level=1e-6)
+    if method == "fixed":
+        return (anomaly > threshold) & region
+    raise ValueError(f"unknown threshold method {method!r}")

@@ -1,0 +1,175 @@
+"""Training the DiffuGTS heads on labelled slices, in memory (the CLI wrapper is train.py).
+
+The backbone is frozen, so its outputs are computed once per slice and cached, and only the small
+heads see gradients:
+
+1. AOVA adapter: frozen VAE-encoder features of I + pooled text vectors of the prompt pair →
+   anomaly logit; Dice + BCE against the tumour mask inside the body region.
+2. Residual head: the full pipeline is run with the trained adapter (so the inpainting regions and
+   residuals are the ones inference will see), then the head learns [P, F, R, anomaly] → mask
+   inside the dilated region.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .heads import AOVAAdapter, ResidualHead, residual_inputs
+from .pipeline import DiffuGTSPipeline
+
+
+@dataclass
+class FitOptions:
+    adapter_epochs: int = 30
+    head_epochs: int = 30
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    adapter_dim: int = 64
+    seed: int = 0
+    train_residual_head: bool = True
+
+
+def heads_config(pipeline: DiffuGTSPipeline, model: str) -> dict:
+    """What inference must match for the heads to apply: base model, size, feature taps, prompts."""
+    s = pipeline.settings
+    return {"model": model, "image_size": pipeline.parts.image_size, "prompt": pipeline.prompts.anomaly,
+            "normal_prompt": pipeline.prompts.normal, "encoder_blocks": list(s.encoder_blocks),
+            "feature_blocks": list(s.feature_blocks), "aova_timesteps": list(s.aova_timesteps),
+            "strength": s.strength, "inpaint_steps": s.steps, "dilation": s.dilation}
+
+
+def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Soft Dice (over the batch, inside `weight`) + BCE: Dice copes with small tumours, BCE keeps
+    gradients alive on slices without tumour (where Dice alone is undefined)."""
+    weight = weight.float()
+    prob = torch.sigmoid(logits) * weight
+    target = target.float() * weight
+    dice = 1.0 - (2.0 * (prob * target).sum() + 1.0) / (prob.sum() + target.sum() + 1.0)
+    bce = (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * weight).sum() \
+        / weight.sum().clamp_min(1.0)
+    return dice + bce
+
+
+def dice_score(prediction: torch.Tensor, target: torch.Tensor) -> float:
+    """Dice of two boolean masks; 1.0 when both are empty (the evaluate convention)."""
+    prediction, target = prediction.bool(), target.bool()
+    total = int(prediction.sum()) + int(target.sum())
+    return 1.0 if total == 0 else 2.0 * int((prediction & target).sum()) / total
+
+
+@torch.no_grad()
+def backbone_cache(pipeline: DiffuGTSPipeline, images: torch.Tensor, valid: torch.Tensor, batch_size: int,
+                   progress: Callable[[int, int], None] | None = None) -> dict[str, object]:
+    """The adapter's frozen inputs (VAE encoder features) and the body region of every slice,
+    computed by the same `frozen_inputs` call inference uses."""
+    features: list[list[torch.Tensor]] = []
+    regions = []
+    for start in range(0, images.shape[0], batch_size):
+        frozen = pipeline.frozen_inputs(images[start:start + batch_size], valid[start:start + batch_size])
+        features.append([f.cpu() for f in frozen.encoder_features])
+        regions.append(frozen.region)
+        if progress:
+            progress(min(start + batch_size, images.shape[0]), images.shape[0])
+    return {"features": [torch.cat(level) for level in zip(*features)], "region": torch.cat(regions)}
+
+
+def train_adapter(pipeline: DiffuGTSPipeline, cache: dict, masks: torch.Tensor, options: FitOptions,
+                  log: Callable[[dict], None] | None = None, stop: Callable[[], bool] | None = None
+                  ) -> AOVAAdapter:
+    """Dice + BCE of the adapter's anomaly logit against the tumour mask inside the body region.
+    `stop` is checked after every epoch (time budget); the adapter trained so far is returned."""
+    features: list[torch.Tensor] = cache["features"]  # type: ignore[assignment]
+    region: torch.Tensor = cache["region"]  # type: ignore[assignment]
+    torch.manual_seed(options.seed)
+    adapter = AOVAAdapter([f.shape[1] for f in features], pipeline.text_vectors.shape[-1], options.adapter_dim)
+    optimiser = torch.optim.AdamW(adapter.parameters(), lr=options.lr, weight_decay=options.weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, max(1, options.adapter_epochs))
+    n, size = masks.shape[0], tuple(masks.shape[-2:])
+    text = pipeline.text_vectors.cpu()
+    generator = torch.Generator().manual_seed(options.seed)
+    adapter.train()
+    for epoch in range(options.adapter_epochs):
+        order, total = torch.randperm(n, generator=generator), 0.0
+        for start in range(0, n, options.batch_size):
+            idx = order[start:start + options.batch_size]
+            logits = adapter([f[idx] for f in features], text.expand(len(idx), -1, -1))
+            logits = F.interpolate(logits[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+            loss = dice_bce_loss(logits, masks[idx], region[idx])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            total += float(loss.detach()) * len(idx)
+        schedule.step()
+        if log:
+            log({"stage": "adapter", "epoch": epoch + 1, "epochs": options.adapter_epochs, "loss": total / n})
+        if stop is not None and stop():
+            break
+    return adapter.eval()
+
+
+@torch.no_grad()
+def residual_cache(pipeline: DiffuGTSPipeline, images: torch.Tensor, valid: torch.Tensor, batch_size: int,
+                   progress: Callable[[int, int], None] | None = None) -> dict[str, torch.Tensor]:
+    """Run the whole pipeline (with the trained adapter) and keep the residual-head inputs."""
+    inputs, inside, refined = [], [], []
+    for start in range(0, images.shape[0], batch_size):
+        out = pipeline(images[start:start + batch_size], valid[start:start + batch_size])
+        inputs.append(residual_inputs(out.pixel, out.feature, out.fused, out.anomaly))
+        inside.append(out.dilated & out.region)
+        refined.append(out.refined)
+        if progress:
+            progress(min(start + batch_size, images.shape[0]), images.shape[0])
+    return {"inputs": torch.cat(inputs), "inside": torch.cat(inside), "refined": torch.cat(refined)}
+
+
+def train_residual_head(cache: dict[str, torch.Tensor], masks: torch.Tensor, options: FitOptions,
+                        log: Callable[[dict], None] | None = None, stop: Callable[[], bool] | None = None
+                        ) -> ResidualHead:
+    """Dice + BCE of the head's logit inside the dilated region (the only place it may answer)."""
+    torch.manual_seed(options.seed + 1)
+    head = ResidualHead()
+    optimiser = torch.optim.AdamW(head.parameters(), lr=options.lr, weight_decay=options.weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, max(1, options.head_epochs))
+    inputs, inside = cache["inputs"], cache["inside"]
+    n = inputs.shape[0]
+    generator = torch.Generator().manual_seed(options.seed + 1)
+    head.train()
+    for epoch in range(options.head_epochs):
+        order, total, stepped = torch.randperm(n, generator=generator), 0.0, False
+        for start in range(0, n, options.batch_size):
+            idx = order[start:start + options.batch_size]
+            if not bool(inside[idx].any()):
+                continue
+            loss = dice_bce_loss(head(inputs[idx]), masks[idx], inside[idx])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            stepped = True
+            total += float(loss.detach()) * len(idx)
+        if stepped:
+            schedule.step()
+        if log:
+            log({"stage": "residual_head", "epoch": epoch + 1, "epochs": options.head_epochs, "loss": total / n})
+        if stop is not None and stop():
+            break
+    return head.eval()
+
+
+def fit_heads(pipeline: DiffuGTSPipeline, images: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor,
+              options: FitOptions, log: Callable[[dict], None] | None = None
+              ) -> tuple[AOVAAdapter, ResidualHead | None]:
+    """Both stages on (N, 3, S, S) images in [0, 1], (N, S, S) bool masks and valid masks."""
+    cache = backbone_cache(pipeline, images, valid, options.batch_size)
+    adapter = train_adapter(pipeline, cache, masks, options, log)
+    if not options.train_residual_head:
+        return adapter, None
+    pipeline.adapter, pipeline.residual_head = adapter, None
+    residuals = residual_cache(pipeline, images, valid, options.batch_size)
+    head = train_residual_head(residuals, masks, options, log)
+    pipeline.residual_head = head
+    return adapter, head

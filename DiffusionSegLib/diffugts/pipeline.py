@@ -1,0 +1,212 @@
+"""The DiffuGTS stages together, on a batch of preprocessed slices.
+
+encode → AOVA map (+ frozen features) → coarse mask (Otsu / threshold, or the trained adapter)
+→ dilate → pseudo-healthy latent inpainting with the normal prompt → decode → pixel and feature
+residuals → R = β1·P + β2·F → Otsu (or the trained residual head) → refined mask.
+
+Each stage is timed under its own name (`encode`, `aova`, `otsu`, `inpaint`, `residual`) so
+`benchmark` reports per-stage costs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..attention import capture_attention
+from ..events import JobContext
+from .aova import aggregate_token_maps, anomaly_map, body_region, coarse_mask
+from .features import (DEFAULT_ENCODER_BLOCKS, DEFAULT_FEATURE_BLOCKS, capture_block_outputs, noised,
+                       unet_features)
+from .heads import AOVAAdapter, ResidualHead, residual_inputs
+from .inpaint import dilate_mask, mask_to_latent, pseudo_healthy_inpaint
+from .prompts import PromptPair, contrast_positions, pooled_positions
+from .residual import feature_residual, fuse_residuals, otsu_mask, pixel_residual
+
+
+@dataclass(frozen=True)
+class DiffuGTSSettings:
+    strength: float = 0.6
+    steps: int = 20
+    dilation: int = 3
+    beta1: float = 0.5
+    beta2: float = 0.5
+    threshold_method: str = "auto"  # auto: Otsu without adapter, fixed 0.5 on its probability
+    threshold: float = 0.5
+    aova_timesteps: tuple[int, ...] = (100,)
+    body_level: float = 0.05
+    feature_blocks: tuple[int, ...] = DEFAULT_FEATURE_BLOCKS
+    encoder_blocks: tuple[int, ...] = DEFAULT_ENCODER_BLOCKS
+
+
+@dataclass
+class DiffuGTSOutput:
+    """All intermediate maps (B, S, S); kept so tests, training and users can inspect each stage."""
+
+    region: torch.Tensor
+    anomaly: torch.Tensor
+    coarse: torch.Tensor
+    dilated: torch.Tensor
+    pseudo_healthy: torch.Tensor
+    pixel: torch.Tensor
+    feature: torch.Tensor
+    fused: torch.Tensor
+    refined: torch.Tensor
+    probability: torch.Tensor
+    features: list[torch.Tensor] = field(default_factory=list)
+    encoder_features: list[torch.Tensor] = field(default_factory=list)
+
+
+@dataclass
+class FrozenInputs:
+    """What the frozen model says about I before anything is trained on: shared by inference and
+    by head training, so the heads see exactly the inputs they will get."""
+
+    latents: torch.Tensor
+    region: torch.Tensor
+    attention_anomaly: torch.Tensor
+    unet_features: list[torch.Tensor]
+    encoder_features: list[torch.Tensor]
+
+
+class DiffuGTSPipeline:
+    def __init__(self, parts: Any, prompts: PromptPair, settings: DiffuGTSSettings,
+                 context: JobContext | None = None, adapter: AOVAAdapter | None = None,
+                 residual_head: ResidualHead | None = None):
+        self.parts, self.prompts, self.settings = parts, prompts, settings
+        self.context = context or JobContext()
+        self.adapter, self.residual_head = adapter, residual_head
+        hidden = parts.encode_prompt([prompts.anomaly, prompts.normal])
+        self.text_context = hidden  # (2, 77, D): [anomaly, normal]
+        self.positions_anomaly, self.positions_normal = contrast_positions(parts.tokenizer, prompts)
+        # The adapter's text input: [normal, anomaly] vectors pooled over each prompt's own words.
+        self.text_vectors = torch.stack([pooled_positions(hidden[1], self.positions_normal),
+                                         pooled_positions(hidden[0], self.positions_anomaly)])[None].float()
+        self.scheduler = type(parts.scheduler).from_config(parts.scheduler.config)
+
+    # -- stage helpers -------------------------------------------------------------------------
+    def _noise(self, latents: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(int(self.context.seed) + offset)
+        return torch.randn(latents.shape, generator=generator).to(latents)
+
+    @torch.no_grad()
+    def attention_maps(self, latents: torch.Tensor, region: torch.Tensor
+                       ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Training-free AOVA anomaly map (B, S, S) and the frozen UNet decoder features of I.
+
+        One UNet call per timestep on the batch [I + anomaly prompt, I + normal prompt]; the
+        normal-prompt half of the first call also yields the decoder features that the feature
+        residual compares with H's (same t, same noise, same prompt)."""
+        batch, size = latents.shape[0], tuple(region.shape[-2:])
+        noise = self._noise(latents)
+        context = torch.cat([self.text_context[:1].expand(batch, -1, -1),
+                             self.text_context[1:].expand(batch, -1, -1)])
+        abnormal = normal = None
+        features: list[torch.Tensor] = []
+        for k, t in enumerate(self.settings.aova_timesteps):
+            blocks = self.settings.feature_blocks if k == 0 else ()
+            with capture_attention(self.parts.unet, kinds=("cross",)) as store, \
+                    capture_block_outputs(self.parts.unet.up_blocks, blocks) as outputs:
+                z_t = noised(self.scheduler, torch.cat([latents, latents]), torch.cat([noise, noise]), t)
+                self.parts.unet(z_t, int(t), encoder_hidden_states=context.to(latents.dtype))
+            cross = list(store.maps("cross").values())
+            a = aggregate_token_maps([m[:batch] for m in cross], self.positions_anomaly, size)
+            n = aggregate_token_maps([m[batch:] for m in cross], self.positions_normal, size)
+            abnormal = a if abnormal is None else abnormal + a
+            normal = n if normal is None else normal + n
+            if k == 0:
+                features = [outputs[i][batch:].float() for i in blocks]
+            self.context.check_cancelled()
+        return anomaly_map(abnormal, normal, region.cpu()), features
+
+    @torch.no_grad()
+    def frozen_inputs(self, images: torch.Tensor, valid: torch.Tensor) -> FrozenInputs:
+        """encode (capturing VAE encoder features) and the AOVA pass, each timed."""
+        s, ctx, parts = self.settings, self.context, self.parts
+        with ctx.timed("encode"):
+            with capture_block_outputs(parts.vae.encoder.down_blocks, s.encoder_blocks) as encoder:
+                # The VAE stays fp32 on GPU (models.py); the UNet may be fp16.
+                latents = parts.encode_image(images).to(parts.unet.dtype)
+        region = body_region(images, valid, s.body_level)
+        with ctx.timed("aova"):
+            anomaly, features = self.attention_maps(latents, region)
+        return FrozenInputs(latents, region, anomaly, features,
+                            [encoder[i].float() for i in s.encoder_blocks])
+
+    def adapter_probability(self, features: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        """Trained AOVA map: sigmoid of the adapter's anomaly logit, upsampled to the slice."""
+        text = self.text_vectors.to(features[0].device).expand(features[0].shape[0], -1, -1)
+        logits = self.adapter(features, text)
+        logits = F.interpolate(logits[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+        return torch.sigmoid(logits).float().cpu()
+
+    # -- the whole method ------------------------------------------------------------------------
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor, valid: torch.Tensor) -> DiffuGTSOutput:
+        s, ctx, parts = self.settings, self.context, self.parts
+        size = tuple(images.shape[-2:])
+        frozen = self.frozen_inputs(images, valid)
+        latents, region, anomaly, features = (frozen.latents, frozen.region, frozen.attention_anomaly,
+                                              frozen.unet_features)
+        if self.adapter is not None:
+            with ctx.timed("aova"):
+                anomaly = self.adapter_probability(frozen.encoder_features, size) * region
+        with ctx.timed("otsu"):
+            method = s.threshold_method
+            if method == "auto":
+                method = "fixed" if self.adapter is not None else "otsu"
+            coarse = coarse_mask(anomaly, region, method, s.threshold)
+            dilated = dilate_mask(coarse, s.dilation) & valid.bool().cpu()
+        healthy = images.clone().float().cpu()
+        features_h = [f.clone() for f in features]
+        todo = [b for b in range(images.shape[0]) if bool(dilated[b].any())]
+        with ctx.timed("inpaint"):
+            if todo:
+                sub = latents[todo]
+                latent_mask = mask_to_latent(dilated[todo], tuple(sub.shape[-2:]))
+                generator = torch.Generator().manual_seed(int(ctx.seed) + 1)
+                z_h = pseudo_healthy_inpaint(
+                    parts.unet, self.scheduler, sub, latent_mask, self.text_context[1:], s.strength, s.steps,
+                    generator, step_callback=lambda i, n: (ctx.progress("inpaint", i, n), ctx.check_cancelled()))
+                healthy[todo] = parts.decode_latent(z_h).float().cpu()
+        with ctx.timed("residual"):
+            if todo:
+                noise = self._noise(latents)[todo]
+                fh = unet_features(parts.unet, self.scheduler, z_h, self.text_context[1:],
+                                   s.aova_timesteps[0], noise, s.feature_blocks)
+                for f_all, f_h in zip(features_h, fh):
+                    f_all[todo] = f_h.to(f_all)
+            pixel = pixel_residual(images.float().cpu(), healthy, region)
+            feature = feature_residual([f.cpu() for f in features], [f.cpu() for f in features_h], size)
+            inside = dilated & region
+            fused = fuse_residuals(pixel, feature, s.beta1, s.beta2, inside)
+        with ctx.timed("otsu"):
+            if self.residual_head is not None:
+                logits = self.residual_head(residual_inputs(pixel, feature, fused, anomaly).to(latents.device))
+                probability = torch.sigmoid(logits).float().cpu() * inside
+                refined = probability > 0.5
+            else:
+                refined = otsu_mask(fused, inside, min_level=1e-6)
+                probability = _otsu_probability(fused, refined, inside)
+        return DiffuGTSOutput(region=region, anomaly=anomaly, coarse=coarse, dilated=dilated,
+                              pseudo_healthy=healthy, pixel=pixel, feature=feature, fused=fused,
+                              refined=refined, probability=probability, features=features,
+                              encoder_features=frozen.encoder_features)
+
+
+def _otsu_probability(fused: torch.Tensor, refined: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+    """A [0, 1] map that crosses 0.5 exactly at each slice's Otsu cut (piecewise-linear in R), so
+    the pipeline's probability-based inverse resize reproduces the refined mask's boundary."""
+    probability = torch.zeros_like(fused)
+    for b in range(fused.shape[0]):
+        if not bool(refined[b].any()):
+            continue
+        cut = float(fused[b][inside[b] & ~refined[b]].max()) if bool((inside[b] & ~refined[b]).any()) else 0.0
+        top = float(fused[b].max())
+        low = 0.5 * fused[b] / max(cut, 1e-6)
+        high = 0.5 + 0.5 * (fused[b] - cut) / max(top - cut, 1e-6)
+        probability[b] = torch.where(refined[b], high.clamp(0.5 + 1e-3, 1.0), low.clamp(0.0, 0.5)) * inside[b]
+    return probability

@@ -1,0 +1,145 @@
+"""`python -m DiffusionSegLib train diffugts`: train the optional heads on labelled tumour volumes.
+
+Follows the shared training conventions (DiffusionSegLib.training): image/mask folders or
+image/label volumes preprocessed exactly as inference does, a sorted seeded split by case,
+`--max-minutes`, JSON-lines progress, and a checkpoint folder of config.json + safetensors +
+model card. The frozen base model is never modified; the folder holds the heads only and names
+the base model they were trained on. `--resume` skips the adapter stage when the folder already
+holds a trained adapter (the expensive part of a run is the frozen-backbone caching, which is
+recomputed; there is no optimizer state worth keeping for heads this small).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import InvalidRequest
+from ..events import JobContext
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    data = parser.add_argument_group("data")
+    data.add_argument("--images", required=True, help="folder of images or image volumes")
+    data.add_argument("--masks", required=True, help="folder of masks or label volumes")
+    data.add_argument("--output", required=True, help="heads folder to write")
+    data.add_argument("--mask-map", default=None, help="foreground mask values, e.g. '>0' (BraTS whole tumour)")
+    data.add_argument("--key", default=None, help="regex extracting the shared image/mask key from file stems")
+    data.add_argument("--intensity", default="auto", help="intensity preset, as for segmentation")
+    data.add_argument("--val-fraction", type=float, default=0.1, help="cases held out for validation Dice")
+    data.add_argument("--val-max-slices", type=int, default=64,
+                      help="validate on at most this many evenly spaced slices (each runs the full pipeline)")
+    method = parser.add_argument_group("frozen model and prompts")
+    method.add_argument("--model", default=None, help="base text-to-image diffusers model (frozen)")
+    method.add_argument("--prompt", required=True, help="anomaly prompt, e.g. 'brain tumour'")
+    method.add_argument("--organ", default="", help="normal prompt becomes 'healthy <organ>'")
+    method.add_argument("--normal-prompt", default="", help="explicit normal prompt")
+    method.add_argument("--strength", type=float, default=0.6)
+    method.add_argument("--inpaint-steps", type=int, default=20)
+    method.add_argument("--dilation", type=int, default=3)
+    method.add_argument("--aova-timesteps", default="100")
+    optim = parser.add_argument_group("optimisation")
+    optim.add_argument("--adapter-epochs", type=int, default=30)
+    optim.add_argument("--head-epochs", type=int, default=30)
+    optim.add_argument("--no-residual-head", action="store_true", help="train the AOVA adapter only")
+    optim.add_argument("--batch-size", type=int, default=8)
+    optim.add_argument("--lr", type=float, default=1e-3)
+    optim.add_argument("--weight-decay", type=float, default=1e-5)
+    optim.add_argument("--max-minutes", type=float, default=None, help="wall-time budget for the epochs")
+    optim.add_argument("--resume", action="store_true", help="reuse the adapter already in --output")
+    optim.add_argument("--seed", type=int, default=0)
+    optim.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    optim.add_argument("--device", default="auto")
+
+
+def train(args: argparse.Namespace, context: JobContext) -> dict:
+    import torch
+
+    from ..methods.diffugts import DiffuGTS, parse_timesteps
+    from ..models import load_stable_diffusion
+    from ..training.checkpoint import write_model_card
+    from ..training.data import load_slices, split_cases
+    from ..training.loop import TimeBudget, log_metrics
+    from .fit import FitOptions, backbone_cache, heads_config, residual_cache, train_adapter, train_residual_head
+    from .heads import load_heads, save_heads
+    from .pipeline import DiffuGTSPipeline, DiffuGTSSettings
+    from .prompts import resolve_prompts
+    from .validation import validation_metrics
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    prompts = resolve_prompts(args.prompt, args.organ, args.normal_prompt)
+    if args.adapter_epochs < 1:
+        raise InvalidRequest("--adapter-epochs must be at least 1.")
+    settings = DiffuGTSSettings(strength=args.strength, steps=args.inpaint_steps, dilation=args.dilation,
+                                aova_timesteps=parse_timesteps(args.aova_timesteps))
+    model = args.model or DiffuGTS.info.default_model
+    context.seed = args.seed
+    with context.timed("load"):
+        parts = load_stable_diffusion(model, args.device)
+    output = Path(args.output).expanduser()
+    with context.timed("load_data"):
+        data = load_slices(args.images, args.masks, parts.image_size, args.mask_map, None, args.intensity,
+                           key=args.key)
+    train_cases, val_cases = split_cases(data.cases, args.val_fraction, args.seed)
+    train_set, val_set = data.subset(train_cases), data.subset(val_cases)
+    context.log(f"{len(data)} slices from {len(set(data.cases))} cases: {len(train_cases)} training cases "
+                f"({len(train_set)} slices), {len(val_cases)} validation cases ({len(val_set)} slices).")
+    masks = train_set.masks > 0
+    valid = torch.ones_like(masks)
+    options = FitOptions(adapter_epochs=args.adapter_epochs, head_epochs=args.head_epochs,
+                         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
+                         train_residual_head=not args.no_residual_head)
+    pipeline = DiffuGTSPipeline(parts, prompts, settings, context)
+    budget = TimeBudget(args.max_minutes)
+    config = {**heads_config(pipeline, model), "mask_map": args.mask_map, "intensity": args.intensity,
+              "split": {"train": train_cases, "validation": val_cases, "seed": args.seed}}
+
+    def on_epoch(event: dict) -> None:
+        context.progress(f"train_{event['stage']}", event["epoch"], event["epochs"], loss=round(event["loss"], 5))
+        context.check_cancelled()
+
+    adapter = None
+    if args.resume and (output / "config.json").is_file():
+        previous, adapter, _ = load_heads(output, parts.device)
+        if previous.get("model") != model or previous.get("prompt") != prompts.anomaly:
+            raise InvalidRequest(f"--resume: {output} holds heads for model '{previous.get('model')}' and prompt "
+                                 f"'{previous.get('prompt')}', not '{model}' / '{prompts.anomaly}'.")
+        context.log(f"Resumed: reusing the trained adapter in {output}.")
+    if adapter is None:
+        with context.timed("cache_backbone"):
+            cache = backbone_cache(pipeline, train_set.images, valid, options.batch_size,
+                                   lambda i, n: context.progress("cache_backbone", i, n))
+        with context.timed("train_adapter"):
+            adapter = train_adapter(pipeline, cache, masks, options, on_epoch, budget.exhausted)
+    pipeline.adapter = adapter
+    save_heads(output, {**config, "stage": "adapter"}, adapter, None, "# DiffuGTS heads (adapter stage)\n")
+    head = None
+    if options.train_residual_head and not budget.exhausted():
+        with context.timed("cache_residuals"):
+            residuals = residual_cache(pipeline, train_set.images, valid, options.batch_size,
+                                       lambda i, n: context.progress("cache_residuals", i, n))
+        with context.timed("train_residual_head"):
+            head = train_residual_head(residuals, masks, options, on_epoch, budget.exhausted)
+    pipeline.residual_head = head
+    with context.timed("validate"):
+        evaluated = val_set if len(val_set) else train_set
+        keep = torch.linspace(0, len(evaluated) - 1, min(len(evaluated), max(1, args.val_max_slices))).long()
+        metrics = validation_metrics(pipeline, evaluated.images[keep], evaluated.masks[keep] > 0,
+                                     options.batch_size)
+    metrics["evaluated_on"] = "validation cases" if len(val_set) else "training cases (no validation split)"
+    log_metrics(context, f"DiffuGTS heads: refined Dice {metrics['refined_dice']:.4f}",
+                **{k: v for k, v in metrics.items() if isinstance(v, float)})
+    save_heads(output, {**config, "stage": "complete", "validation": metrics}, adapter, head, "")
+    write_model_card(
+        output, "DiffuGTS heads",
+        f"AOVA adapter{' and residual head' if head is not None else ''} for the frozen base model "
+        f"`{model}`, prompts '{prompts.anomaly}' / '{prompts.normal}'. Use with "
+        f"`--param heads={output}` and the same base model.",
+        data={"images": args.images, "masks": args.masks, "mask map": args.mask_map, "slices": len(data)},
+        split={"train": train_cases, "validation": val_cases, "seed": args.seed},
+        metrics=metrics,
+        training={"adapter epochs": args.adapter_epochs, "head epochs": args.head_epochs if head else 0,
+                  "batch size": args.batch_size, "lr": args.lr, "weight decay": args.weight_decay,
+                  "minutes": round(budget.elapsed_minutes, 2)})
+    return {"output": str(output), "metrics": metrics, "timings": dict(context.timings)}

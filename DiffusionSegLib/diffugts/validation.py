@@ -1,0 +1,31 @@
+"""Validation numbers written into the heads' model card: Dice of the coarse (AOVA) and refined
+masks, pooled over all slices of the evaluated cases (the volume-Dice definition restricted to
+the slices that were loaded)."""
+
+from __future__ import annotations
+
+import torch
+
+from .pipeline import DiffuGTSPipeline
+
+
+def pooled_dice(prediction: torch.Tensor, truth: torch.Tensor) -> float:
+    """2|P∩T| / (|P| + |T|) over every pixel of every slice; 1.0 when both are empty."""
+    prediction, truth = prediction.bool(), truth.bool()
+    total = int(prediction.sum()) + int(truth.sum())
+    return 1.0 if total == 0 else 2.0 * int((prediction & truth).sum()) / total
+
+
+@torch.no_grad()
+def validation_metrics(pipeline: DiffuGTSPipeline, images: torch.Tensor, masks: torch.Tensor,
+                       batch_size: int) -> dict[str, float]:
+    valid = torch.ones_like(masks, dtype=torch.bool)
+    coarse, refined = [], []
+    for start in range(0, images.shape[0], batch_size):
+        out = pipeline(images[start:start + batch_size], valid[start:start + batch_size])
+        coarse.append(out.coarse)
+        refined.append(out.refined)
+    coarse_all, refined_all = torch.cat(coarse), torch.cat(refined)
+    return {"coarse_dice": round(pooled_dice(coarse_all, masks), 5),
+            "refined_dice": round(pooled_dice(refined_all, masks), 5),
+            "slices": float(images.shape[0])}

@@ -1,0 +1,124 @@
+"""DiffuGTS end to end with the tiny SD-shaped model: registry metadata, prompt errors, a
+synthetic-lesion run, and training + loading the heads."""
+
+import pytest
+import torch
+
+from DiffusionSegLib.errors import InvalidParameter, ModelLoadFailed, ModelNotFound
+from DiffusionSegLib.events import JobContext
+from DiffusionSegLib.methods import get_method
+
+
+def synthetic_lesions(n: int, seed: int, size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gray disc 'organ' with one bright round lesion per slice (every fourth slice healthy)."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    body = ((yy - size // 2) ** 2 + (xx - size // 2) ** 2) < (size * 0.42) ** 2
+    images, masks = [], []
+    for i in range(n):
+        image = body * (0.4 + 0.03 * torch.rand(size, size, generator=g))
+        cy, cx = (int(v) for v in torch.randint(size // 4, 3 * size // 4, (2,), generator=g))
+        radius = int(torch.randint(4, 9, (1,), generator=g))
+        lesion = (((yy - cy) ** 2 + (xx - cx) ** 2) < radius ** 2) & (i % 4 != 3)
+        images.append(torch.where(lesion, torch.tensor(0.9), image)[None].expand(3, size, size))
+        masks.append(lesion)
+    return torch.stack(images).float(), torch.stack(masks)
+
+
+def make(path, prompt="brain tumour", **params):
+    cls = get_method("diffugts")
+    return cls(model=str(path), params=cls.info.resolve_params(params), prompt=prompt,
+               context=JobContext(device="cpu", seed=0))
+
+
+def test_registry_metadata_lists_every_parameter():
+    info = get_method("diffugts").info
+    assert info.prompt == "required" and info.trainable and not info.needs_checkpoint
+    names = {p.name for p in info.params}
+    assert {"organ", "normal_prompt", "heads", "strength", "steps", "dilation", "beta1", "beta2",
+            "threshold_method", "threshold", "aova_timesteps"} <= names
+    assert info.resolve_params({})["beta1"] == 0.5 and info.resolve_params({})["beta2"] == 0.5
+    with pytest.raises(InvalidParameter):
+        info.resolve_params({"strength": 1.5})
+
+
+@pytest.mark.parametrize("prompt, params, needle", [
+    ("", {"organ": "brain"}, "needs a text prompt"),
+    ("   ", {"organ": "brain"}, "needs a text prompt"),
+    (None, {"organ": "brain"}, "needs a text prompt"),
+    ("brain tumour", {}, "normal prompt"),
+    ("healthy brain", {"organ": "brain"}, "must differ"),
+    ("brain tumour", {"organ": "brain", "aova_timesteps": "0, 2000"}, "aova_timesteps"),
+    ("brain tumour", {"organ": "brain", "aova_timesteps": "soon"}, "aova_timesteps"),
+    ("brain tumour", {"organ": "brain", "beta1": 0.0, "beta2": 0.0}, r"beta1 \+ beta2"),
+])
+def test_bad_prompts_and_parameters_fail_before_loading_the_model(tmp_path, prompt, params, needle):
+    with pytest.raises(InvalidParameter, match=needle):  # raised when the method is created
+        make(tmp_path / "no-model-here", prompt=prompt, **params)
+
+
+def test_explicit_normal_prompt_overrides_organ(tiny_sd_path):
+    method = make(tiny_sd_path, organ="liver", normal_prompt="normal brain scan")
+    method.load()
+    assert method.pipeline.prompts.normal == "normal brain scan"
+    assert method.image_size == 64
+
+
+def test_synthetic_lesion_run_end_to_end(tiny_sd_path):
+    torch.manual_seed(0)
+    images, masks = synthetic_lesions(3, seed=5)
+    valid = torch.ones(3, 64, 64, dtype=torch.bool)
+    valid[:, :, :4] = False
+    method = make(tiny_sd_path, organ="brain", steps=6, strength=0.5)
+    method.load()
+    context = method.context
+    result = method.segment(images, valid)
+    out = method.pipeline(images, valid)
+    assert result.labels.shape == (3, 64, 64) and result.labels.dtype == torch.uint8
+    assert torch.equal(result.labels.bool(), out.refined)  # seeded: the same twice
+    assert torch.equal(out.refined, (result.probabilities > 0.5))
+    assert not (out.refined & ~out.dilated).any() and not (out.refined & ~out.region).any()
+    assert not (out.coarse & ~out.region).any() and not out.refined[:, :, :4].any()
+    assert out.coarse.any(), "the Otsu cut of the attention map must keep something on these slices"
+    repainted = out.dilated.flatten(1).any(dim=1)
+    for b in range(3):  # slices with nothing to repaint are not run through the inpainting at all
+        assert torch.equal(out.pseudo_healthy[b], images[b]) != bool(repainted[b])
+    assert {"encode", "aova", "otsu", "inpaint", "residual"} <= set(context.timings)
+
+
+def test_heads_train_save_load_and_are_used(tiny_sd_path, tmp_path):
+    from DiffusionSegLib.diffugts.fit import FitOptions, dice_score, fit_heads, heads_config
+    from DiffusionSegLib.diffugts.heads import load_heads, save_heads
+
+    images, masks = synthetic_lesions(16, seed=0)
+    valid = torch.ones(16, 64, 64, dtype=torch.bool)
+    method = make(tiny_sd_path, organ="brain", steps=4, strength=0.5)
+    method.load()
+    pipeline = method.pipeline
+    free = pipeline(images, valid)
+    losses = []
+    adapter, head = fit_heads(pipeline, images, masks, valid,
+                              FitOptions(adapter_epochs=40, head_epochs=40, lr=3e-3),
+                              log=lambda e: losses.append((e["stage"], e["loss"])))
+    adapter_losses = [loss for stage, loss in losses if stage == "adapter"]
+    assert adapter_losses[-1] < 0.8 * adapter_losses[0]
+    trained = pipeline(images, valid)
+    dice_free = sum(dice_score(free.refined[i], masks[i]) for i in range(16)) / 16
+    dice_trained = sum(dice_score(trained.refined[i], masks[i]) for i in range(16)) / 16
+    assert dice_trained > dice_free + 0.1  # the heads learn the lesions the frozen model misses
+
+    config = heads_config(pipeline, str(tiny_sd_path))
+    folder = save_heads(tmp_path / "heads", config, adapter, head, "# test heads\n")
+    assert {p.name for p in folder.iterdir()} == {"config.json", "heads.safetensors", "README.md"}
+    loaded = make(tiny_sd_path, organ="brain", steps=4, strength=0.5, heads=str(folder))
+    loaded.load()
+    again = loaded.segment(images, valid)
+    assert torch.equal(again.labels.bool(), trained.refined)
+
+    _, a2, h2 = load_heads(folder)
+    assert all(torch.equal(x, y) for x, y in zip(adapter.state_dict().values(), a2.state_dict().values()))
+    with pytest.raises(ModelNotFound):
+        load_heads(tmp_path / "missing")
+    (folder / "config.json").write_text('{"format": "other"}')
+    with pytest.raises(ModelLoadFailed):
+        load_heads(folder)

@@ -1,0 +1,81 @@
+"""`train diffugts` through the real CLI parser on synthetic tumour volumes, then a segmentation
+job that uses the trained heads (tiny model; nothing from ../shared/data)."""
+
+import json
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from DiffusionSegLib.cli import build_parser
+from DiffusionSegLib.events import JobContext
+from DiffusionSegLib.job import run_job
+from DiffusionSegLib.methods import get_method
+from DiffusionSegLib.request import JobRequest
+
+
+def _write_case(folder, case, seed):
+    """An MR-like volume (I, J, K) = (48, 48, 5) with a bright blob, and its label volume (2 = tumour)."""
+    rng = np.random.default_rng(seed)
+    k, j, i = np.mgrid[:5, :48, :48]
+    brain = (i - 24) ** 2 + (j - 24) ** 2 < 20 ** 2
+    ci, cj = rng.integers(16, 32, 2)
+    tumour = ((i - ci) ** 2 + (j - cj) ** 2 < 36) & (k > 0)
+    image = np.where(brain, 100.0, 0.0) + 120.0 * tumour + rng.normal(0, 3, brain.shape) * brain
+    labels = np.where(tumour, 2, 0).astype(np.uint8)
+    for sub, array in (("images", image.astype(np.float32)), ("masks", labels)):
+        (folder / sub / case).mkdir(parents=True)
+        volume = sitk.GetImageFromArray(array)
+        volume.SetSpacing((1.0, 1.0, 2.0))
+        sitk.WriteImage(volume, str(folder / sub / case / f"{sub}.nii.gz"))
+
+
+def test_train_cli_writes_heads_that_a_job_uses(tiny_sd_path, tmp_path):
+    for n in range(3):
+        _write_case(tmp_path, f"case{n}", seed=n)
+    heads = tmp_path / "heads"
+    args = build_parser().parse_args([
+        "train", "diffugts", "--images", str(tmp_path / "images"), "--masks", str(tmp_path / "masks"),
+        "--mask-map", ">0", "--output", str(heads), "--model", str(tiny_sd_path), "--prompt", "brain tumour",
+        "--organ", "brain", "--val-fraction", "0.34", "--adapter-epochs", "3", "--head-epochs", "2",
+        "--inpaint-steps", "4", "--device", "cpu", "--batch-size", "4"])
+    events = []
+    summary = get_method("diffugts").train(args, JobContext(emit=events.append, seed=0))
+    config = json.loads((heads / "config.json").read_text())
+    assert config["stage"] == "complete" and config["prompt"] == "brain tumour"
+    split = config["split"]
+    assert len(split["validation"]) == 1 and sorted(split["train"] + split["validation"]) == ["case0", "case1", "case2"]
+    assert 0.0 <= summary["metrics"]["refined_dice"] <= 1.0
+    assert "Validation metrics" in (heads / "README.md").read_text()
+    stages = {e.get("stage") for e in events if e["event"] == "progress"}
+    assert {"cache_backbone", "train_adapter", "cache_residuals", "train_residual_head"} <= stages
+
+    output = tmp_path / "out.nii.gz"
+    request = JobRequest(input=str(tmp_path / "images" / "case0" / "images.nii.gz"), output=str(output),
+                         method="diffugts", prompt="brain tumour", model=str(tiny_sd_path), device="cpu",
+                         params={"organ": "brain", "heads": str(heads), "steps": 4})
+    job_events = []
+    run_job(request, job_events.append)
+    result = sitk.ReadImage(str(output))
+    assert result.GetSize() == (48, 48, 5)
+    assert any("DiffuGTS prompts" in e.get("message", "") for e in job_events)
+    assert {"aova", "inpaint", "residual"} <= set(job_events[-1]["timings"])
+
+
+def test_resume_reuses_the_trained_adapter(tiny_sd_path, tmp_path):
+    for n in range(2):
+        _write_case(tmp_path, f"case{n}", seed=n)
+    heads = tmp_path / "heads"
+    base = ["train", "diffugts", "--images", str(tmp_path / "images"), "--masks", str(tmp_path / "masks"),
+            "--mask-map", ">0", "--output", str(heads), "--model", str(tiny_sd_path), "--prompt", "brain tumour",
+            "--organ", "brain", "--val-fraction", "0", "--adapter-epochs", "2", "--head-epochs", "1",
+            "--inpaint-steps", "2", "--device", "cpu", "--no-residual-head"]
+    get_method("diffugts").train(build_parser().parse_args(base), JobContext())
+    first = (heads / "heads.safetensors").read_bytes()
+    events = []
+    get_method("diffugts").train(build_parser().parse_args(base + ["--resume"]), JobContext(emit=events.append))
+    assert not any(e.get("stage") == "train_adapter" for e in events)
+    from safetensors.torch import load
+
+    before, after = load(first), load((heads / "heads.safetensors").read_bytes())
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)

@@ -71,7 +71,7 @@ def run_benchmark(args: argparse.Namespace, emit) -> dict:
 
     context = JobContext(emit=emit, seed=args.seed)
     context.device = str(resolve_device(args.device))
-    context.dtype = args.dtype or ""
+    context.dtype = args.dtype
     model = args.model or f"random:sd-v1:{args.resolution}"
     method = create_method(args.method, _parse_params(args.param), args.prompt, model, context)
     if context.device.startswith("cuda"):

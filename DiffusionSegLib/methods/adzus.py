@@ -81,7 +81,8 @@ class Adzus(Method):
     def load(self) -> None:
         from ..models import load_stable_diffusion
 
-        self.parts = load_stable_diffusion(self.model or self.info.default_model, self.context.device)
+        self.parts = load_stable_diffusion(self.model or self.info.default_model, self.context.device,
+                                           self.context.dtype)
         self.image_size = self.parts.image_size
         self._text_cache: dict[str, torch.Tensor] = {}
 

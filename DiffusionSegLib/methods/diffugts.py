@@ -90,8 +90,7 @@ class DiffuGTS(Method):
 
         self.context.log(f"DiffuGTS prompts: anomaly '{prompts.anomaly}', normal '{prompts.normal}'.")
         # Half precision only when asked for explicitly; otherwise the loader's choice (fp16 on CUDA).
-        dtype = self.context.dtype if self.context.dtype in ("float16", "fp16", "bfloat16", "bf16") else None
-        parts = load_stable_diffusion(self.model or self.info.default_model, self.context.device, dtype)
+        parts = load_stable_diffusion(self.model or self.info.default_model, self.context.device, self.context.dtype)
         adapter = residual_head = None
         heads = (self.params.get("heads") or "").strip()
         if heads:

@@ -43,6 +43,7 @@ class Sdseg(Method):
         import torch
 
         from ..errors import ModelNotFound
+        from ..models import resolve_dtype
         from ..sdseg.checkpoint import load_checkpoint
 
         if not self.model:
@@ -50,9 +51,8 @@ class Sdseg(Method):
                                 hint="Train one with `python -m DiffusionSegLib train sdseg --images DIR "
                                      "--masks DIR --output DIR`.")
         device = torch.device(self.context.device)
-        dtype = torch.float16 if device.type == "cuda" else torch.float32
-        with self.context.timed("load"):
-            self._model, self._config = load_checkpoint(self.model, device, dtype)
+        dtype = resolve_dtype(device, self.context.dtype)
+        self._model, self._config = load_checkpoint(self.model, device, dtype)
         self._device, self._dtype = device, dtype
         self.image_size = int(self._config["image_size"])
         self._n_classes = int(self._config.get("num_classes", 0))

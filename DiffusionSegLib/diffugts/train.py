@@ -16,17 +16,11 @@ from pathlib import Path
 
 from ..errors import InvalidRequest
 from ..events import JobContext
+from ..training.arguments import add_data_arguments
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    data = parser.add_argument_group("data")
-    data.add_argument("--images", required=True, help="folder of images or image volumes")
-    data.add_argument("--masks", required=True, help="folder of masks or label volumes")
-    data.add_argument("--output", required=True, help="heads folder to write")
-    data.add_argument("--mask-map", default=None, help="foreground mask values, e.g. '>0' (BraTS whole tumour)")
-    data.add_argument("--key", default=None, help="regex extracting the shared image/mask key from file stems")
-    data.add_argument("--intensity", default="auto", help="intensity preset, as for segmentation")
-    data.add_argument("--val-fraction", type=float, default=0.1, help="cases held out for validation Dice")
+    data = add_data_arguments(parser, output_help="heads folder to write")
     data.add_argument("--val-max-slices", type=int, default=64,
                       help="validate on at most this many evenly spaced slices (each runs the full pipeline)")
     method = parser.add_argument_group("frozen model and prompts")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..training.arguments import add_data_arguments
+
 
 def parse_channels(text: str) -> tuple[int, ...]:
     try:
@@ -16,15 +18,8 @@ def parse_channels(text: str) -> tuple[int, ...]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    data = parser.add_argument_group("data")
-    data.add_argument("--images", required=True, help="folder of images or image volumes")
-    data.add_argument("--masks", required=True, help="folder of masks or label volumes (.nrrd, .seg.nrrd, .nii.gz…)")
-    data.add_argument("--output", required=True, help="checkpoint folder to write (also holds the resumable state)")
-    data.add_argument("--mask-map", default=None, help="which mask values are foreground: '>0', '255', '128,255'")
+    data = add_data_arguments(parser, output_help="checkpoint folder to write (also holds the resumable state)")
     data.add_argument("--classes", default=None, help="multi-class: mask values of classes 1..K, e.g. '128,255'")
-    data.add_argument("--key", default=None, help="regex extracting the shared image/mask key from file stems")
-    data.add_argument("--intensity", default="auto", help="intensity preset, as for segmentation")
-    data.add_argument("--val-fraction", type=float, default=0.1, help="cases held out for validation Dice")
     start = parser.add_argument_group("starting point")
     start.add_argument("--pretrained", default=None, help="diffusers reference with vae/ and a 4-channel unet/")
     start.add_argument("--init-from", default=None, help="SDSeg checkpoint to fine-tune (learning from corrections)")

@@ -21,7 +21,7 @@ from helpers import ct_like_volume, rgb_image
 
 ROOT = Path(__file__).resolve().parents[1]
 EVENT_KEYS = {"progress": {"stage", "done", "total"}, "log": {"level", "message"},
-              "result": {"output", "segments"}, "error": {"code", "message"}}
+              "result": {"output"}, "error": {"code", "message"}}
 FAST = ["--param", "latent_mode=clean", "--device", "cpu"]
 
 
@@ -148,3 +148,24 @@ def test_method_metadata_does_not_import_torch():
             "import DiffusionSegLib.request; print(sorted(k for k in ('torch', 'diffusers', 'transformers', 'slicer', 'qt', 'vtk') if k in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_evaluate_reports_metrics_and_a_separate_oracle(tmp_path, tiny_sd_path):
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir(), masks.mkdir()
+    for n in range(2):
+        image = rgb_image(seed=n)
+        sitk.WriteImage(image, str(images / f"{n:03d}.bmp"))
+        dark = sitk.GetArrayFromImage(image).mean(-1) < 150
+        sitk.WriteImage(sitk.GetImageFromArray((dark * 255).astype(np.uint8)), str(masks / f"{n:03d}.png"))
+    done = cli("evaluate", "--method", "adzus", "--prompt", "white blood cell", "--model", str(tiny_sd_path),
+               "--images", str(images), "--masks", str(masks), "--mask-map", "255", "--output", str(tmp_path / "ev"),
+               "--oracle", "--param", "foreground=all", *FAST)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    summary = report["summary"]
+    assert summary["cases"] == 2 and summary["metrics"]["dice"]["n"] == 2
+    assert 0.0 <= summary["oracle_metrics"]["dice"]["mean"] <= 1.0
+    for case in report["cases"]:
+        assert {"dice", "iou", "hd95", "oracle_dice"} <= set(case)
+    assert events_of(done.stdout)[-1]["event"] == "result"

@@ -211,3 +211,26 @@ def test_logic_creates_the_job_with_its_launcher_and_train_arguments(tmp_path):
     assert "--val-fraction 0" in joined and "--val-every 50" in joined
     command = WorkerLauncher(sys.executable).trainCommand("sdseg", arguments, "cpu").command
     assert command[1:5] == ["-m", "DiffusionSegLib", "train", "sdseg"]
+
+
+def test_segments_are_exported_on_the_volume_grid(tmp_path):
+    """The mask file has exactly the volume file's grid (oblique, anisotropic) and the box voxels."""
+    import SimpleITK as sitk
+
+    from DiffusionSegSlicerLib.FineTuneLogic import exportSegmentsAsLabelmap
+    from DiffusionSegSlicerLib.VolumeIO import exportVolume
+
+    scene = newScene()
+    volume, segmentation, ids = correctedCase(scene)
+    nodesBefore = sceneNodeIds(scene)
+    exportVolume(volume, str(tmp_path / "image.nrrd"))
+    voxels = exportSegmentsAsLabelmap(scene, segmentation, [ids[0]], volume, str(tmp_path / "mask.nrrd"))
+    assert voxels == 3 * 10 * 12 and sceneNodeIds(scene) == nodesBefore
+    image, mask = sitk.ReadImage(str(tmp_path / "image.nrrd")), sitk.ReadImage(str(tmp_path / "mask.nrrd"))
+    assert mask.GetSize() == image.GetSize() == (28, 24, 5)
+    np.testing.assert_allclose(mask.GetOrigin(), image.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(mask.GetSpacing(), image.GetSpacing(), atol=1e-6)
+    np.testing.assert_allclose(mask.GetDirection(), image.GetDirection(), atol=1e-6)
+    values = sitk.GetArrayFromImage(mask)
+    pixels = sitk.GetArrayFromImage(image)
+    assert np.array_equal(values > 0, pixels == 900)

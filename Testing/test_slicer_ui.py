@@ -28,7 +28,7 @@ def test_ui_is_valid_xml_with_unique_names():
 
 def test_every_widget_the_module_uses_exists_in_the_ui():
     names = set(uiWidgets())
-    sources = [MODULE_DIR / "DiffusionSeg.py", LIB / "Widget.py"]
+    sources = [MODULE_DIR / "DiffusionSeg.py", LIB / "Widget.py", LIB / "FineTuneWidget.py"]
     used = set()
     for path in sources:
         used |= set(re.findall(r"\bui\.(\w+)", path.read_text(encoding="utf-8")))
@@ -60,7 +60,21 @@ def test_input_selector_accepts_scalar_and_rgb_volumes():
 
 def test_user_visible_strings_in_widget_code_are_translatable():
     """Message boxes and labels in the panel go through slicer.i18n.tr (imported as _)."""
-    source = (LIB / "Widget.py").read_text(encoding="utf-8")
+    source = "\n".join((LIB / name).read_text(encoding="utf-8") for name in ("Widget.py", "FineTuneWidget.py"))
     for call in ("errorDisplay(", "infoDisplay(", "statusLabel.text = "):
         for line in [l for l in source.splitlines() if call in l]:
             assert "_(" in line or "description" in line or line.rstrip().endswith('""'), line
+
+
+def test_fine_tune_section_holds_its_widgets_and_follows_the_scene():
+    widgets = uiWidgets()
+    assert widgets["fineTuneCollapsibleButton"].get("class") == "ctkCollapsibleButton"
+    for name in ("correctedSegmentationSelector", "fineTuneCheckpointPathLineEdit", "fineTuneOutputPathLineEdit",
+                 "fineTuneMinutesSpinBox", "fineTuneStepsSpinBox", "fineTuneButton"):
+        assert name in widgets, name
+    combo = widgets["correctedSegmentationSelector"]
+    types = [s.text for p in combo.findall("property") if p.get("name") == "nodeTypes" for s in p.iter("string")]
+    assert types == ["vtkMRMLSegmentationNode"]
+    root = ET.parse(UI_FILE).getroot()
+    receivers = {c.findtext("receiver") for c in root.iter("connection") if "mrmlSceneChanged" in c.findtext("signal")}
+    assert "correctedSegmentationSelector" in receivers

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+from .FineTuneLogic import FineTuneJob, FineTuneSettings
 from .JobSettings import JobSettings
 from .SegmentationImport import SegmentationImporter
 from .SegmentationLogic import SegmentationJob
@@ -68,6 +69,14 @@ class DiffusionSegLogic:
         return SegmentationJob(self.scene, settings, inputVolumeNode, roiNode, targetSegmentationNode,
                                launcher=self.launcher(settings), importer=self.importer,
                                methodInfo=info, temporaryRoot=self.temporaryRoot)
+
+    def createFineTuneJob(self, settings: FineTuneSettings, volumeNode, segmentationNode,
+                          segmentIds=None) -> FineTuneJob:
+        """Learning from corrections: fine-tune an SDSeg checkpoint on the volume and its
+        corrected segmentation (default: its visible segments as foreground)."""
+        return FineTuneJob(self.scene, settings, volumeNode, segmentationNode, segmentIds,
+                           launcher=WorkerLauncher(settings.pythonInterpreter, cleanEnvironment=self.cleanEnvironment),
+                           temporaryRoot=self.temporaryRoot)
 
     def segment(self, settings: JobSettings, inputVolumeNode, roiNode=None, targetSegmentationNode=None,
                 timeout: float | None = None) -> SegmentationJob:

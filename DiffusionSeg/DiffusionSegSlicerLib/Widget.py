@@ -11,6 +11,7 @@ import slicer
 import vtk
 from slicer.i18n import tr as _
 
+from .FineTuneWidget import FineTunePanel
 from .JobSettings import DEVICES, SLICE_AXES, JobSettings, storedParameterValue
 from .ParameterNode import applySettingsToParameterNode, settingsFromParameterNode
 from .ParameterWidgets import createParameterWidget
@@ -30,6 +31,7 @@ class DiffusionSegPanel:
         self._observerTag = None
         self._paramGetters = {}
         self._stageText = ""
+        self.fineTune = None              # the "Learn from corrections" section (FineTuneWidget.py)
         self._pollTimer = qt.QTimer()
         self._pollTimer.setInterval(POLL_INTERVAL_MS)
         self._pollTimer.timeout.connect(self._poll)
@@ -58,9 +60,12 @@ class DiffusionSegPanel:
         ui.applyButton.clicked.connect(self.onApplyButton)
         ui.checkInterpreterButton.clicked.connect(self.onCheckInterpreter)
         ui.progressBar.hide()
+        self.fineTune = FineTunePanel(ui, self.logic, self)
 
     def cleanup(self):
         self.cancelJob()
+        if self.fineTune is not None:
+            self.fineTune.cleanup()
         self._pollTimer.stop()
         self.setParameterNode(None)
 
@@ -88,6 +93,9 @@ class DiffusionSegPanel:
         self.ui.modelPathLineEdit.currentPath = parameterNode.model
         self.ui.pythonInterpreterPathLineEdit.currentPath = parameterNode.pythonInterpreter
         self.onMethodChanged()
+
+    def parameterNode(self):
+        return self._parameterNode
 
     def _setField(self, name, value):
         if self._parameterNode is not None:
@@ -156,7 +164,20 @@ class DiffusionSegPanel:
 
     # -- apply / cancel --------------------------------------------------------------------------
 
+    def isSegmenting(self):
+        return self.job is not None and self.job.isRunning()
+
+    def selectMethodAndModel(self, method, model):
+        """Switch the panel to `method` with `model` (e.g. a freshly fine-tuned checkpoint)."""
+        index = self.ui.methodComboBox.findData(method)
+        if index >= 0:
+            self.ui.methodComboBox.setCurrentIndex(index)
+        self.ui.modelPathLineEdit.currentPath = model
+        self._setField("model", model)
+
     def updateApplyButton(self):
+        if self.fineTune is not None:
+            self.fineTune.updateButton()
         button = self.ui.applyButton
         if self.job is not None and self.job.isRunning():
             button.text, button.enabled = _("Cancel"), True
@@ -165,6 +186,8 @@ class DiffusionSegPanel:
         button.text = _("Apply")
         node, info = self._parameterNode, self.currentMethodInfo()
         reasons = []
+        if self.fineTune is not None and self.fineTune.isRunning():
+            reasons.append(_("Fine-tuning is running."))
         if node is None or node.inputVolume is None:
             reasons.append(_("Select an input volume."))
         if info is None:
@@ -197,18 +220,22 @@ class DiffusionSegPanel:
                 self.ui.statusLabel.text = ""
             self.updateApplyButton()
 
-    def _startJob(self):
+    def ensureDependencies(self, pythonInterpreter):
+        """Install the worker's requirements into Slicer's Python if needed (asks first)."""
         from .InstallLogic import InstallError
 
-        node = self._parameterNode
-        settings = self.currentSettings()
         try:
-            self.installLogic.ensureDependencies(self.logic.launcher(settings))
+            self.installLogic.ensureDependencies(self.logic.launcher(JobSettings(pythonInterpreter=pythonInterpreter)))
         except InstallError as error:
             if error.restartRequired and slicer.util.confirmYesNoDisplay(
                     str(error) + "\n\n" + _("Restart Slicer now?")):
                 slicer.util.restart()
             raise
+
+    def _startJob(self):
+        node = self._parameterNode
+        settings = self.currentSettings()
+        self.ensureDependencies(settings.pythonInterpreter)
         job = self.logic.createJob(settings, node.inputVolume, node.roi, node.outputSegmentation)
         job.progress.connect(self.onJobProgress)
         job.log.connect(self.onJobLog)
@@ -220,7 +247,7 @@ class DiffusionSegPanel:
         job.start()
         self.job = job
         qt.QSettings().setValue(SETTINGS_KEY, settings.toJson())
-        self._setInputsEnabled(False)
+        self.setInputsEnabled(False)
         self._showStatus()
         self._pollTimer.start()
 
@@ -245,10 +272,10 @@ class DiffusionSegPanel:
             self._showStatus()
         else:
             self._pollTimer.stop()
-            self._setInputsEnabled(True)
+            self.setInputsEnabled(True)
             self.updateApplyButton()
 
-    def _setInputsEnabled(self, enabled):
+    def setInputsEnabled(self, enabled):
         for name in ("inputsCollapsibleButton", "outputsCollapsibleButton", "advancedCollapsibleButton"):
             getattr(self.ui, name).enabled = enabled
 

@@ -51,6 +51,11 @@ class WorkerLauncher:
         return WorkerProcess(self.command("run", "--request", str(requestPath)),
                              env=self.environment(device))
 
+    def trainCommand(self, method: str, arguments: list[str], device: str = "auto") -> WorkerProcess:
+        """`train <method> ARGS...` (e.g. fine-tuning SDSeg on corrections), same events and cancel."""
+        return WorkerProcess(self.command("train", method, *[str(a) for a in arguments]),
+                             env=self.environment(device))
+
     def checkInterpreter(self, timeout: float = 120.0) -> str:
         """Check that the interpreter can run the worker (imports the backend and torch).
         Returns a one-line description; raises RuntimeError with the interpreter's answer."""

@@ -3,10 +3,12 @@
 Each file holds one idea (SlicerNNUnet layout): Process (worker process, events, tree kill),
 Worker (interpreter and environment), JobSettings (panel choices -> job request), VolumeIO
 (storage-node export/import, ROI -> IJK box), Terminology, SegmentationImport,
-SegmentationLogic (one job), Logic (method metadata, job creation). Qt-only code lives in
-Widget.py, ParameterWidgets.py, ParameterNode.py and InstallLogic.py, which the headless tests never import.
+SegmentationLogic (one job), FineTuneLogic (learning from corrections: one fine-tune job),
+Logic (method metadata, job creation). Qt-only code lives in Widget.py, FineTuneWidget.py,
+ParameterWidgets.py, ParameterNode.py and InstallLogic.py, which the headless tests never import.
 """
 
+from .FineTuneLogic import FineTuneJob, FineTuneSettings
 from .JobSettings import JobSettings, buildJobRequest
 from .Logic import DiffusionSegLogic, methodCatalog
 from .SegmentationImport import SegmentationImporter
@@ -15,5 +17,5 @@ from .Signal import Signal
 from .Terminology import TerminologyTable
 from .Worker import WorkerLauncher
 
-__all__ = ["DiffusionSegLogic", "JobFailed", "JobSettings", "SegmentationImporter", "SegmentationJob",
-           "Signal", "TerminologyTable", "WorkerLauncher", "buildJobRequest", "methodCatalog"]
+__all__ = ["DiffusionSegLogic", "FineTuneJob", "FineTuneSettings", "JobFailed", "JobSettings",
+           "SegmentationImporter", "SegmentationJob", "Signal", "TerminologyTable", "WorkerLauncher", "buildJobRequest", "methodCatalog"]

@@ -136,8 +136,6 @@ class AttentionCaptureProcessor:
                  encoder_hidden_states: "torch.Tensor | None" = None,
                  attention_mask: "torch.Tensor | None" = None,
                  temb: "torch.Tensor | None" = None, *args: Any, **kwargs: Any) -> "torch.Tensor":
-        import torch
-
         kind = "self" if encoder_hidden_states is None else "cross"
         residual = hidden_states
         if attn.spatial_norm is not None:

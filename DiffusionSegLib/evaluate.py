@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from .datasets import pair_images_and_masks, parse_mask_mapping, read_mask
-from .errors import EXIT_OK, DiffusionSegError, InvalidData
-from .events import JobContext, JsonLinesWriter, error_event
+from .errors import InvalidData
+from .events import JobContext
 from .imageio import read_volume, write_labelmap
 from .metrics import dice, hd95, iou, oracle_selection
 

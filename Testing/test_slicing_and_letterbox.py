@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-import SimpleITK as sitk
 import torch
 
 from DiffusionSegLib.errors import InvalidImage, InvalidRequest

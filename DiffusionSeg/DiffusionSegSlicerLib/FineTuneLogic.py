@@ -24,11 +24,9 @@ from dataclasses import dataclass, field
 import slicer
 import vtk
 
-from DiffusionSegLib.errors import EXIT_CANCELLED
 
 from .SegmentationImport import removeNodeAndDisplay
-from .SegmentationLogic import JobFailed
-from .Signal import Signal
+from .WorkerJob import JobFailed, WorkerJob
 from .VolumeIO import checkInputVolume, exportVolume
 from .Worker import WorkerLauncher
 
@@ -160,39 +158,19 @@ def caseName(name: str) -> str:
     return stem or "case"
 
 
-class FineTuneJob:
-    IDLE, RUNNING, SUCCEEDED, FAILED, CANCELLED = "idle", "running", "succeeded", "failed", "cancelled"
+class FineTuneJob(WorkerJob):
+    cancelledMessage = "Cancelled; no checkpoint was written."
 
     def __init__(self, scene, settings: FineTuneSettings, volumeNode, segmentationNode, segmentIds=None,
                  launcher: WorkerLauncher | None = None, temporaryRoot: str | None = None):
+        super().__init__(temporaryRoot)
         self.scene = scene
         self.settings = settings
         self.volumeNode = volumeNode
         self.segmentationNode = segmentationNode
         self.segmentIds = list(segmentIds or [])
         self.launcher = launcher or WorkerLauncher(settings.pythonInterpreter)
-        self.temporaryRoot = temporaryRoot
-        self.progress = Signal("stage", "done", "total", "elapsed")
-        self.log = Signal("level", "message")
-        self.finished = Signal("job")
-        self.state = self.IDLE
-        self.error: JobFailed | None = None
         self.outputPath: str | None = None      # the new checkpoint, once SUCCEEDED
-        self.result: dict | None = None
-        self.workDir: str | None = None
-        self.process = None
-        self._errorEvent: dict | None = None
-        self._startTime = 0.0
-        self._endTime: float | None = None
-
-    @property
-    def elapsed(self) -> float:
-        if not self._startTime:
-            return 0.0
-        return (self._endTime or time.monotonic()) - self._startTime
-
-    def isRunning(self) -> bool:
-        return self.state == self.RUNNING
 
     # -- start -----------------------------------------------------------------------------------
 
@@ -238,80 +216,8 @@ class FineTuneJob:
             raise
         self.state = self.RUNNING
 
-    # -- running ---------------------------------------------------------------------------------
-
-    def processEvents(self) -> bool:
-        """Forward new events; finish once the worker has exited. True while running."""
-        if self.state != self.RUNNING:
-            return False
-        for event in self.process.readEvents():
-            self._handleEvent(event)
-        if self.process.isFinished():
-            for event in self.process.readEvents():
-                self._handleEvent(event)
-            self._finish(self.process.returnCode)
-        return self.state == self.RUNNING
-
-    def cancel(self) -> None:
-        """End the whole worker process tree; the job finishes as CANCELLED on the next
-        processEvents(), with no output folder written."""
-        if self.state == self.RUNNING:
-            self.log.emit("info", "Cancelling…")
-            self.process.cancel()
-
-    def waitForFinished(self, timeout: float | None = None, pollInterval: float = 0.05) -> str:
-        """Blocking loop for scripts and tests (never used by the GUI)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.processEvents():
-            if deadline is not None and time.monotonic() > deadline:
-                self.cancel()
-                deadline = None
-            time.sleep(pollInterval)
-        return self.state
-
-    def _handleEvent(self, event: dict) -> None:
-        kind = event.get("event")
-        if kind == "progress":
-            self.progress.emit(str(event.get("stage", "")), int(event.get("done", 0)),
-                               int(event.get("total", 0)), float(event.get("elapsed", self.elapsed)))
-        elif kind == "log":
-            self.log.emit(str(event.get("level", "info")), str(event.get("message", "")))
-        elif kind == "result":
-            self.result = event
-        elif kind == "error":
-            self._errorEvent = event
-            self.log.emit("error", str(event.get("message", "")))
-
-    def _finish(self, returnCode: int | None) -> None:
-        self._endTime = time.monotonic()
-        try:
-            if self.process.cancelRequested or returnCode == EXIT_CANCELLED:
-                self.state = self.CANCELLED
-                self.log.emit("info", "Cancelled; no checkpoint was written.")
-            elif returnCode == 0 and self.result is not None:
-                self._publishCheckpoint()
-                self.state = self.SUCCEEDED
-            else:
-                self.error = self._failure(returnCode)
-                self.state = self.FAILED
-        except Exception as exc:
-            self.error = exc if isinstance(exc, JobFailed) else JobFailed("output_failed", str(exc))
-            self.state = self.FAILED
-        finally:
-            self._removeWorkDir()
-        self.finished.emit(self)
-
-    def _failure(self, returnCode: int | None) -> JobFailed:
-        if self._errorEvent is not None:
-            return JobFailed(str(self._errorEvent.get("code", "error")), str(self._errorEvent.get("message", "")),
-                             self._errorEvent.get("hint"), returnCode)
-        tail = self.process.stderrTail(15)
-        if returnCode == 0:
-            return JobFailed("no_result", "The worker finished without reporting a result.", tail or None, 0)
-        return JobFailed("worker_crashed", f"The worker stopped unexpectedly (exit code {returnCode}).",
-                         tail or None, returnCode)
-
-    def _publishCheckpoint(self) -> None:
+    def _onSuccess(self) -> None:
+        """Move the staged checkpoint into the output folder (only now: never a partial one)."""
         staged = os.path.join(self.workDir, CHECKPOINT_FOLDER)
         if not os.path.isfile(os.path.join(staged, "config.json")):
             raise JobFailed("no_result", "The worker finished without writing a checkpoint.")
@@ -337,7 +243,3 @@ class FineTuneJob:
                  "- the volume and segmentation were exported to a temporary folder, removed after training", ""]
         with open(path, "a", encoding="utf-8") as file:
             file.write("\n".join(lines))
-
-    def _removeWorkDir(self) -> None:
-        if self.workDir and os.path.isdir(self.workDir):
-            shutil.rmtree(self.workDir, ignore_errors=True)

@@ -12,10 +12,12 @@ from .FineTuneLogic import FineTuneJob, FineTuneSettings
 from .JobSettings import JobSettings, buildJobRequest
 from .Logic import DiffusionSegLogic, methodCatalog
 from .SegmentationImport import SegmentationImporter
-from .SegmentationLogic import JobFailed, SegmentationJob
+from .SegmentationLogic import SegmentationJob
+from .WorkerJob import JobFailed, WorkerJob
 from .Signal import Signal
 from .Terminology import TerminologyTable
 from .Worker import WorkerLauncher
 
 __all__ = ["DiffusionSegLogic", "FineTuneJob", "FineTuneSettings", "JobFailed", "JobSettings",
-           "SegmentationImporter", "SegmentationJob", "Signal", "TerminologyTable", "WorkerLauncher", "buildJobRequest", "methodCatalog"]
+           "SegmentationImporter", "SegmentationJob", "Signal", "TerminologyTable", "WorkerJob", "WorkerLauncher",
+           "buildJobRequest", "methodCatalog"]

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ..errors import InvalidData, InvalidRequest
+from ..errors import InvalidRequest
 from ..events import JobContext
 from ..training.checkpoint import load_training_state, save_training_state, write_model_card
 from ..training.data import SliceSet, load_slices, parse_class_values, split_cases

@@ -1,0 +1,138 @@
+"""The life cycle every background job shares, without Qt: a worker process speaking the job
+contract, its events turned into signals, cancel, and the end-of-job bookkeeping.
+
+A subclass prepares its files and starts `self.process` in `start()`, and turns a successful
+result into scene changes or files in `_onSuccess()`. Everything else — polling, cancel, errors,
+removing the temporary folder in every outcome — is here, once.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+from DiffusionSegLib.errors import EXIT_CANCELLED
+
+from .Signal import Signal
+
+
+class JobFailed(Exception):
+    """A job that ended without a result; message and hint are meant for the user."""
+
+    def __init__(self, code: str, message: str, hint: str | None = None, exitCode: int | None = None):
+        super().__init__(message)
+        self.code, self.message, self.hint, self.exitCode = code, message, hint, exitCode
+
+    def __str__(self) -> str:
+        return f"{self.message}\n{self.hint}" if self.hint else self.message
+
+
+class WorkerJob:
+    IDLE, RUNNING, SUCCEEDED, FAILED, CANCELLED = "idle", "running", "succeeded", "failed", "cancelled"
+    cancelledMessage = "Cancelled; nothing was changed."
+    successFailureCode = "output_failed"   # error code when _onSuccess itself fails
+
+    def __init__(self, temporaryRoot: str | None = None):
+        self.temporaryRoot = temporaryRoot
+        self.progress = Signal("stage", "done", "total", "elapsed")
+        self.log = Signal("level", "message")
+        self.finished = Signal("job")
+        self.state = self.IDLE
+        self.error: JobFailed | None = None
+        self.result: dict | None = None       # the worker's result event
+        self.workDir: str | None = None
+        self.process = None
+        self._errorEvent: dict | None = None
+        self._startTime = 0.0
+        self._endTime: float | None = None
+
+    @property
+    def elapsed(self) -> float:
+        if not self._startTime:
+            return 0.0
+        return (self._endTime or time.monotonic()) - self._startTime
+
+    def isRunning(self) -> bool:
+        return self.state == self.RUNNING
+
+    def _onSuccess(self) -> None:
+        """Use `self.result` and the files in `self.workDir` (runs before the folder is removed)."""
+        raise NotImplementedError
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def processEvents(self) -> bool:
+        """Forward new events; finish the job once the worker has exited. True while running."""
+        if self.state != self.RUNNING:
+            return False
+        for event in self.process.readEvents():
+            self._handleEvent(event)
+        if self.process.isFinished():
+            for event in self.process.readEvents():
+                self._handleEvent(event)
+            self._finish(self.process.returnCode)
+        return self.state == self.RUNNING
+
+    def cancel(self) -> None:
+        """End the whole worker process tree; the job finishes as CANCELLED on the next
+        processEvents(), leaving scene and output as they were."""
+        if self.state == self.RUNNING:
+            self.log.emit("info", "Cancelling…")
+            self.process.cancel()
+
+    def waitForFinished(self, timeout: float | None = None, pollInterval: float = 0.05) -> str:
+        """Blocking loop for scripts, tests and the self-test (never used by the GUI)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.processEvents():
+            if deadline is not None and time.monotonic() > deadline:
+                self.cancel()
+                deadline = None
+            time.sleep(pollInterval)
+        return self.state
+
+    def _handleEvent(self, event: dict) -> None:
+        kind = event.get("event")
+        if kind == "progress":
+            self.progress.emit(str(event.get("stage", "")), int(event.get("done", 0)),
+                               int(event.get("total", 0)), float(event.get("elapsed", self.elapsed)))
+        elif kind == "log":
+            self.log.emit(str(event.get("level", "info")), str(event.get("message", "")))
+        elif kind == "result":
+            self.result = event
+        elif kind == "error":
+            self._errorEvent = event
+            self.log.emit("error", str(event.get("message", "")))
+
+    def _finish(self, returnCode: int | None) -> None:
+        self._endTime = time.monotonic()
+        try:
+            if self.process.cancelRequested or returnCode == EXIT_CANCELLED:
+                self.state = self.CANCELLED
+                self.log.emit("info", self.cancelledMessage)
+            elif returnCode == 0 and self.result is not None:
+                self._onSuccess()
+                self.state = self.SUCCEEDED
+            else:
+                self.error = self._failure(returnCode)
+                self.state = self.FAILED
+        except Exception as exc:  # _onSuccess leaves the scene/output as it was when it fails
+            self.error = exc if isinstance(exc, JobFailed) else JobFailed(self.successFailureCode, str(exc))
+            self.state = self.FAILED
+        finally:
+            self._removeWorkDir()
+        self.finished.emit(self)
+
+    def _failure(self, returnCode: int | None) -> JobFailed:
+        if self._errorEvent is not None:
+            return JobFailed(str(self._errorEvent.get("code", "error")), str(self._errorEvent.get("message", "")),
+                             self._errorEvent.get("hint"), returnCode)
+        tail = self.process.stderrTail(15)
+        if returnCode == 0:
+            return JobFailed("no_result", "The worker finished without reporting a result.", tail or None, 0)
+        return JobFailed("worker_crashed", f"The worker stopped unexpectedly (exit code {returnCode}).",
+                         tail or None, returnCode)
+
+    def _removeWorkDir(self) -> None:
+        if self.workDir and os.path.isdir(self.workDir):
+            shutil.rmtree(self.workDir, ignore_errors=True)

@@ -61,6 +61,8 @@ class VolumeSegmenter:
         ctx.log(f"Slicing the {plan.view} way: {len(plan.indices)} slice(s) of "
                 f"{plan.slice_shape()[0]}×{plan.slice_shape()[1]} px; intensity preset '{mapping.preset}'.")
         with ctx.timed("preprocess"):
+            # Only the tissue decision is kept: slices are normalised again per batch, so a large
+            # CT never exists as a float RGB copy (normalising is cheap next to the model).
             todo = []
             for index in plan.indices:
                 pixels = mapping.apply(plan.extract(volume.array, index))

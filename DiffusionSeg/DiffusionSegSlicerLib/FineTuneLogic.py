@@ -17,8 +17,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
-import time
 from dataclasses import dataclass, field
 
 import slicer
@@ -160,6 +158,7 @@ def caseName(name: str) -> str:
 
 class FineTuneJob(WorkerJob):
     cancelledMessage = "Cancelled; no checkpoint was written."
+    workDirPrefix = "DiffusionSeg-finetune-"
 
     def __init__(self, scene, settings: FineTuneSettings, volumeNode, segmentationNode, segmentIds=None,
                  launcher: WorkerLauncher | None = None, temporaryRoot: str | None = None):
@@ -184,37 +183,25 @@ class FineTuneJob(WorkerJob):
             raise ValueError("The number of fine-tuning steps must be at least 1.")
         return segmentIds, output
 
-    def start(self) -> None:
-        """Check and export the inputs, then start the worker. Raises (no process started, no
-        file left behind, scene unchanged) when the inputs are not usable."""
-        segmentIds, output = self.checkInputs()
-        self._startTime = time.monotonic()
-        self.workDir = tempfile.mkdtemp(prefix="DiffusionSeg-finetune-", dir=self.temporaryRoot)
-        try:
-            stem = caseName(self.volumeNode.GetName())
-            imagesDir, masksDir = os.path.join(self.workDir, "images"), os.path.join(self.workDir, "masks")
-            os.makedirs(imagesDir)
-            os.makedirs(masksDir)
-            self.log.emit("info", f"Exporting '{self.volumeNode.GetName()}' and "
-                                  f"{len(segmentIds)} segment(s) of '{self.segmentationNode.GetName()}'.")
-            exportVolume(self.volumeNode, os.path.join(imagesDir, stem + ".nrrd"))
-            voxels = exportSegmentsAsLabelmap(self.scene, self.segmentationNode, segmentIds, self.volumeNode,
-                                              os.path.join(masksDir, stem + ".nrrd"))
-            if not voxels:
-                raise ValueError(f"The segments of '{self.segmentationNode.GetName()}' are empty inside "
-                                 f"'{self.volumeNode.GetName()}': nothing to learn from.")
-            self._segmentNames = [self.segmentationNode.GetSegmentation().GetSegment(i).GetName()
-                                  for i in segmentIds]
-            self._output = output
-            arguments = self.settings.trainArguments(imagesDir, masksDir,
-                                                     os.path.join(self.workDir, CHECKPOINT_FOLDER))
-            self.process = self.launcher.trainCommand("sdseg", arguments, self.settings.device)
-            self.log.emit("info", "Worker: " + " ".join(self.process.command))
-            self.process.start()
-        except BaseException:
-            self._removeWorkDir()
-            raise
-        self.state = self.RUNNING
+    def _createProcess(self, checked):
+        segmentIds, output = checked
+        stem = caseName(self.volumeNode.GetName())
+        imagesDir, masksDir = os.path.join(self.workDir, "images"), os.path.join(self.workDir, "masks")
+        os.makedirs(imagesDir)
+        os.makedirs(masksDir)
+        self.log.emit("info", f"Exporting '{self.volumeNode.GetName()}' and "
+                              f"{len(segmentIds)} segment(s) of '{self.segmentationNode.GetName()}'.")
+        exportVolume(self.volumeNode, os.path.join(imagesDir, stem + ".nrrd"))
+        voxels = exportSegmentsAsLabelmap(self.scene, self.segmentationNode, segmentIds, self.volumeNode,
+                                          os.path.join(masksDir, stem + ".nrrd"))
+        if not voxels:
+            raise ValueError(f"The segments of '{self.segmentationNode.GetName()}' are empty inside "
+                             f"'{self.volumeNode.GetName()}': nothing to learn from.")
+        self._segmentNames = [self.segmentationNode.GetSegmentation().GetSegment(i).GetName()
+                              for i in segmentIds]
+        self._output = output
+        arguments = self.settings.trainArguments(imagesDir, masksDir, os.path.join(self.workDir, CHECKPOINT_FOLDER))
+        return self.launcher.trainCommand("sdseg", arguments, self.settings.device)
 
     def _onSuccess(self) -> None:
         """Move the staged checkpoint into the output folder (only now: never a partial one)."""

@@ -9,8 +9,6 @@ The temporary folder is removed in every outcome.
 from __future__ import annotations
 
 import os
-import tempfile
-import time
 
 from .JobSettings import JobSettings, buildJobRequest
 from .SegmentationImport import SegmentationImporter
@@ -41,29 +39,21 @@ class SegmentationJob(WorkerJob):
 
     # -- start -----------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Prepare the files and start the worker. Raises (with the scene untouched) when the
-        inputs are not usable; returns at once, the worker runs on."""
+    def checkInputs(self):
+        """The ROI as an IJK box (or None); raises for an unusable input volume."""
         checkInputVolume(self.inputVolumeNode)
-        roiIjk = roiToIjkBox(self.roiNode, self.inputVolumeNode) if self.roiNode is not None else None
-        self._startTime = time.monotonic()
-        self.workDir = tempfile.mkdtemp(prefix="DiffusionSeg-", dir=self.temporaryRoot)
-        try:
-            inputPath = os.path.join(self.workDir, "input.nrrd")
-            outputPath = os.path.join(self.workDir, "output.nrrd")
-            requestPath = os.path.join(self.workDir, "request.json")
-            request = buildJobRequest(self.settings, inputPath, outputPath, roiIjk, self.methodInfo)
-            self.log.emit("info", f"Exporting '{self.inputVolumeNode.GetName()}'.")
-            exportVolume(self.inputVolumeNode, inputPath)
-            request.save(requestPath)
-            self.process = self.launcher.runCommand(requestPath, self.settings.device)
-            self.log.emit("info", "Worker: " + " ".join(self.process.command))
-            self.log.emit("debug", "Settings: " + self.settings.toJson())
-            self.process.start()
-        except BaseException:
-            self._removeWorkDir()
-            raise
-        self.state = self.RUNNING
+        return roiToIjkBox(self.roiNode, self.inputVolumeNode) if self.roiNode is not None else None
+
+    def _createProcess(self, roiIjk):
+        inputPath = os.path.join(self.workDir, "input.nrrd")
+        outputPath = os.path.join(self.workDir, "output.nrrd")
+        requestPath = os.path.join(self.workDir, "request.json")
+        request = buildJobRequest(self.settings, inputPath, outputPath, roiIjk, self.methodInfo)
+        self.log.emit("info", f"Exporting '{self.inputVolumeNode.GetName()}'.")
+        exportVolume(self.inputVolumeNode, inputPath)
+        request.save(requestPath)
+        self.log.emit("debug", "Settings: " + self.settings.toJson())
+        return self.launcher.runCommand(requestPath, self.settings.device)
 
     def _onSuccess(self) -> None:
         outputPath = os.path.join(self.workDir, "output.nrrd")   # ours, whatever the event says

@@ -1,8 +1,9 @@
 """The life cycle every background job shares, without Qt: a worker process speaking the job
 contract, its events turned into signals, cancel, and the end-of-job bookkeeping.
 
-A subclass prepares its files and starts `self.process` in `start()`, and turns a successful
-result into scene changes or files in `_onSuccess()`. Everything else — polling, cancel, errors,
+A subclass checks its inputs in `checkInputs()`, writes its files and builds the worker process
+in `_createProcess()`, and turns a successful result into scene changes or files in
+`_onSuccess()`. Everything else — polling, cancel, errors,
 removing the temporary folder in every outcome — is here, once.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import time
 
 from DiffusionSegLib.errors import EXIT_CANCELLED
@@ -31,6 +33,7 @@ class JobFailed(Exception):
 class WorkerJob:
     IDLE, RUNNING, SUCCEEDED, FAILED, CANCELLED = "idle", "running", "succeeded", "failed", "cancelled"
     cancelledMessage = "Cancelled; nothing was changed."
+    workDirPrefix = "DiffusionSeg-"
     successFailureCode = "output_failed"   # error code when _onSuccess itself fails
 
     def __init__(self, temporaryRoot: str | None = None):
@@ -56,9 +59,33 @@ class WorkerJob:
     def isRunning(self) -> bool:
         return self.state == self.RUNNING
 
+    def checkInputs(self):
+        """Raise (ValueError, JobFailed) for inputs that cannot work; return what
+        `_createProcess` needs. Runs before anything is written."""
+        raise NotImplementedError
+
+    def _createProcess(self, checked):
+        """Write the job's files into `self.workDir` and return the (not yet started) worker."""
+        raise NotImplementedError
+
     def _onSuccess(self) -> None:
         """Use `self.result` and the files in `self.workDir` (runs before the folder is removed)."""
         raise NotImplementedError
+
+    def start(self) -> None:
+        """Check the inputs, prepare the files and start the worker; returns at once. Raises with
+        no process started, no file left behind and the scene unchanged when inputs are unusable."""
+        checked = self.checkInputs()
+        self._startTime = time.monotonic()
+        self.workDir = tempfile.mkdtemp(prefix=self.workDirPrefix, dir=self.temporaryRoot)
+        try:
+            self.process = self._createProcess(checked)
+            self.log.emit("info", "Worker: " + " ".join(self.process.command))
+            self.process.start()
+        except BaseException:
+            self._removeWorkDir()
+            raise
+        self.state = self.RUNNING
 
     # -- running ---------------------------------------------------------------------------------
 

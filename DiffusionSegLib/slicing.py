@@ -33,15 +33,17 @@ class SlicePlan:
     box: tuple[slice, slice, slice]            # ROI crop in numpy order
     flips: tuple[bool, bool]                   # flip rows / columns of the 2D slice for display
     view: str
+    transpose: bool = False                    # stored rows are the display columns (non-axial acquisitions)
 
     @property
     def in_plane_axes(self) -> tuple[int, int]:
         return tuple(a for a in range(3) if a != self.axis)  # type: ignore[return-value]
 
     def slice_shape(self) -> tuple[int, int]:
+        """(height, width) of the slice as displayed (after any transpose)."""
         rows, cols = self.in_plane_axes
         extent = [b.stop - b.start for b in self.box]
-        return extent[rows], extent[cols]
+        return (extent[cols], extent[rows]) if self.transpose else (extent[rows], extent[cols])
 
     def extract(self, array: np.ndarray, index: int) -> np.ndarray:
         """The oriented 2D slice (H, W[, 3]) at `index`, cropped to the ROI."""
@@ -52,7 +54,7 @@ class SlicePlan:
 
     def place(self, target: np.ndarray, index: int, plane: np.ndarray) -> None:
         """Write a 2D result back at `index` (inverse of `extract`)."""
-        plane = self._orient(plane)  # flips are their own inverse
+        plane = self._unorient(plane)
         view = target[self.box]
         local = index - self.box[self.axis].start
         selector = [slice(None)] * 3
@@ -60,10 +62,23 @@ class SlicePlan:
         view[tuple(selector)] = plane
 
     def _orient(self, plane: np.ndarray) -> np.ndarray:
+        """Stored order → display order: transpose, then flips."""
+        if self.transpose:
+            plane = plane.swapaxes(0, 1)
         if self.flips[0]:
             plane = plane[::-1]
         if self.flips[1]:
             plane = plane[:, ::-1]
+        return plane
+
+    def _unorient(self, plane: np.ndarray) -> np.ndarray:
+        """Display order → stored order (the inverse of `_orient`)."""
+        if self.flips[1]:
+            plane = plane[:, ::-1]
+        if self.flips[0]:
+            plane = plane[::-1]
+        if self.transpose:
+            plane = plane.swapaxes(0, 1)
         return plane
 
 
@@ -87,15 +102,24 @@ def _view_of(volume: Volume, numpy_axis: int) -> str:
     return {2: "axial", 1: "coronal", 0: "sagittal"}[patient]
 
 
-def _flips(volume: Volume, axis: int, view: str) -> tuple[bool, bool]:
+def _display_orientation(volume: Volume, axis: int, view: str) -> tuple[bool, tuple[bool, bool]]:
+    """(transpose, (flip rows, flip columns)) that show a slice the reader's way.
+
+    The stored in-plane axes are assigned to the view's display rows and columns by their
+    dominant patient axis (a sagittally acquired scan stores its axial rows as columns), then
+    each is flipped if it runs against the display direction."""
     if view == "2d":
-        return False, False  # photographs and X-rays are stored the way they are shown
+        return False, (False, False)  # photographs and X-rays are stored the way they are shown
     rows, cols = (a for a in range(3) if a != axis)
+    (row_patient, _), _ = _VIEWS[view][1]
+    transpose = int(np.argmax(np.abs(volume.direction[:, 2 - cols]))) == row_patient
+    if transpose:
+        rows, cols = cols, rows
     flips = []
     for numpy_axis, (patient_axis, wanted) in zip((rows, cols), _VIEWS[view][1]):
         component = volume.direction[patient_axis, 2 - numpy_axis]
         flips.append(bool(component * wanted < 0))
-    return flips[0], flips[1]
+    return transpose, (flips[0], flips[1])
 
 
 def plan_slices(volume: Volume, axis: str = "auto", roi: dict | None = None,
@@ -123,8 +147,9 @@ def plan_slices(volume: Volume, axis: str = "auto", roi: dict | None = None,
         if start >= stop:
             raise InvalidRequest("The slice range and the ROI do not overlap.")
         box[numpy_axis] = slice(start, stop)
+    transpose, flips = _display_orientation(volume, numpy_axis, view)
     plan = SlicePlan(axis=numpy_axis, indices=tuple(range(box[numpy_axis].start, box[numpy_axis].stop)),
-                     box=tuple(box), flips=_flips(volume, numpy_axis, view), view=view)  # type: ignore[arg-type]
+                     box=tuple(box), flips=flips, view=view, transpose=transpose)  # type: ignore[arg-type]
     height, width = plan.slice_shape()
     if min(height, width) < MIN_SLICE_SIDE:
         raise InvalidImage(

@@ -81,3 +81,17 @@ def test_letterbox_round_trip_of_smooth_image():
     # padding repeats the edge rows instead of inventing a border
     padded = box.forward(image)
     assert torch.allclose(padded[0, :, 0], padded[0, :, box.top])
+
+
+def test_sagittal_acquisition_is_shown_axially_with_rows_anterior_to_posterior():
+    # I → posterior, J → inferior, K → left: the axial plane holds K (columns) and I (rows)
+    volume = _volume(direction=(0, 0, 1, 1, 0, 0, 0, -1, 0), size=(30, 20, 12))
+    plan = plan_slices(volume, "axial")
+    assert plan.axis == 1 and plan.transpose and plan.slice_shape() == (30, 12)
+    marker = np.zeros_like(volume.array)
+    marker[..., -1] = 1  # most posterior I index
+    assert plan.extract(marker, plan.indices[0])[-1].all()  # bottom row of the axial slice
+    rebuilt = np.zeros_like(volume.array)
+    for index in plan.indices:
+        plan.place(rebuilt, index, plan.extract(volume.array, index))
+    np.testing.assert_array_equal(rebuilt, volume.array)

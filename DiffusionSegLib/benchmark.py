@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .events import CancelToken
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from .cli import add_model_arguments
@@ -59,7 +61,7 @@ def peak_memory(device: str) -> dict:
     return {"kind": "cpu_peak_rss", "bytes": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale)}
 
 
-def run_benchmark(args: argparse.Namespace, emit) -> dict:
+def run_benchmark(args: argparse.Namespace, emit, cancel_token: CancelToken | None = None) -> dict:
     import torch
 
     from .cli import _parse_params
@@ -69,7 +71,7 @@ def run_benchmark(args: argparse.Namespace, emit) -> dict:
     from .pipeline import VolumeSegmenter
     from .request import PipelineOptions
 
-    context = JobContext(emit=emit, seed=args.seed)
+    context = JobContext(emit=emit, cancel_token=cancel_token or CancelToken(), seed=args.seed)
     context.device = str(resolve_device(args.device))
     context.dtype = args.dtype
     model = args.model or f"random:sd-v1:{args.resolution}"
@@ -120,7 +122,7 @@ def main(args: argparse.Namespace) -> int:
     from .cli import run_with_events
 
     def work(emit, token) -> None:
-        report = run_benchmark(args, emit)
+        report = run_benchmark(args, emit, token)
         print(format_table(report), file=sys.stderr)
         if args.output:
             Path(args.output).write_text(json.dumps(report, indent=2, default=str))

@@ -21,7 +21,8 @@ import sys
 from typing import Any, Callable, TextIO
 
 from . import __version__
-from .errors import EXIT_INTERNAL, EXIT_OK, DiffusionSegError, InvalidRequest, JobCancelled
+from .errors import (EXIT_INTERNAL, EXIT_OK, OUT_OF_MEMORY_HINT, DiffusionSegError, InvalidRequest,
+                     JobCancelled, OutOfMemory)
 from .events import CancelToken, JsonLinesWriter, error_event
 from .methods import available_methods
 from .request import DEVICES, SLICE_AXES, JobRequest, PipelineOptions
@@ -55,6 +56,10 @@ def run_with_events(work: Callable[[Callable[[dict], None], CancelToken], Any],
         emit(error_event(error.code, error.message, error.hint))
         return error.exit_code
     except Exception as error:  # noqa: BLE001 - the contract needs an error event for anything
+        if "out of memory" in str(error).lower():  # wherever it happens: load, merge, decode…
+            oom = OutOfMemory("The device ran out of memory.", hint=OUT_OF_MEMORY_HINT)
+            emit(error_event(oom.code, oom.message, oom.hint))
+            return oom.exit_code
         import traceback
 
         traceback.print_exc(file=sys.stderr)
@@ -79,9 +84,12 @@ def _parse_params(pairs: list[str]) -> dict[str, str]:
 def _parse_roi(text: str | None) -> dict | None:
     if not text:
         return None
-    values = [int(v) for v in text.replace(" ", "").split(",")]
+    try:
+        values = [int(v) for v in text.replace(" ", "").split(",")]
+    except ValueError:
+        values = []
     if len(values) != 6:
-        raise InvalidRequest("--roi expects i0,j0,k0,i1,j1,k1 (inclusive voxel indices).")
+        raise InvalidRequest(f"--roi expects i0,j0,k0,i1,j1,k1 (inclusive voxel indices), got {text!r}.")
     return {"ijk_min": values[:3], "ijk_max": values[3:]}
 
 
@@ -89,7 +97,10 @@ def _parse_slices(text: str | None) -> list[int] | None:
     if not text:
         return None
     first, _, last = text.partition(":")
-    return [int(first), int(last or first)]
+    try:
+        return [int(first), int(last or first)]
+    except ValueError:
+        raise InvalidRequest(f"--slices expects FIRST:LAST slice indices, got {text!r}.") from None
 
 
 def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:

@@ -61,7 +61,10 @@ def pair_images_and_masks(images: str | Path, masks: str | Path, key: str | None
         raise InvalidData(f"No images found in {images}.", hint=f"Expected files ending in {', '.join(IMAGE_SUFFIXES)}.")
     if not mask_cases:
         raise InvalidData(f"No masks found in {masks}.")
-    pattern = re.compile(key) if key else None
+    try:
+        pattern = re.compile(key) if key else None
+    except re.error as error:
+        raise InvalidData(f"--key {key!r} is not a valid regular expression ({error}).") from None
 
     def key_of(stem: str) -> str | None:
         if pattern is None:

@@ -14,6 +14,9 @@ EXIT_MODEL = 4
 EXIT_DEVICE = 5
 EXIT_CANCELLED = 130
 
+OUT_OF_MEMORY_HINT = ("Close other GPU programs, lower the batch size or the model resolution, "
+                      "or choose device 'cpu'.")
+
 
 class DiffusionSegError(Exception):
     """Base class: a failure with a message meant for the user, not a stack trace."""

@@ -20,7 +20,7 @@ import numpy as np
 
 from .datasets import pair_images_and_masks, parse_mask_mapping, read_mask
 from .errors import InvalidData
-from .events import JobContext
+from .events import CancelToken, JobContext
 from .imageio import read_volume, write_labelmap
 from .metrics import dice, hd95, iou, oracle_selection
 
@@ -60,7 +60,7 @@ def case_metrics(prediction: np.ndarray, truth: np.ndarray, spacing: tuple[float
     return {"dice": dice(prediction, truth), "iou": iou(prediction, truth), "hd95": hd95(prediction, truth, spacing)}
 
 
-def run_evaluation(args: argparse.Namespace, emit) -> dict:
+def run_evaluation(args: argparse.Namespace, emit, cancel_token: CancelToken | None = None) -> dict:
     from .cli import _parse_params, pipeline_from_args
     from .job import create_method
     from .models import resolve_device
@@ -77,7 +77,7 @@ def run_evaluation(args: argparse.Namespace, emit) -> dict:
     mapping = parse_mask_mapping(args.mask_map)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    context = JobContext(emit=emit, seed=args.seed)
+    context = JobContext(emit=emit, cancel_token=cancel_token or CancelToken(), seed=args.seed)
     context.device = str(resolve_device(args.device))
     method = create_method(args.method, _parse_params(args.param), args.prompt, args.model, context)
     started = time.perf_counter()
@@ -135,7 +135,7 @@ def main(args: argparse.Namespace) -> int:
     from .cli import run_with_events
 
     def work(emit, token) -> None:
-        summary = run_evaluation(args, emit)
+        summary = run_evaluation(args, emit, token)
         emit({"event": "result", "output": str(Path(args.output) / "metrics.json"), "summary": summary})
 
     return run_with_events(work, stream=sys.stdout)

@@ -122,9 +122,12 @@ def volume_from_image(image: sitk.Image, path: str = "<memory>", allow_constant:
     return Volume(array=array, reference=image, is_rgb=is_rgb, path=path)
 
 
-def check_output_path(path: str | Path) -> Path:
-    """Fail before any model work if the output cannot be written."""
+def check_output_path(path: str | Path, dimension: int | None = None) -> Path:
+    """Fail before any model work if the output cannot be written (or cannot hold a labelmap of
+    the input's `dimension`)."""
     path = Path(path).expanduser()
+    if dimension is not None and dimension != 2 and _suffix(path) in (".png", ".tif", ".tiff"):
+        raise InvalidRequest(f"A {_suffix(path)} output can only hold a 2D labelmap; use .nrrd or .nii.gz.")
     if _suffix(path) not in LABEL_SUFFIXES:
         raise InvalidRequest(f"Unsupported output format '{_suffix(path) or path.name}'.",
                              hint=f"Use one of {', '.join(LABEL_SUFFIXES)} (e.g. result.nrrd).")
@@ -149,11 +152,9 @@ def labelmap_image(labels: np.ndarray, reference: sitk.Image) -> sitk.Image:
 def write_labelmap(labels: np.ndarray, reference: sitk.Image, path: str | Path) -> Path:
     """Write atomically: a temporary file in the same folder, renamed when complete, so a
     cancelled or crashed job never leaves a partial result where the caller looks for one."""
-    path = check_output_path(path)
+    path = check_output_path(path, reference.GetDimension())
     image = labelmap_image(labels, reference)
     suffix = _suffix(path)
-    if suffix in (".png", ".tif", ".tiff") and reference.GetDimension() != 2:
-        raise InvalidRequest(f"A {suffix} output can only hold a 2D labelmap; use .nrrd or .nii.gz.")
     handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(handle)
     try:

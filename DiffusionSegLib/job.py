@@ -47,6 +47,7 @@ def run_job(request: JobRequest, emit: EventCallback, cancel_token: CancelToken 
                 f"request {json.dumps(request.to_dict(), default=str)}")
     with context.timed("read"):
         volume = read_volume(request.input)
+    check_output_path(output, volume.reference.GetDimension())
     context.check_cancelled()
     context.progress("load", 0, 1)
     with context.timed("load"):

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .errors import OutOfMemory
+from .errors import OUT_OF_MEMORY_HINT, OutOfMemory
 from .events import JobContext
 from .imageio import Volume
 from .intensity import choose_mapping, has_tissue
@@ -63,11 +63,9 @@ class VolumeSegmenter:
         with ctx.timed("preprocess"):
             # Only the tissue decision is kept: slices are normalised again per batch, so a large
             # CT never exists as a float RGB copy (normalising is cheap next to the model).
-            todo = []
-            for index in plan.indices:
-                pixels = mapping.apply(plan.extract(volume.array, index))
-                if not self.options.skip_empty_slices or has_tissue(pixels):
-                    todo.append(index)
+            todo = list(plan.indices)
+            if self.options.skip_empty_slices:
+                todo = [i for i in todo if has_tissue(mapping.apply(plan.extract(volume.array, i)))]
         skipped = len(plan.indices) - len(todo)
         if skipped:
             ctx.log(f"Skipping {skipped} slice(s) without tissue.")
@@ -94,7 +92,7 @@ class VolumeSegmenter:
                     torch.cuda.empty_cache()
                 if size == 1:
                     raise OutOfMemory("The GPU ran out of memory even for one slice at a time.",
-                                      hint="Close other GPU programs, use a smaller model or choose device 'cpu'.") from None
+                                      hint=OUT_OF_MEMORY_HINT) from None
                 size = max(1, size // 2)
                 ctx.log(f"Out of GPU memory; retrying with batch size {size}.", level="warning")
                 continue
@@ -114,6 +112,9 @@ class VolumeSegmenter:
             ctx.progress("segment", done, len(todo))
         with ctx.timed("postprocess"):
             labels = self._postprocess(labels, plan, consistent)
+            if segment_map is not None and segment_map.shape[plan.axis] > 1:
+                # unsupervised ids are per slice: match them so a 3D oracle compares like with like
+                segment_map = match_labels_across_slices(segment_map, plan.axis)
         present = [int(v) for v in np.unique(labels) if v != 0]
         segments = [{"label": v, "name": self.method.segment_name(v)} for v in present]
         return VolumeSegmentation(labels, segment_map, segments, len(todo), skipped)

@@ -36,8 +36,11 @@ class PipelineOptions:
         if self.intensity not in preset_names():
             raise InvalidRequest(
                 f"Unknown intensity preset {self.intensity!r}; choose one of {', '.join(preset_names())}.")
-        if not isinstance(self.batch_size, int) or self.batch_size < 0:
+        if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 0:
             raise InvalidRequest(f"batch_size must be a whole number >= 0; got {self.batch_size!r}.")
+        for name in ("skip_empty_slices", "fill_holes", "largest_component"):
+            if not isinstance(getattr(self, name), bool):  # "false" would silently mean true
+                raise InvalidRequest(f"Pipeline option {name} must be true or false; got {getattr(self, name)!r}.")
 
 
 @dataclass
@@ -97,6 +100,8 @@ class JobRequest:
         return cls.from_dict(data)
 
     def validate(self) -> None:
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise InvalidRequest(f"seed must be a whole number; got {self.seed!r}.")
         if self.device not in DEVICES:
             raise InvalidRequest(f"Device must be one of {', '.join(DEVICES)}; got {self.device!r}.")
         if not isinstance(self.params, dict):

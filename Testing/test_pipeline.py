@@ -113,3 +113,21 @@ def test_request_round_trips_through_json(tmp_path):
     path = tmp_path / "job.json"
     request.save(path)
     assert JobRequest.load(path) == request
+
+
+def test_malformed_values_are_request_errors_not_crashes(tmp_path, fake_methods):
+    from DiffusionSegLib.cli import _parse_roi, _parse_slices
+
+    with pytest.raises(InvalidRequest, match="--roi"):
+        _parse_roi("1,2,a,4,5,6")
+    with pytest.raises(InvalidRequest, match="--slices"):
+        _parse_slices("three:four")
+    with pytest.raises(InvalidRequest, match="true or false"):
+        JobRequest.from_dict({"input": "a", "output": "b", "method": "c", "pipeline": {"fill_holes": "false"}})
+    with pytest.raises(InvalidRequest, match="seed"):
+        JobRequest.from_dict({"input": "a", "output": "b", "method": "c", "seed": "1"})
+    # a 2D-only output format for a 3D input is refused before the method runs
+    BrightThreshold.seen_valid.clear()
+    with pytest.raises(InvalidRequest, match="2D labelmap"):
+        _run(tmp_path, ct_like_volume(), output=str(tmp_path / "out.png"))
+    assert BrightThreshold.seen_valid == [] and [p.name for p in tmp_path.iterdir()] == ["in.nrrd"]

@@ -95,12 +95,15 @@ def ddim_sample(epsilon_model: EpsilonModel, noisy: "torch.Tensor", levels: list
 
 def forward_noise(clean: "torch.Tensor", timestep: int, alphas_cumprod: "torch.Tensor",
                   seed: int) -> "torch.Tensor":
-    """A seeded draw of q(z_t | z0). The noise is drawn on the CPU so that a seed gives the same
-    latent on every device."""
+    """A seeded draw of q(z_t | z0). One noise field, drawn on the CPU from the seed, is shared by
+    every image of the batch: a slice's latent then depends on the seed alone (not on the batch
+    size or its place in the batch, not on the device), and neighbouring slices of a volume get
+    the same perturbation."""
     import torch
 
     generator = torch.Generator().manual_seed(int(seed))
-    noise = torch.randn(clean.shape, generator=generator, dtype=torch.float32).to(clean.device, clean.dtype)
+    field = torch.randn((1, *clean.shape[1:]), generator=generator, dtype=torch.float32)
+    noise = field.to(clean.device, clean.dtype).expand_as(clean)
     alpha = float(alphas_cumprod[timestep])
     return alpha ** 0.5 * clean + (1.0 - alpha) ** 0.5 * noise
 

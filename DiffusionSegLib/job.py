@@ -32,7 +32,9 @@ def create_method(name: str, params: dict, prompt: str | None, model: str | None
     if info.needs_checkpoint and not model:
         raise InvalidRequest(f"{info.label} needs a trained checkpoint.",
                              hint=f"Pass --model with a folder made by `train {info.name}`.")
-    return cls(model=model, params=params, prompt=prompt, context=context)
+    method = cls(model=model, params=params, prompt=prompt, context=context)
+    method.validate()
+    return method
 
 
 def run_job(request: JobRequest, emit: EventCallback, cancel_token: CancelToken | None = None) -> JobResult:

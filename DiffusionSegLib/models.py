@@ -198,13 +198,16 @@ def load_stable_diffusion(reference: str, device: str | torch.device = "auto", d
         if name in ("tokenizer", "scheduler"):
             value = load_component(cls, reference, name)
         else:
-            value = load_component(cls, reference, name, dtype=torch_dtype)
+            value = load_component(cls, reference, name, dtype=component_dtype(name, torch_dtype))
             value = value.to(device).eval().requires_grad_(False)
         setattr(parts, name, value)
-    if parts.vae is not None and device.type == "cuda" and torch_dtype == torch.float16:
-        # SD's VAE overflows in fp16 on bright images; fp32 costs little for one encode per slice.
-        parts.vae = parts.vae.to(torch.float32)
     return parts
+
+
+def component_dtype(name: str, dtype: torch.dtype) -> torch.dtype:
+    """SD's VAE overflows in fp16 on bright images: it always runs in fp32 (loaded so, never
+    rounded to fp16 first), which costs little for one encode/decode per slice."""
+    return torch.float32 if name == "vae" and dtype == torch.float16 else dtype
 
 
 def _random_stable_diffusion(parts: StableDiffusionParts, components: Iterable[str]) -> StableDiffusionParts:
@@ -226,9 +229,8 @@ def _random_stable_diffusion(parts: StableDiffusionParts, components: Iterable[s
         parts.tokenizer = CLIPTokenizer.from_pretrained(save_tiny_tokenizer(folder))
     for name in components:
         if name in ("unet", "vae", "text_encoder"):
-            setattr(parts, name, built[name].to(parts.device, parts.dtype).eval().requires_grad_(False))
+            setattr(parts, name, built[name].to(parts.device, component_dtype(name, parts.dtype)).eval()
+                    .requires_grad_(False))
         elif name == "scheduler":
             parts.scheduler = built["scheduler"]
-    if parts.vae is not None and parts.device.type == "cuda" and parts.dtype == torch.float16:
-        parts.vae = parts.vae.to(torch.float32)
     return parts

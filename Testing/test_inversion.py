@@ -131,3 +131,12 @@ def test_clean_mode_returns_the_latent_and_unknown_mode_fails(tiny):
     assert same is clean
     with pytest.raises(ValueError, match="unknown latent mode"):
         reach_timestep("sdedit", clean, 300, unet=tiny.unet, scheduler=tiny.scheduler, context=None)
+
+
+def test_forward_noise_of_a_slice_does_not_depend_on_the_batch_size():
+    alphas = torch.linspace(0.999, 0.01, 1000)
+    clean = torch.zeros(4, 4, 8, 8)
+    together = forward_noise(clean, 300, alphas, seed=3)
+    one_by_one = torch.cat([forward_noise(clean[i:i + 1], 300, alphas, seed=3) for i in range(4)])
+    assert torch.equal(together, one_by_one)
+    assert not torch.equal(together, forward_noise(clean, 300, alphas, seed=4))

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from DiffusionSegLib.errors import DeviceUnavailable, ModelLoadFailed, ModelNotFound
-from DiffusionSegLib.models import is_local_reference, load_stable_diffusion, resolve_device, resolve_dtype
+from DiffusionSegLib.models import component_dtype, is_local_reference, load_stable_diffusion, resolve_device, resolve_dtype
 
 
 def test_tiny_model_loads_through_the_user_path(tiny_sd_path):
@@ -54,6 +54,9 @@ def test_devices_and_dtypes():
     assert resolve_dtype(torch.device("cpu")) == torch.float32
     assert resolve_dtype(torch.device("cuda")) == torch.float16
     assert resolve_dtype(torch.device("cpu"), "bf16") == torch.bfloat16
+    # the VAE never runs in fp16 (it overflows); it is loaded in fp32, not rounded first
+    assert component_dtype("vae", torch.float16) == torch.float32
+    assert component_dtype("unet", torch.float16) == torch.float16
     if not torch.cuda.is_available():
         with pytest.raises(DeviceUnavailable, match="CUDA"):
             resolve_device("cuda")

@@ -85,6 +85,11 @@ class Adzus(Method):
                                            self.context.dtype)
         self.image_size = self.parts.image_size
         self._text_cache: dict[str, torch.Tensor] = {}
+        self._positions_cache: dict[str, list[int]] = {}
+
+    def validate(self) -> None:
+        self._foreground_mode()
+        self._context_text()
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -197,11 +202,12 @@ class Adzus(Method):
         valid = valid.to(segments[0].device, torch.bool) if segments else valid
         attention = None
         if mode == "prompt":
-            try:
-                positions = prompt_token_positions(self.parts.tokenizer, text, self.prompt or "")
-            except ValueError as exc:
-                raise InvalidParameter(str(exc)) from None
-            attention = token_attention(cross_maps, positions, self.image_size)
+            if text not in self._positions_cache:  # tokenise once per job, not per batch
+                try:
+                    self._positions_cache[text] = prompt_token_positions(self.parts.tokenizer, text, self.prompt or "")
+                except ValueError as exc:
+                    raise InvalidParameter(str(exc)) from None
+            attention = token_attention(cross_maps, self._positions_cache[text], self.image_size)
         labels, segment_maps = [], []
         for index, raw in enumerate(segments):
             image_valid = valid[index]

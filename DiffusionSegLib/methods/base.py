@@ -154,6 +154,10 @@ class Method(ABC):
     context: "JobContext"
     image_size: int = field(default=0, init=False)
 
+    def validate(self) -> None:
+        """Reject prompt/parameter combinations that cannot work, before any file or model is
+        read (called by the job right after construction). Default: nothing to check."""
+
     @abstractmethod
     def load(self) -> None:
         """Load weights onto `context.device` and set `image_size` (model input side, px)."""

@@ -165,11 +165,12 @@ def fit_heads(pipeline: DiffuGTSPipeline, images: torch.Tensor, masks: torch.Ten
               ) -> tuple[AOVAAdapter, ResidualHead | None]:
     """Both stages on (N, 3, S, S) images in [0, 1], (N, S, S) bool masks and valid masks."""
     cache = backbone_cache(pipeline, images, valid, options.batch_size)
-    adapter = train_adapter(pipeline, cache, masks, options, log)
+    # Trained on the CPU-cached inputs; the pipeline feeds device features at inference.
+    adapter = train_adapter(pipeline, cache, masks, options, log).to(pipeline.parts.device)
     if not options.train_residual_head:
         return adapter, None
     pipeline.adapter, pipeline.residual_head = adapter, None
     residuals = residual_cache(pipeline, images, valid, options.batch_size)
-    head = train_residual_head(residuals, masks, options, log)
+    head = train_residual_head(residuals, masks, options, log).to(pipeline.parts.device)
     pipeline.residual_head = head
     return adapter, head

@@ -106,6 +106,8 @@ def train(args: argparse.Namespace, context: JobContext) -> dict:
                                    lambda i, n: context.progress("cache_backbone", i, n))
         with context.timed("train_adapter"):
             adapter = train_adapter(pipeline, cache, masks, options, on_epoch, budget.exhausted)
+    # The heads train on the CPU-cached backbone outputs; inference feeds them device features.
+    adapter = adapter.to(parts.device)
     pipeline.adapter = adapter
     save_heads(output, {**config, "stage": "adapter"}, adapter, None, "# DiffuGTS heads (adapter stage)\n")
     head = None
@@ -114,7 +116,7 @@ def train(args: argparse.Namespace, context: JobContext) -> dict:
             residuals = residual_cache(pipeline, train_set.images, valid, options.batch_size,
                                        lambda i, n: context.progress("cache_residuals", i, n))
         with context.timed("train_residual_head"):
-            head = train_residual_head(residuals, masks, options, on_epoch, budget.exhausted)
+            head = train_residual_head(residuals, masks, options, on_epoch, budget.exhausted).to(parts.device)
     pipeline.residual_head = head
     with context.timed("validate"):
         evaluated = val_set if len(val_set) else train_set

@@ -127,7 +127,8 @@ def run(args: argparse.Namespace, context: JobContext) -> dict:
     class_values = parse_class_values(args.classes)
     n_classes = len(class_values or [])
     with context.timed("load_data"):
-        data = load_slices(args.images, args.masks, image_size, args.mask_map, class_values, args.intensity)
+        data = load_slices(args.images, args.masks, image_size, args.mask_map, class_values, args.intensity,
+                           key=args.key)
     train_cases, val_cases = split_cases(data.cases, args.val_fraction, args.seed)
     train, val = data.subset(train_cases), data.subset(val_cases)
     context.log(f"{len(data)} slices from {len(set(data.cases))} cases: {len(train_cases)} training cases "

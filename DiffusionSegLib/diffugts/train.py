@@ -46,6 +46,19 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     optim.add_argument("--device", default="auto")
 
 
+def checked_setting(name: str, flag: str, value: object) -> object:
+    """`value` checked against the range of DiffuGTS's inference parameter `name` (the heads must
+    be trained with settings inference accepts); InvalidParameter naming the CLI flag otherwise."""
+    from ..errors import InvalidParameter
+    from ..methods.diffugts import DiffuGTS
+
+    param = next(p for p in DiffuGTS.info.params if p.name == name)
+    try:
+        return param.coerce(value)
+    except InvalidParameter as error:
+        raise InvalidParameter(f"{flag}: {error.message}", hint=error.hint) from None
+
+
 def train(args: argparse.Namespace, context: JobContext) -> dict:
     import torch
 
@@ -65,7 +78,13 @@ def train(args: argparse.Namespace, context: JobContext) -> dict:
     prompts = resolve_prompts(args.prompt, args.organ, args.normal_prompt)
     if args.adapter_epochs < 1:
         raise InvalidRequest("--adapter-epochs must be at least 1.")
-    settings = DiffuGTSSettings(strength=args.strength, steps=args.inpaint_steps, dilation=args.dilation,
+    if args.head_epochs < 0:
+        raise InvalidRequest("--head-epochs must not be negative.")
+    if args.batch_size < 1:
+        raise InvalidRequest("--batch-size must be at least 1.")
+    settings = DiffuGTSSettings(strength=checked_setting("strength", "--strength", args.strength),
+                                steps=checked_setting("steps", "--inpaint-steps", args.inpaint_steps),
+                                dilation=checked_setting("dilation", "--dilation", args.dilation),
                                 aova_timesteps=parse_timesteps(args.aova_timesteps))
     model = args.model or DiffuGTS.info.default_model
     context.seed = args.seed

@@ -149,6 +149,8 @@ def run(args: argparse.Namespace, context: JobContext) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.batch_size < 1:
+        raise InvalidRequest("--batch-size must be at least 1.")
     initial = check_starting_point(args)
     output = Path(args.output).expanduser()
     output.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import InvalidRequest
 from ..events import JobContext
-from ..training.arguments import add_data_arguments
+from ..training.arguments import add_data_arguments, add_run_arguments
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,18 +32,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     method.add_argument("--inpaint-steps", type=int, default=20)
     method.add_argument("--dilation", type=int, default=3)
     method.add_argument("--aova-timesteps", default="100")
-    optim = parser.add_argument_group("optimisation")
+    optim = add_run_arguments(parser, batch_size=8, lr=1e-3, max_minutes_help="wall-time budget for the epochs",
+                              resume_help="reuse the adapter already in --output")
     optim.add_argument("--adapter-epochs", type=int, default=30)
     optim.add_argument("--head-epochs", type=int, default=30)
     optim.add_argument("--no-residual-head", action="store_true", help="train the AOVA adapter only")
-    optim.add_argument("--batch-size", type=int, default=8)
-    optim.add_argument("--lr", type=float, default=1e-3)
     optim.add_argument("--weight-decay", type=float, default=1e-5)
-    optim.add_argument("--max-minutes", type=float, default=None, help="wall-time budget for the epochs")
-    optim.add_argument("--resume", action="store_true", help="reuse the adapter already in --output")
-    optim.add_argument("--seed", type=int, default=0)
-    optim.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
-    optim.add_argument("--device", default="auto")
 
 
 def checked_setting(name: str, flag: str, value: object) -> object:
@@ -66,15 +60,14 @@ def train(args: argparse.Namespace, context: JobContext) -> dict:
     from ..models import load_stable_diffusion
     from ..training.checkpoint import write_model_card
     from ..training.data import load_slices, split_cases
-    from ..training.loop import TimeBudget, log_metrics
+    from ..training.loop import TimeBudget, apply_threads, log_metrics
     from .fit import FitOptions, backbone_cache, heads_config, residual_cache, train_adapter, train_residual_head
     from .heads import load_heads, save_heads
     from .pipeline import DiffuGTSPipeline, DiffuGTSSettings
     from .prompts import resolve_prompts
     from .validation import validation_metrics
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     prompts = resolve_prompts(args.prompt, args.organ, args.normal_prompt)
     if args.adapter_epochs < 1:
         raise InvalidRequest("--adapter-epochs must be at least 1.")

@@ -21,7 +21,7 @@ from ..errors import InvalidRequest
 from ..events import JobContext
 from ..training.checkpoint import load_training_state, save_training_state, write_model_card
 from ..training.data import SliceSet, load_slices, parse_class_values, split_cases
-from ..training.loop import (TimeBudget, batches, dice_iou, log_metrics, random_flips, report,
+from ..training.loop import (TimeBudget, apply_threads, batches, dice_iou, log_metrics, random_flips, report,
                              warmup_lambda)
 from .vae_training import as_rgb_mask
 
@@ -147,8 +147,7 @@ def run(args: argparse.Namespace, context: JobContext) -> dict:
     """Train and write the checkpoint; returns the summary that ends the job's event stream."""
     from .checkpoint import save_checkpoint
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     if args.batch_size < 1:
         raise InvalidRequest("--batch-size must be at least 1.")
     initial = check_starting_point(args)

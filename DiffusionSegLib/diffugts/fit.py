@@ -55,13 +55,6 @@ def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tens
     return dice + bce
 
 
-def dice_score(prediction: torch.Tensor, target: torch.Tensor) -> float:
-    """Dice of two boolean masks; 1.0 when both are empty (the evaluate convention)."""
-    prediction, target = prediction.bool(), target.bool()
-    total = int(prediction.sum()) + int(target.sum())
-    return 1.0 if total == 0 else 2.0 * int((prediction & target).sum()) / total
-
-
 @torch.no_grad()
 def backbone_cache(pipeline: DiffuGTSPipeline, images: torch.Tensor, valid: torch.Tensor, batch_size: int,
                    progress: Callable[[int, int], None] | None = None) -> dict[str, object]:

@@ -17,7 +17,7 @@ from sdseg_synthetic import disc_pairs
 
 def tiny_vae(size=32, seed=0):
     torch.manual_seed(seed)
-    return AutoencoderKL(**small_vae_config(size, (8, 16, 16))).eval()
+    return AutoencoderKL(**small_vae_config(size, (8, 16, 16), 4)).eval()
 
 
 def tiny_model(num_classes=0, seed=0):
@@ -59,7 +59,7 @@ def test_conditioner_starts_as_the_vae_encoder():
     dropouts = [m.dropout.p for m in conditioner.modules() if type(m).__name__ == "ResnetBlock2D"]
     assert dropouts and all(p == 0.2 for p in dropouts)
     # the conditioner is trained, the VAE is not
-    model = build_from_scratch(vae, small_unet_config(8, 4, (16, 32), 1), 0.2)
+    model = build_from_scratch(vae, small_unet_config(8, 4, (16, 32), 1, 0.2), 0.2)
     assert not any(p.requires_grad for p in model.vae.parameters())
     assert all(p.requires_grad for p in model.conditioner.parameters())
     model.train()

@@ -94,7 +94,7 @@ def _build(args: argparse.Namespace, train: SliceSet, val: SliceSet, context: Jo
 
     vae_config = small_vae_config(args.image_size, args.vae_channels, args.latent_channels)
     vae_dir = output / "vae"
-    if getattr(args, "vae_from", None):
+    if args.vae_from:
         from ..models import load_component
 
         vae = load_component(AutoencoderKL, str(Path(args.vae_from).expanduser()), "vae").eval()
@@ -117,7 +117,7 @@ def _build(args: argparse.Namespace, train: SliceSet, val: SliceSet, context: Jo
     unet_config = small_unet_config(latent_size, args.latent_channels, args.unet_channels,
                                     args.layers_per_block, args.dropout, n_classes)
     model = build_from_scratch(vae, unet_config, args.dropout, seed=args.seed,
-                               denoiser_skip=getattr(args, "denoiser_skip", False))
+                               denoiser_skip=args.denoiser_skip)
     facts["start"] = "scratch"
     return model, facts
 

@@ -87,8 +87,9 @@ def test_synthetic_lesion_run_end_to_end(tiny_sd_path):
 
 
 def test_heads_train_save_load_and_are_used(tiny_sd_path, tmp_path):
-    from DiffusionSegLib.diffugts.fit import FitOptions, dice_score, fit_heads, heads_config
+    from DiffusionSegLib.diffugts.fit import FitOptions, fit_heads, heads_config
     from DiffusionSegLib.diffugts.heads import load_heads, save_heads
+    from DiffusionSegLib.diffugts.validation import pooled_dice
 
     images, masks = synthetic_lesions(16, seed=0)
     valid = torch.ones(16, 64, 64, dtype=torch.bool)
@@ -103,8 +104,8 @@ def test_heads_train_save_load_and_are_used(tiny_sd_path, tmp_path):
     adapter_losses = [loss for stage, loss in losses if stage == "adapter"]
     assert adapter_losses[-1] < 0.8 * adapter_losses[0]
     trained = pipeline(images, valid)
-    dice_free = sum(dice_score(free.refined[i], masks[i]) for i in range(16)) / 16
-    dice_trained = sum(dice_score(trained.refined[i], masks[i]) for i in range(16)) / 16
+    dice_free = sum(pooled_dice(free.refined[i], masks[i]) for i in range(16)) / 16
+    dice_trained = sum(pooled_dice(trained.refined[i], masks[i]) for i in range(16)) / 16
     assert dice_trained > dice_free + 0.1  # the heads learn the lesions the frozen model misses
 
     config = heads_config(pipeline, str(tiny_sd_path))

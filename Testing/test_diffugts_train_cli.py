@@ -79,3 +79,32 @@ def test_resume_reuses_the_trained_adapter(tiny_sd_path, tmp_path):
 
     before, after = load(first), load((heads / "heads.safetensors").read_bytes())
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("extra, error, needle", [
+    (["--strength", "1.5"], "InvalidParameter", "--strength"),
+    (["--inpaint-steps", "0"], "InvalidParameter", "--inpaint-steps"),
+    (["--dilation", "-1"], "InvalidParameter", "--dilation"),
+    (["--batch-size", "0"], "InvalidRequest", "--batch-size"),
+])
+def test_out_of_range_options_are_rejected_before_loading(tmp_path, extra, error, needle):
+    from DiffusionSegLib import errors
+
+    args = build_parser().parse_args([
+        "train", "diffugts", "--images", str(tmp_path / "i"), "--masks", str(tmp_path / "m"),
+        "--output", str(tmp_path / "heads"), "--model", str(tmp_path / "no-model"), "--prompt", "tumour", "--organ", "liver",
+        "--device", "cpu", *extra])
+    with pytest.raises(getattr(errors, error), match=needle):
+        get_method("diffugts").train(args, JobContext())
+
+
+def test_sdseg_rejects_a_batch_size_below_one(tmp_path):
+    from DiffusionSegLib.errors import InvalidRequest
+
+    args = build_parser().parse_args(["train", "sdseg", "--images", str(tmp_path), "--masks", str(tmp_path),
+                                      "--output", str(tmp_path / "out"), "--batch-size", "0"])
+    with pytest.raises(InvalidRequest, match="--batch-size"):
+        get_method("sdseg").train(args, JobContext())

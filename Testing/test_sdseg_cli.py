@@ -78,6 +78,8 @@ def test_fine_tune_on_corrected_volumes_and_segment_with_evaluate(trained):
     config = json.loads((tuned / "config.json").read_text())
     source = json.loads((out / "config.json").read_text())
     assert config["image_size"] == 32 and config["scale_factor"] == pytest.approx(source["scale_factor"])
+    for key in ("conditioner_dropout", "num_classes", "denoiser_skip"):  # from the loaded model, not the CLI
+        assert config[key] == source[key]
     assert "fine-tuned from" in (tuned / "README.md").read_text()
     code, events, err = run_cli("evaluate", "--method", "sdseg", "--model", str(tuned), "--images", str(images),
                                 "--masks", str(masks), "--output", str(root / "eval"), "--limit", "2",
@@ -152,3 +154,52 @@ def test_multi_class_training_and_segmentation(tmp_path):
     assert method.image_size == 32 and method._n_classes == 2
     result = method.segment(torch.rand(2, 3, 32, 32), torch.ones(2, 32, 32, dtype=torch.bool))
     assert result.labels.shape == (2, 32, 32) and set(result.labels.unique().tolist()) <= {0, 1, 2}
+
+
+def _train_args(tmp_path, *extra: str):
+    import argparse
+
+    from DiffusionSegLib.methods.sdseg import Sdseg
+
+    parser = argparse.ArgumentParser()
+    Sdseg.add_train_arguments(parser)
+    return parser.parse_args(["--images", str(tmp_path / "i"), "--masks", str(tmp_path / "m"),
+                              "--output", str(tmp_path / "out"), *extra])
+
+
+def _fake_checkpoint(folder: Path, **config) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({"format": "diffusionseg.sdseg", "kind": "sdseg",
+                                                    "image_size": 32, **config}))
+    return folder
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--objective", "supervised", "--init-from", "CKPT"], "--objective supervised"),
+    (["--objective", "supervised", "--pretrained", "some/ref"], "--objective supervised"),
+    (["--pretrained", "some/ref", "--init-from", "CKPT"], "at most one"),
+    (["--denoiser-skip", "--pretrained", "some/ref"], "--denoiser-skip"),
+    (["--denoiser-skip", "--init-from", "CKPT"], "--denoiser-skip"),
+    (["--vae-from", "CKPT", "--init-from", "CKPT"], "--vae-from"),
+])
+def test_conflicting_starting_points_are_invalid_requests(tmp_path, extra, needle):
+    from DiffusionSegLib.errors import InvalidRequest
+    from DiffusionSegLib.events import JobContext
+    from DiffusionSegLib.sdseg.train import run
+
+    ckpt = _fake_checkpoint(tmp_path / "ckpt", denoiser_skip=False)
+    args = _train_args(tmp_path, *[str(ckpt) if a == "CKPT" else a for a in extra])
+    with pytest.raises(InvalidRequest, match=needle):
+        run(args, JobContext(emit=lambda e: None))
+    assert not (tmp_path / "out").exists()  # rejected before anything is written
+
+
+def test_init_from_a_supervised_checkpoint_is_an_invalid_request(tmp_path):
+    from DiffusionSegLib.errors import InvalidRequest
+    from DiffusionSegLib.sdseg.train import check_starting_point
+
+    ckpt = _fake_checkpoint(tmp_path / "baseline", kind="supervised")
+    with pytest.raises(InvalidRequest, match="not an SDSeg"):
+        check_starting_point(_train_args(tmp_path, "--init-from", str(ckpt)))
+    skip = _fake_checkpoint(tmp_path / "skip", denoiser_skip=True)
+    assert check_starting_point(_train_args(tmp_path, "--init-from", str(skip), "--denoiser-skip"))["denoiser_skip"]

@@ -17,7 +17,7 @@ from sdseg_synthetic import disc_pairs
 
 def tiny_vae(size=32, seed=0):
     torch.manual_seed(seed)
-    return AutoencoderKL(**small_vae_config(size, (8, 16, 16))).eval()
+    return AutoencoderKL(**small_vae_config(size, (8, 16, 16), 4)).eval()
 
 
 def tiny_model(num_classes=0, seed=0):
@@ -59,7 +59,7 @@ def test_conditioner_starts_as_the_vae_encoder():
     dropouts = [m.dropout.p for m in conditioner.modules() if type(m).__name__ == "ResnetBlock2D"]
     assert dropouts and all(p == 0.2 for p in dropouts)
     # the conditioner is trained, the VAE is not
-    model = build_from_scratch(vae, small_unet_config(8, 4, (16, 32), 1), 0.2)
+    model = build_from_scratch(vae, small_unet_config(8, 4, (16, 32), 1, 0.2), 0.2)
     assert not any(p.requires_grad for p in model.vae.parameters())
     assert all(p.requires_grad for p in model.conditioner.parameters())
     model.train()
@@ -149,3 +149,33 @@ def test_from_pretrained_text_to_image_unet_gets_a_null_context(tmp_path):
 def test_from_pretrained_missing_reference_is_a_clear_error(tmp_path):
     with pytest.raises(ModelNotFound):
         build_from_pretrained(str(tmp_path / "nowhere"))
+
+
+def test_half_precision_unet_keeps_z_t_and_the_latent_estimate_fp32():
+    """A low-precision UNet (fp16 on GPU) sees a cast input, but the denoiser skip adds the fp32
+    z_t and eps_hat / z0_hat come back fp32: no rounded z_t reaches the estimate."""
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    class ZeroUNet(nn.Module):
+        config = SimpleNamespace(cross_attention_dim=None)
+
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.zeros(1, dtype=torch.bfloat16))
+            self.seen = None
+
+        def forward(self, x, t, class_labels=None):
+            self.seen = x.dtype
+            return SimpleNamespace(sample=torch.zeros_like(x[:, :4]))
+
+    model = tiny_model()
+    model.unet = ZeroUNet()
+    model.denoiser_skip = True
+    z_t = torch.randn(2, 4, 8, 8) * 3 + 1e-3
+    eps_hat = model.predict_noise(z_t, torch.randn(2, 4, 8, 8), torch.tensor([999, 999]))
+    assert model.unet.seen == torch.bfloat16
+    assert eps_hat.dtype == torch.float32 and torch.equal(eps_hat, z_t)  # exact: z_t never rounded
+    z0 = model.sample_latent(torch.rand(2, 3, 32, 32) * 2 - 1)
+    assert z0.dtype == torch.float32

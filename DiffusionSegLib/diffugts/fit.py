@@ -55,13 +55,6 @@ def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tens
     return dice + bce
 
 
-def dice_score(prediction: torch.Tensor, target: torch.Tensor) -> float:
-    """Dice of two boolean masks; 1.0 when both are empty (the evaluate convention)."""
-    prediction, target = prediction.bool(), target.bool()
-    total = int(prediction.sum()) + int(target.sum())
-    return 1.0 if total == 0 else 2.0 * int((prediction & target).sum()) / total
-
-
 @torch.no_grad()
 def backbone_cache(pipeline: DiffuGTSPipeline, images: torch.Tensor, valid: torch.Tensor, batch_size: int,
                    progress: Callable[[int, int], None] | None = None) -> dict[str, object]:
@@ -165,11 +158,12 @@ def fit_heads(pipeline: DiffuGTSPipeline, images: torch.Tensor, masks: torch.Ten
               ) -> tuple[AOVAAdapter, ResidualHead | None]:
     """Both stages on (N, 3, S, S) images in [0, 1], (N, S, S) bool masks and valid masks."""
     cache = backbone_cache(pipeline, images, valid, options.batch_size)
-    adapter = train_adapter(pipeline, cache, masks, options, log)
+    # Trained on the CPU-cached inputs; the pipeline feeds device features at inference.
+    adapter = train_adapter(pipeline, cache, masks, options, log).to(pipeline.parts.device)
     if not options.train_residual_head:
         return adapter, None
     pipeline.adapter, pipeline.residual_head = adapter, None
     residuals = residual_cache(pipeline, images, valid, options.batch_size)
-    head = train_residual_head(residuals, masks, options, log)
+    head = train_residual_head(residuals, masks, options, log).to(pipeline.parts.device)
     pipeline.residual_head = head
     return adapter, head

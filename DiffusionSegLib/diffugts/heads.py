@@ -1,7 +1,7 @@
 """The optional trained heads of DiffuGTS: everything trainable sits here, the diffusion model
 and text encoder stay frozen.
 
-- `AOVAAdapter`: frozen multi-scale UNet decoder features and the text embeddings of the paired
+- `AOVAAdapter`: frozen multi-scale VAE-encoder features and the text embeddings of the paired
   prompts → per-pixel anomaly logit. Per scale, a residual adapter on the visual features and an
   MLP on the text vectors meet in a cosine-similarity map per prompt (CLIP-style temperature);
   the maps are averaged over scales and the anomaly logit is the log-odds of the softmax over

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import InvalidRequest
 from ..events import JobContext
-from ..training.arguments import add_data_arguments
+from ..training.arguments import add_data_arguments, add_run_arguments
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,18 +32,25 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     method.add_argument("--inpaint-steps", type=int, default=20)
     method.add_argument("--dilation", type=int, default=3)
     method.add_argument("--aova-timesteps", default="100")
-    optim = parser.add_argument_group("optimisation")
+    optim = add_run_arguments(parser, batch_size=8, lr=1e-3, max_minutes_help="wall-time budget for the epochs",
+                              resume_help="reuse the adapter already in --output")
     optim.add_argument("--adapter-epochs", type=int, default=30)
     optim.add_argument("--head-epochs", type=int, default=30)
     optim.add_argument("--no-residual-head", action="store_true", help="train the AOVA adapter only")
-    optim.add_argument("--batch-size", type=int, default=8)
-    optim.add_argument("--lr", type=float, default=1e-3)
     optim.add_argument("--weight-decay", type=float, default=1e-5)
-    optim.add_argument("--max-minutes", type=float, default=None, help="wall-time budget for the epochs")
-    optim.add_argument("--resume", action="store_true", help="reuse the adapter already in --output")
-    optim.add_argument("--seed", type=int, default=0)
-    optim.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
-    optim.add_argument("--device", default="auto")
+
+
+def checked_setting(name: str, flag: str, value: object) -> object:
+    """`value` checked against the range of DiffuGTS's inference parameter `name` (the heads must
+    be trained with settings inference accepts); InvalidParameter naming the CLI flag otherwise."""
+    from ..errors import InvalidParameter
+    from ..methods.diffugts import DiffuGTS
+
+    param = next(p for p in DiffuGTS.info.params if p.name == name)
+    try:
+        return param.coerce(value)
+    except InvalidParameter as error:
+        raise InvalidParameter(f"{flag}: {error.message}", hint=error.hint) from None
 
 
 def train(args: argparse.Namespace, context: JobContext) -> dict:
@@ -53,19 +60,24 @@ def train(args: argparse.Namespace, context: JobContext) -> dict:
     from ..models import load_stable_diffusion
     from ..training.checkpoint import write_model_card
     from ..training.data import load_slices, split_cases
-    from ..training.loop import TimeBudget, log_metrics
+    from ..training.loop import TimeBudget, apply_threads, log_metrics
     from .fit import FitOptions, backbone_cache, heads_config, residual_cache, train_adapter, train_residual_head
     from .heads import load_heads, save_heads
     from .pipeline import DiffuGTSPipeline, DiffuGTSSettings
     from .prompts import resolve_prompts
     from .validation import validation_metrics
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     prompts = resolve_prompts(args.prompt, args.organ, args.normal_prompt)
     if args.adapter_epochs < 1:
         raise InvalidRequest("--adapter-epochs must be at least 1.")
-    settings = DiffuGTSSettings(strength=args.strength, steps=args.inpaint_steps, dilation=args.dilation,
+    if args.head_epochs < 0:
+        raise InvalidRequest("--head-epochs must not be negative.")
+    if args.batch_size < 1:
+        raise InvalidRequest("--batch-size must be at least 1.")
+    settings = DiffuGTSSettings(strength=checked_setting("strength", "--strength", args.strength),
+                                steps=checked_setting("steps", "--inpaint-steps", args.inpaint_steps),
+                                dilation=checked_setting("dilation", "--dilation", args.dilation),
                                 aova_timesteps=parse_timesteps(args.aova_timesteps))
     model = args.model or DiffuGTS.info.default_model
     context.seed = args.seed
@@ -106,6 +118,8 @@ def train(args: argparse.Namespace, context: JobContext) -> dict:
                                    lambda i, n: context.progress("cache_backbone", i, n))
         with context.timed("train_adapter"):
             adapter = train_adapter(pipeline, cache, masks, options, on_epoch, budget.exhausted)
+    # The heads train on the CPU-cached backbone outputs; inference feeds them device features.
+    adapter = adapter.to(parts.device)
     pipeline.adapter = adapter
     save_heads(output, {**config, "stage": "adapter"}, adapter, None, "# DiffuGTS heads (adapter stage)\n")
     head = None
@@ -114,7 +128,7 @@ def train(args: argparse.Namespace, context: JobContext) -> dict:
             residuals = residual_cache(pipeline, train_set.images, valid, options.batch_size,
                                        lambda i, n: context.progress("cache_residuals", i, n))
         with context.timed("train_residual_head"):
-            head = train_residual_head(residuals, masks, options, on_epoch, budget.exhausted)
+            head = train_residual_head(residuals, masks, options, on_epoch, budget.exhausted).to(parts.device)
     pipeline.residual_head = head
     with context.timed("validate"):
         evaluated = val_set if len(val_set) else train_set

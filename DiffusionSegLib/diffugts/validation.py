@@ -10,7 +10,8 @@ from .pipeline import DiffuGTSPipeline
 
 
 def pooled_dice(prediction: torch.Tensor, truth: torch.Tensor) -> float:
-    """2|P∩T| / (|P| + |T|) over every pixel of every slice; 1.0 when both are empty."""
+    """2|P∩T| / (|P| + |T|) over every pixel of every slice (one slice: that slice's Dice);
+    1.0 when both are empty (the evaluate convention). The one Dice of the DiffuGTS trainer."""
     prediction, truth = prediction.bool(), truth.bool()
     total = int(prediction.sum()) + int(truth.sum())
     return 1.0 if total == 0 else 2.0 * int((prediction & truth).sum()) / total

@@ -121,9 +121,9 @@ class DiffuGTS(Method):
         adapter = config.get("adapter") or {}
         if adapter and channels != list(adapter.get("feature_channels", [])):
             raise ModelLoadFailed(
-                f"The DiffuGTS heads were trained on a UNet with feature channels "
-                f"{adapter.get('feature_channels')} (model '{config.get('model')}'), but this model gives "
-                f"{channels}.", hint="Use the base model the heads were trained with.")
+                f"The DiffuGTS heads were trained on VAE-encoder features with channels "
+                f"{adapter.get('feature_channels')} (model '{config.get('model')}'), but this model's VAE encoder "
+                f"gives {channels}.", hint="Use the base model the heads were trained with.")
         if config.get("image_size") and int(config["image_size"]) != parts.image_size:
             self.context.log(f"Heads were trained at {config['image_size']} px; the model runs at "
                              f"{parts.image_size} px.", level="warning")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..training.arguments import add_data_arguments
+from ..training.arguments import add_data_arguments, add_run_arguments
 
 
 def parse_channels(text: str) -> tuple[int, ...]:
@@ -25,7 +25,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     start.add_argument("--init-from", default=None, help="SDSeg checkpoint to fine-tune (learning from corrections)")
     start.add_argument("--vae-from", default=None,
                        help="reuse the frozen VAE of this checkpoint (from scratch; skips the VAE stage)")
-    start.add_argument("--resume", action="store_true", help="continue the run saved in --output")
     start.add_argument("--objective", choices=("sdseg", "supervised"), default="sdseg",
                        help="'supervised': the plain supervised UNet baseline")
     size = parser.add_argument_group("model size (from scratch)")
@@ -40,17 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "runs converge; see README)")
     size.add_argument("--dropout", type=float, default=0.0,
                       help="UNet and conditioner dropout (paper 0.2; 0 suits short CPU runs)")
-    optim = parser.add_argument_group("optimisation")
+    optim = add_run_arguments(parser, batch_size=8, lr=2e-4, lr_help="AdamW learning rate (paper: 4e-5 at batch 4)",
+                              max_minutes_help="wall-time budget of the SDSeg stage",
+                              resume_help="continue the run saved in --output")
     optim.add_argument("--steps", type=int, default=2000)
-    optim.add_argument("--max-minutes", type=float, default=None, help="wall-time budget of the SDSeg stage")
     optim.add_argument("--vae-steps", type=int, default=1500)
     optim.add_argument("--vae-minutes", type=float, default=None, help="wall-time budget of the VAE stage")
-    optim.add_argument("--batch-size", type=int, default=8)
-    optim.add_argument("--lr", type=float, default=2e-4, help="AdamW learning rate (paper: 4e-5 at batch 4)")
     optim.add_argument("--warmup-steps", type=int, default=100)
     optim.add_argument("--latent-weight", type=float, default=1.0, help="lambda of the latent loss")
     optim.add_argument("--ema-decay", type=float, default=0.9999)
     optim.add_argument("--val-every", type=int, default=250)
-    optim.add_argument("--seed", type=int, default=0)
-    optim.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
-    optim.add_argument("--device", default="auto")

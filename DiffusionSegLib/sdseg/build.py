@@ -18,15 +18,10 @@ from torch import nn
 
 from .model import Conditioner, SDSegModel
 
-# LDM's UNet traits kept at small size: scale-shift time conditioning, attention at the coarser
-# levels, resnet up/down sampling.
-DEFAULT_UNET_CHANNELS = (64, 128, 128)
-DEFAULT_VAE_CHANNELS = (32, 64, 64)
-
-
-def small_vae_config(image_size: int, channels: tuple[int, ...] = DEFAULT_VAE_CHANNELS,
-                     latent_channels: int = 4, layers_per_block: int = 1) -> dict[str, Any]:
-    """AutoencoderKL config with downsampling factor 2**(len(channels)-1)."""
+def small_vae_config(image_size: int, channels: tuple[int, ...], latent_channels: int,
+                     layers_per_block: int = 1) -> dict[str, Any]:
+    """AutoencoderKL config with downsampling factor 2**(len(channels)-1). Sizes come from the
+    caller (`train sdseg`'s options hold the defaults)."""
     return {
         "in_channels": 3, "out_channels": 3, "latent_channels": latent_channels,
         "sample_size": image_size, "block_out_channels": list(channels),
@@ -37,10 +32,11 @@ def small_vae_config(image_size: int, channels: tuple[int, ...] = DEFAULT_VAE_CH
     }
 
 
-def small_unet_config(latent_size: int, latent_channels: int = 4,
-                      channels: tuple[int, ...] = DEFAULT_UNET_CHANNELS, layers_per_block: int = 2,
-                      dropout: float = 0.2, num_classes: int = 0) -> dict[str, Any]:
-    """UNet2DModel config in the LDM layout: no attention at full latent resolution, attention below."""
+def small_unet_config(latent_size: int, latent_channels: int, channels: tuple[int, ...], layers_per_block: int,
+                      dropout: float, num_classes: int = 0) -> dict[str, Any]:
+    """UNet2DModel config in the LDM layout (LDM's traits kept at small size: scale-shift time
+    conditioning, no attention at full latent resolution, attention below, resnet up/down
+    sampling). Sizes come from the caller (`train sdseg`'s options hold the defaults)."""
     down = ["DownBlock2D"] + ["AttnDownBlock2D"] * (len(channels) - 1)
     up = ["AttnUpBlock2D"] * (len(channels) - 1) + ["UpBlock2D"]
     config: dict[str, Any] = {

@@ -112,14 +112,19 @@ class SDSegModel(nn.Module):
     # -- the denoiser -----------------------------------------------------------------------
     def predict_noise(self, z_t: torch.Tensor, cond: torch.Tensor, timesteps: torch.Tensor,
                       class_labels: torch.Tensor | None = None) -> torch.Tensor:
-        """eps_hat = UNet(concat[z_t, c], t); class labels feed the UNet's class embedding."""
-        x = torch.cat([z_t, cond.to(z_t.dtype)], dim=1)
+        """eps_hat = UNet(concat[z_t, c], t); class labels feed the UNet's class embedding.
+
+        Only the UNet input is cast to the UNet's dtype (fp16 on GPU); eps_hat comes back fp32 and
+        the denoiser skip adds the fp32 z_t, so no fp16 rounding of z_t reaches the estimate."""
+        unet_dtype = next(self.unet.parameters()).dtype
+        x = torch.cat([z_t.to(unet_dtype), cond.to(unet_dtype)], dim=1)
         if getattr(self.unet.config, "cross_attention_dim", None):
             context = x.new_zeros(x.shape[0], 1, int(self.unet.config.cross_attention_dim))
             eps_hat = self.unet(x, timesteps, encoder_hidden_states=context, class_labels=class_labels).sample
         else:
             eps_hat = self.unet(x, timesteps, class_labels=class_labels).sample
-        return eps_hat + z_t if self.denoiser_skip else eps_hat
+        eps_hat = eps_hat.float()
+        return eps_hat + z_t.float() if self.denoiser_skip else eps_hat
 
     def latent_loss(self, images: torch.Tensor, masks: torch.Tensor, latent_weight: float = 1.0,
                     class_labels: torch.Tensor | None = None,
@@ -149,14 +154,14 @@ class SDSegModel(nn.Module):
         z = torch.randn(shape, generator=generator, device=cond.device, dtype=torch.float32)
         if steps <= 1:
             t = torch.full((shape[0],), FINAL_T, device=cond.device, dtype=torch.long)
-            eps_hat = self.predict_noise(z.to(cond.dtype), cond, t, class_labels)
+            eps_hat = self.predict_noise(z, cond, t, class_labels)  # z stays fp32 (see predict_noise)
             return estimate_clean_latent(self.alphas_cumprod, z, eps_hat, t)
         scheduler = make_ddim_scheduler()
         scheduler.set_timesteps(steps, device=cond.device)
         z0_hat = z
         for t in scheduler.timesteps:
             batch_t = t.expand(shape[0]).to(cond.device)
-            eps_hat = self.predict_noise(z.to(cond.dtype), cond, batch_t, class_labels).float()
+            eps_hat = self.predict_noise(z.float(), cond, batch_t, class_labels)
             out = scheduler.step(eps_hat, t, z, eta=eta, generator=generator)
             z, z0_hat = out.prev_sample, out.pred_original_sample
         return z0_hat  # the last step's x0 prediction (its prev_sample re-noises to abar_0)

@@ -21,15 +21,49 @@ from ..errors import InvalidRequest
 from ..events import JobContext
 from ..training.checkpoint import load_training_state, save_training_state, write_model_card
 from ..training.data import SliceSet, load_slices, parse_class_values, split_cases
-from ..training.loop import (TimeBudget, batches, dice_iou, log_metrics, random_flips, report,
+from ..training.loop import (TimeBudget, apply_threads, batches, dice_iou, log_metrics, random_flips, report,
                              warmup_lambda)
 from .vae_training import as_rgb_mask
 
 
-def _model_config(args: argparse.Namespace, image_size: int, class_values: list[float] | None) -> dict[str, Any]:
+def _model_config(args: argparse.Namespace, image_size: int, class_values: list[float] | None,
+                  initial: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The checkpoint config. Fine-tuning (`initial` = the --init-from config) keeps the loaded
+    model's conditioner dropout: the CLI's --dropout does not apply to a loaded model."""
+    dropout = float(initial.get("conditioner_dropout", 0.2)) if initial is not None else args.dropout
     return {"kind": args.objective, "image_size": image_size, "num_classes": len(class_values or []),
             "class_values": class_values or [], "mask_map": args.mask_map, "latent_weight": args.latent_weight,
-            "conditioner_dropout": args.dropout}
+            "conditioner_dropout": dropout}
+
+
+def check_starting_point(args: argparse.Namespace) -> dict[str, Any] | None:
+    """Reject combinations of starting-point options that cannot all be honoured; returns the
+    --init-from checkpoint's config (None without --init-from)."""
+    if args.pretrained and args.init_from:
+        raise InvalidRequest("Give at most one of --pretrained and --init-from.")
+    if args.objective == "supervised" and (args.pretrained or args.init_from):
+        given = "--pretrained" if args.pretrained else "--init-from"
+        raise InvalidRequest(f"--objective supervised trains the baseline UNet from scratch; it cannot start from "
+                             f"{given}. Drop {given}, or train SDSeg (--objective sdseg).")
+    if args.vae_from and (args.pretrained or args.init_from):
+        given = "--pretrained" if args.pretrained else "--init-from"
+        raise InvalidRequest(f"--vae-from applies to training from scratch; {given} already brings its own VAE.")
+    if args.denoiser_skip and args.pretrained:
+        raise InvalidRequest("--denoiser-skip is for training from scratch: a --pretrained UNet already predicts "
+                             "the noise, and adding z_t to its output would discard that prior.")
+    if not args.init_from:
+        return None
+    from .checkpoint import read_config
+
+    initial = read_config(args.init_from)
+    kind = initial.get("kind", "sdseg")
+    if kind != "sdseg":
+        raise InvalidRequest(f"--init-from {args.init_from} is a '{kind}' checkpoint, not an SDSeg one; fine-tuning "
+                             f"needs a checkpoint written by `train sdseg` with --objective sdseg.")
+    if args.denoiser_skip and not initial.get("denoiser_skip", False):
+        raise InvalidRequest(f"--denoiser-skip cannot be added when fine-tuning: {args.init_from} was trained "
+                             f"without it. Drop --denoiser-skip.")
+    return initial
 
 
 def _build(args: argparse.Namespace, train: SliceSet, val: SliceSet, context: JobContext,
@@ -60,7 +94,7 @@ def _build(args: argparse.Namespace, train: SliceSet, val: SliceSet, context: Jo
 
     vae_config = small_vae_config(args.image_size, args.vae_channels, args.latent_channels)
     vae_dir = output / "vae"
-    if getattr(args, "vae_from", None):
+    if args.vae_from:
         from ..models import load_component
 
         vae = load_component(AutoencoderKL, str(Path(args.vae_from).expanduser()), "vae").eval()
@@ -83,7 +117,7 @@ def _build(args: argparse.Namespace, train: SliceSet, val: SliceSet, context: Jo
     unet_config = small_unet_config(latent_size, args.latent_channels, args.unet_channels,
                                     args.layers_per_block, args.dropout, n_classes)
     model = build_from_scratch(vae, unet_config, args.dropout, seed=args.seed,
-                               denoiser_skip=getattr(args, "denoiser_skip", False))
+                               denoiser_skip=args.denoiser_skip)
     facts["start"] = "scratch"
     return model, facts
 
@@ -113,21 +147,27 @@ def run(args: argparse.Namespace, context: JobContext) -> dict:
     """Train and write the checkpoint; returns the summary that ends the job's event stream."""
     from .checkpoint import save_checkpoint
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if sum(bool(x) for x in (args.pretrained, args.init_from)) > 1:
-        raise InvalidRequest("Give at most one of --pretrained and --init-from.")
+    apply_threads(args.threads)
+    if args.batch_size < 1:
+        raise InvalidRequest("--batch-size must be at least 1.")
+    initial = check_starting_point(args)
     output = Path(args.output).expanduser()
     output.mkdir(parents=True, exist_ok=True)
     image_size = args.image_size
-    if args.init_from:
-        from .checkpoint import read_config
-
-        image_size = int(read_config(args.init_from)["image_size"])
     class_values = parse_class_values(args.classes)
+    if initial is not None:
+        image_size = int(initial["image_size"])
+        # the loaded model's class embedding fixes the classes: --classes may only restate them
+        known = [float(v) for v in initial.get("class_values") or []]
+        if class_values is None:
+            class_values = known or None
+        elif len(class_values) != int(initial.get("num_classes", len(known))):
+            raise InvalidRequest(f"--classes gives {len(class_values)} classes but {args.init_from} was trained "
+                                 f"with {initial.get('num_classes', len(known))}; fine-tuning keeps the classes.")
     n_classes = len(class_values or [])
     with context.timed("load_data"):
-        data = load_slices(args.images, args.masks, image_size, args.mask_map, class_values, args.intensity)
+        data = load_slices(args.images, args.masks, image_size, args.mask_map, class_values, args.intensity,
+                           key=args.key)
     train_cases, val_cases = split_cases(data.cases, args.val_fraction, args.seed)
     train, val = data.subset(train_cases), data.subset(val_cases)
     context.log(f"{len(data)} slices from {len(set(data.cases))} cases: {len(train_cases)} training cases "
@@ -166,7 +206,7 @@ def run(args: argparse.Namespace, context: JobContext) -> dict:
         first = torch.randperm(len(train), generator=torch.Generator().manual_seed(args.seed))[:args.batch_size]
         factor = model.set_scale_factor_from(as_rgb_mask(train.masks[first] > 0).to(device))
         context.log(f"Latent scale factor 1/std(first batch) = {factor:.5f}.", metrics={"scale_factor": factor})
-    config = _model_config(args, image_size, class_values)
+    config = _model_config(args, image_size, class_values, initial)
     config["split"] = {"seed": args.seed, "val_fraction": args.val_fraction,
                        "training_cases": train_cases, "validation_cases": val_cases}
     budget = TimeBudget(args.max_minutes)
@@ -232,7 +272,8 @@ def run(args: argparse.Namespace, context: JobContext) -> dict:
     facts.update(steps=step, stopped_by=stopped, train_minutes=round(minutes, 2),
                  batch_size=args.batch_size, lr=args.lr, latent_weight=args.latent_weight,
                  ema_decay=args.ema_decay, threads=torch.get_num_threads(),
-                 denoiser_skip=bool(getattr(args, "denoiser_skip", False)))
+                 conditioner_dropout=config["conditioner_dropout"],
+                 denoiser_skip=bool(getattr(model, "denoiser_skip", False)))
     if "train_vae" in context.timings:
         facts["vae_minutes"] = round(context.timings["train_vae"] / 60, 2)
     write_model_card(
@@ -241,7 +282,8 @@ def run(args: argparse.Namespace, context: JobContext) -> dict:
         "Weights are the EMA weights at the step with the best validation Dice." if args.objective == "sdseg" else
         "Plain supervised UNet baseline (BCE + soft Dice), trained with DiffusionSegLib for comparison with SDSeg.",
         data={"images": str(Path(args.images).resolve()), "masks": str(Path(args.masks).resolve()),
-              "mask mapping": args.mask_map or "(binary masks)", "classes": args.classes or "binary",
+              "mask mapping": args.mask_map or "(binary masks)",
+              "classes": ",".join(f"{v:g}" for v in class_values) if class_values else "binary",
               "slices": len(data), "image size": image_size},
         split={"seed": args.seed, "validation fraction": args.val_fraction,
                "training cases": train_cases, "validation cases": val_cases},

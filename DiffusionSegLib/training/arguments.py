@@ -20,3 +20,20 @@ def add_data_arguments(parser: argparse.ArgumentParser, output_help: str) -> arg
     data.add_argument("--intensity", default="auto", help="intensity preset, as for segmentation")
     data.add_argument("--val-fraction", type=float, default=0.1, help="cases held out for validation Dice")
     return data
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, *, batch_size: int, lr: float, lr_help: str | None = None,
+                      max_minutes_help: str = "wall-time budget of the training run",
+                      resume_help: str = "continue the run saved in --output") -> argparse._ArgumentGroup:
+    """The run options every trainer shares (batch size, learning rate, time budget, resume,
+    seed, CPU threads, device); each trainer passes its own defaults and help where they differ.
+    Returns the group so a trainer can add its own optimisation options to it."""
+    run = parser.add_argument_group("optimisation")
+    run.add_argument("--batch-size", type=int, default=batch_size)
+    run.add_argument("--lr", type=float, default=lr, help=lr_help)
+    run.add_argument("--max-minutes", type=float, default=None, help=max_minutes_help)
+    run.add_argument("--resume", action="store_true", help=resume_help)
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    run.add_argument("--device", default="auto")
+    return run

@@ -16,6 +16,12 @@ import torch
 from ..events import JobContext
 
 
+def apply_threads(threads: int) -> None:
+    """`--threads N`: cap torch's CPU threads (0 keeps torch's default)."""
+    if threads:
+        torch.set_num_threads(threads)
+
+
 @dataclass
 class TimeBudget:
     """`--max-minutes`: stop cleanly (and still save) when the wall-time budget is spent."""

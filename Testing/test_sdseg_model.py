@@ -179,3 +179,15 @@ def test_half_precision_unet_keeps_z_t_and_the_latent_estimate_fp32():
     assert eps_hat.dtype == torch.float32 and torch.equal(eps_hat, z_t)  # exact: z_t never rounded
     z0 = model.sample_latent(torch.rand(2, 3, 32, 32) * 2 - 1)
     assert z0.dtype == torch.float32
+
+
+def test_a_slice_result_does_not_depend_on_the_batch_size():
+    model = tiny_model().eval()
+    images = torch.rand(3, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        batch = model.predict_probability(images, generator=torch.Generator().manual_seed(5))
+        single = torch.cat([model.predict_probability(images[i:i + 1], generator=torch.Generator().manual_seed(5))
+                            for i in range(3)])
+        other_seed = model.predict_probability(images, generator=torch.Generator().manual_seed(6))
+    torch.testing.assert_close(batch, single, atol=1e-5, rtol=0)
+    assert not torch.allclose(batch, other_seed)

@@ -151,7 +151,10 @@ class SDSegModel(nn.Module):
         """z0 estimate from x_T ~ N(0, I): one UNet step at t = 999 (the paper), or DDIM with `steps`."""
         cond = self.conditioner(images)
         shape = (images.shape[0], self.latent_channels, cond.shape[-2], cond.shape[-1])
-        z = torch.randn(shape, generator=generator, device=cond.device, dtype=torch.float32)
+        # One x_T shared by the batch: a slice's result depends on the seed alone, not on the
+        # batch size or its place in the batch (for batch 1 this is the usual single draw).
+        z = torch.randn((1, *shape[1:]), generator=generator, device=cond.device,
+                        dtype=torch.float32).expand(shape).contiguous()
         if steps <= 1:
             t = torch.full((shape[0],), FINAL_T, device=cond.device, dtype=torch.long)
             eps_hat = self.predict_noise(z, cond, t, class_labels)  # z stays fp32 (see predict_noise)

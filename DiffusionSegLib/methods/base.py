@@ -130,7 +130,8 @@ class SliceSegmentation:
     """A method's answer for one batch, on the model grid (B, S, S).
 
     labels: 0 is background; other values are segments named by `Method.segment_name`.
-    probabilities: optional foreground probability in [0, 1], used for smoother inverse resizing.
+    probabilities: optional foreground probability in [0, 1] (DiffuGTS, SDSeg), for in-process
+    callers; the CLI writes labels only (`Letterbox.inverse_maps` maps it back to the slice grid).
     segment_map: optional map of every unsupervised segment (ADZUS), for oracle evaluation.
     consistent_ids: False when label values are arbitrary per slice and the volume pipeline must
     match them across slices.

@@ -42,14 +42,9 @@ class Sdseg(Method):
     def load(self) -> None:
         import torch
 
-        from ..errors import ModelNotFound
         from ..models import resolve_dtype
         from ..sdseg.checkpoint import load_checkpoint
 
-        if not self.model:
-            raise ModelNotFound("SDSeg needs a trained checkpoint folder (--model DIR).",
-                                hint="Train one with `python -m DiffusionSegLib train sdseg --images DIR "
-                                     "--masks DIR --output DIR`.")
         device = torch.device(self.context.device)
         dtype = resolve_dtype(device, self.context.dtype)
         self._model, self._config = load_checkpoint(self.model, device, dtype)

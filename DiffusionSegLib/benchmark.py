@@ -21,7 +21,7 @@ from .events import CancelToken
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .cli import add_model_arguments
+    from .arguments import add_model_arguments
 
     add_model_arguments(parser)
     parser.add_argument("--resolution", type=int, default=512, help="model input side in pixels")
@@ -64,7 +64,7 @@ def peak_memory(device: str) -> dict:
 def run_benchmark(args: argparse.Namespace, emit, cancel_token: CancelToken | None = None) -> dict:
     import torch
 
-    from .cli import _parse_params
+    from .arguments import parse_params
     from .events import JobContext
     from .job import create_method
     from .models import resolve_device
@@ -75,7 +75,7 @@ def run_benchmark(args: argparse.Namespace, emit, cancel_token: CancelToken | No
     context.device = str(resolve_device(args.device))
     context.dtype = args.dtype
     model = args.model or f"random:sd-v1:{args.resolution}"
-    method = create_method(args.method, _parse_params(args.param), args.prompt, model, context)
+    method = create_method(args.method, parse_params(args.param), args.prompt, model, context)
     if context.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     with context.timed("load"):
@@ -119,7 +119,7 @@ def format_table(report: dict) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from .cli import run_with_events
+    from .protocol import run_with_events
 
     def work(emit, token) -> None:
         report = run_benchmark(args, emit, token)

@@ -28,7 +28,7 @@ METRICS = ("dice", "iou", "hd95")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .cli import add_model_arguments, add_pipeline_arguments
+    from .arguments import add_model_arguments, add_pipeline_arguments
 
     parser.add_argument("--images", required=True, help="folder of images (or one sub-folder per case)")
     parser.add_argument("--masks", required=True, help="folder of ground-truth masks, paired by file stem")
@@ -61,7 +61,7 @@ def case_metrics(prediction: np.ndarray, truth: np.ndarray, spacing: tuple[float
 
 
 def run_evaluation(args: argparse.Namespace, emit, cancel_token: CancelToken | None = None) -> dict:
-    from .cli import _parse_params, pipeline_from_args
+    from .arguments import parse_params, pipeline_from_args
     from .job import create_method
     from .models import resolve_device
     from .pipeline import VolumeSegmenter
@@ -79,7 +79,7 @@ def run_evaluation(args: argparse.Namespace, emit, cancel_token: CancelToken | N
     output.mkdir(parents=True, exist_ok=True)
     context = JobContext(emit=emit, cancel_token=cancel_token or CancelToken(), seed=args.seed)
     context.device = str(resolve_device(args.device))
-    method = create_method(args.method, _parse_params(args.param), args.prompt, args.model, context)
+    method = create_method(args.method, parse_params(args.param), args.prompt, args.model, context)
     started = time.perf_counter()
     method.load()
     segmenter = VolumeSegmenter(method, pipeline_from_args(args), context)
@@ -132,7 +132,7 @@ def _clean(value):
 
 
 def main(args: argparse.Namespace) -> int:
-    from .cli import run_with_events
+    from .protocol import run_with_events
 
     def work(emit, token) -> None:
         summary = run_evaluation(args, emit, token)

@@ -116,7 +116,7 @@ def test_request_round_trips_through_json(tmp_path):
 
 
 def test_malformed_values_are_request_errors_not_crashes(tmp_path, fake_methods):
-    from DiffusionSegLib.cli import _parse_roi, _parse_slices
+    from DiffusionSegLib.arguments import parse_roi as _parse_roi, parse_slices as _parse_slices
 
     with pytest.raises(InvalidRequest, match="--roi"):
         _parse_roi("1,2,a,4,5,6")

@@ -1,0 +1,71 @@
+"""Command-line arguments shared by several commands (segment, evaluate, benchmark, batch …):
+the model/method options, the volume pipeline options and the small parsers behind them."""
+
+from __future__ import annotations
+
+import argparse
+
+from .errors import InvalidRequest
+from .methods import available_methods
+from .request import DEVICES, SLICE_AXES, PipelineOptions
+
+
+def parse_params(pairs: list[str]) -> dict[str, str]:
+    params = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise InvalidRequest(f"--param expects NAME=VALUE, got {pair!r}.")
+        name, value = pair.split("=", 1)
+        params[name.strip()] = value.strip()
+    return params
+
+
+def parse_roi(text: str | None) -> dict | None:
+    if not text:
+        return None
+    try:
+        values = [int(v) for v in text.replace(" ", "").split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 6:
+        raise InvalidRequest(f"--roi expects i0,j0,k0,i1,j1,k1 (inclusive voxel indices), got {text!r}.")
+    return {"ijk_min": values[:3], "ijk_max": values[3:]}
+
+
+def parse_slices(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    first, _, last = text.partition(":")
+    try:
+        return [int(first), int(last or first)]
+    except ValueError:
+        raise InvalidRequest(f"--slices expects FIRST:LAST slice indices, got {text!r}.") from None
+
+
+def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = PipelineOptions()
+    group = parser.add_argument_group("volume pipeline")
+    group.add_argument("--axis", choices=SLICE_AXES, default=defaults.axis,
+                       help="slice axis (auto = axial; i/j/k = image axes)")
+    group.add_argument("--intensity", default=defaults.intensity,
+                       help="intensity preset: auto, ct-soft-tissue, ct-lung, mr, rgb, … (see `methods`)")
+    group.add_argument("--keep-empty-slices", action="store_true", help="also segment slices without tissue")
+    group.add_argument("--no-fill-holes", action="store_true")
+    group.add_argument("--largest-component", action="store_true", help="keep the largest 3D component")
+    group.add_argument("--batch-size", type=int, default=0, help="slices per batch (0 = from free GPU memory)")
+
+
+def pipeline_from_args(args: argparse.Namespace) -> PipelineOptions:
+    return PipelineOptions(axis=args.axis, intensity=args.intensity, skip_empty_slices=not args.keep_empty_slices,
+                           fill_holes=not args.no_fill_holes, largest_component=args.largest_component,
+                           batch_size=args.batch_size)
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, required_method: bool = True) -> None:
+    parser.add_argument("--method", required=required_method, help=f"one of: {', '.join(available_methods())}")
+    parser.add_argument("--prompt", default=None, help="what to segment, e.g. 'white blood cell'")
+    parser.add_argument("--model", default=None, help="HF repo id, diffusers folder or trained checkpoint folder")
+    parser.add_argument("--device", choices=DEVICES, default="auto")
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="method parameter (repeatable); see `methods`")
+    parser.add_argument("--seed", type=int, default=0)

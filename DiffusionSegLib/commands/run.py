@@ -1,0 +1,18 @@
+"""`run`: one job from a request file (what the Slicer module writes)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..protocol import run_with_events
+from ..request import JobRequest
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--request", required=True, help="job request JSON (see docs)")
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..runner import Runner
+
+    return run_with_events(lambda emit, token: Runner().run(JobRequest.load(args.request), emit, token))

@@ -1,0 +1,34 @@
+"""`segment`: one image or volume, from command-line arguments."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..arguments import (add_model_arguments, add_pipeline_arguments, parse_params, parse_roi, parse_slices,
+                         pipeline_from_args)
+from ..protocol import run_with_events
+from ..request import JobRequest
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", required=True, help="image file or DICOM series folder")
+    parser.add_argument("--output", required=True, help="labelmap to write (.nrrd, .nii.gz, .mha, .png)")
+    add_model_arguments(parser)
+    parser.add_argument("--roi", help="i0,j0,k0,i1,j1,k1 inclusive voxel box")
+    parser.add_argument("--slices", help="first:last slice indices along the slice axis (inclusive)")
+    add_pipeline_arguments(parser)
+
+
+def request_from_args(args: argparse.Namespace) -> JobRequest:
+    request = JobRequest(input=args.input, output=args.output, method=args.method, prompt=args.prompt,
+                         model=args.model, device=args.device, params=parse_params(args.param),
+                         pipeline=pipeline_from_args(args), roi=parse_roi(args.roi),
+                         slice_range=parse_slices(args.slices), seed=args.seed)
+    request.validate()
+    return request
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..runner import Runner
+
+    return run_with_events(lambda emit, token: Runner().run(request_from_args(args), emit, token))

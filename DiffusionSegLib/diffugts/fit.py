@@ -57,9 +57,11 @@ def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tens
 
 @torch.no_grad()
 def backbone_cache(pipeline: DiffuGTSPipeline, images: torch.Tensor, valid: torch.Tensor, batch_size: int,
-                   progress: Callable[[int, int], None] | None = None) -> dict[str, object]:
+                   progress: Callable[[int, int], None] | None = None, stop: Callable[[], bool] | None = None
+                   ) -> dict[str, object]:
     """The adapter's frozen inputs (VAE encoder features) and the body region of every slice,
-    computed by the same `frozen_inputs` call inference uses."""
+    computed by the same `frozen_inputs` call inference uses; `stop` (a time budget) ends it
+    after a batch, keeping the first slices."""
     features: list[list[torch.Tensor]] = []
     regions = []
     for start in range(0, images.shape[0], batch_size):
@@ -68,6 +70,8 @@ def backbone_cache(pipeline: DiffuGTSPipeline, images: torch.Tensor, valid: torc
         regions.append(frozen.region)
         if progress:
             progress(min(start + batch_size, images.shape[0]), images.shape[0])
+        if stop is not None and stop():
+            break
     return {"features": [torch.cat(level) for level in zip(*features)], "region": torch.cat(regions)}
 
 
@@ -107,8 +111,10 @@ def train_adapter(pipeline: DiffuGTSPipeline, cache: dict, masks: torch.Tensor, 
 
 @torch.no_grad()
 def residual_cache(pipeline: DiffuGTSPipeline, images: torch.Tensor, valid: torch.Tensor, batch_size: int,
-                   progress: Callable[[int, int], None] | None = None) -> dict[str, torch.Tensor]:
-    """Run the whole pipeline (with the trained adapter) and keep the residual-head inputs."""
+                   progress: Callable[[int, int], None] | None = None, stop: Callable[[], bool] | None = None
+                   ) -> dict[str, torch.Tensor]:
+    """Run the whole pipeline (with the trained adapter) and keep the residual-head inputs
+    (of the first slices only, when `stop` ends it early)."""
     inputs, inside, refined = [], [], []
     for start in range(0, images.shape[0], batch_size):
         out = pipeline(images[start:start + batch_size], valid[start:start + batch_size])
@@ -117,6 +123,8 @@ def residual_cache(pipeline: DiffuGTSPipeline, images: torch.Tensor, valid: torc
         refined.append(out.refined)
         if progress:
             progress(min(start + batch_size, images.shape[0]), images.shape[0])
+        if stop is not None and stop():
+            break
     return {"inputs": torch.cat(inputs), "inside": torch.cat(inside), "refined": torch.cat(refined)}
 
 

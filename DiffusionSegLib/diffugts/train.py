@@ -7,6 +7,13 @@ model card. The frozen base model is never modified; the folder holds the heads 
 the base model they were trained on. `--resume` skips the adapter stage when the folder already
 holds a trained adapter (the expensive part of a run is the frozen-backbone caching, which is
 recomputed; there is no optimizer state worth keeping for heads this small).
+
+`--max-minutes` bounds the whole run (model and data loading included). Stages and their shares
+of what is left when each starts: the adapter (backbone cache + epochs) 40 % (80 % without a
+residual head), the residual head (pipeline cache + epochs) 75 %, validation the rest. A cache
+cut short by its stage's budget keeps the slices done so far (drawn in a seeded random order, so
+they are a random subset), and validation evaluates the slices that fit. The adapter is saved as
+soon as its stage ends, so a run cancelled or stopped later resumes from it with `--resume`.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from pathlib import Path
 
 from ..errors import InvalidRequest
 from ..events import JobContext
+from ..training.budget import RunBudget
 from ..training.arguments import add_data_arguments, add_run_arguments
 
 
@@ -32,7 +40,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     method.add_argument("--inpaint-steps", type=int, default=20)
     method.add_argument("--dilation", type=int, default=3)
     method.add_argument("--aova-timesteps", default="100")
-    optim = add_run_arguments(parser, batch_size=8, lr=1e-3, max_minutes_help="wall-time budget for the epochs",
+    optim = add_run_arguments(parser, batch_size=8, lr=1e-3,
+                              max_minutes_help="wall-time budget of the whole run: loading, adapter 40 %% of it, "
+                                               "residual head 75 %% of the rest, validation the rest",
                               resume_help="reuse the adapter already in --output")
     optim.add_argument("--adapter-epochs", type=int, default=30)
     optim.add_argument("--head-epochs", type=int, default=30)
@@ -60,7 +70,7 @@ def train(args: argparse.Namespace, context: JobContext) -> dict:
     from ..models import load_stable_diffusion
     from ..training.checkpoint import write_model_card
     from ..training.data import load_slices, split_cases
-    from ..training.loop import TimeBudget, apply_threads, log_metrics
+    from ..training.loop import apply_threads, log_metrics
     from .fit import FitOptions, backbone_cache, heads_config, residual_cache, train_adapter, train_residual_head
     from .heads import load_heads, save_heads
     from .pipeline import DiffuGTSPipeline, DiffuGTSSettings
@@ -81,9 +91,11 @@ def train(args: argparse.Namespace, context: JobContext) -> dict:
                                 aova_timesteps=parse_timesteps(args.aova_timesteps))
     model = args.model or DiffuGTS.info.default_model
     context.seed = args.seed
+    output = Path(args.output).expanduser()
+    resumable = args.resume and (output / "config.json").is_file()
+    budget = RunBudget(args.max_minutes, context, 1 + (not resumable) + (not args.no_residual_head))
     with context.timed("load"):
         parts = load_stable_diffusion(model, args.device)
-    output = Path(args.output).expanduser()
     with context.timed("load_data"):
         data = load_slices(args.images, args.masks, parts.image_size, args.mask_map, None, args.intensity,
                            key=args.key)
@@ -91,13 +103,15 @@ def train(args: argparse.Namespace, context: JobContext) -> dict:
     train_set, val_set = data.subset(train_cases), data.subset(val_cases)
     context.log(f"{len(data)} slices from {len(set(data.cases))} cases: {len(train_cases)} training cases "
                 f"({len(train_set)} slices), {len(val_cases)} validation cases ({len(val_set)} slices).")
-    masks = train_set.masks > 0
+    images, masks = train_set.images, train_set.masks > 0
+    if budget.limited:  # a cache cut short by the budget then holds a random subset, not the first cases
+        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(args.seed))
+        images, masks = images[order], masks[order]
     valid = torch.ones_like(masks)
     options = FitOptions(adapter_epochs=args.adapter_epochs, head_epochs=args.head_epochs,
                          batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
                          train_residual_head=not args.no_residual_head)
     pipeline = DiffuGTSPipeline(parts, prompts, settings, context)
-    budget = TimeBudget(args.max_minutes)
     config = {**heads_config(pipeline, model), "mask_map": args.mask_map, "intensity": args.intensity,
               "split": {"train": train_cases, "validation": val_cases, "seed": args.seed}}
 
@@ -106,35 +120,42 @@ def train(args: argparse.Namespace, context: JobContext) -> dict:
         context.check_cancelled()
 
     adapter = None
-    if args.resume and (output / "config.json").is_file():
+    if resumable:
         previous, adapter, _ = load_heads(output, parts.device)
         if previous.get("model") != model or previous.get("prompt") != prompts.anomaly:
             raise InvalidRequest(f"--resume: {output} holds heads for model '{previous.get('model')}' and prompt "
                                  f"'{previous.get('prompt')}', not '{model}' / '{prompts.anomaly}'.")
         context.log(f"Resumed: reusing the trained adapter in {output}.")
     if adapter is None:
+        stage = budget.stage("adapter", "cache the frozen backbone and train the AOVA adapter",
+                             0.8 if args.no_residual_head else 0.4)
         with context.timed("cache_backbone"):
-            cache = backbone_cache(pipeline, train_set.images, valid, options.batch_size,
-                                   lambda i, n: context.progress("cache_backbone", i, n))
+            cache = backbone_cache(pipeline, images, valid, options.batch_size,
+                                   lambda i, n: context.progress("cache_backbone", i, n), stop=stage.exhausted)
+        n = len(cache["region"])
         with context.timed("train_adapter"):
-            adapter = train_adapter(pipeline, cache, masks, options, on_epoch, budget.exhausted)
+            adapter = train_adapter(pipeline, cache, masks[:n], options, on_epoch, stage.exhausted)
     # The heads train on the CPU-cached backbone outputs; inference feeds them device features.
     adapter = adapter.to(parts.device)
     pipeline.adapter = adapter
     save_heads(output, {**config, "stage": "adapter"}, adapter, None, "# DiffuGTS heads (adapter stage)\n")
     head = None
-    if options.train_residual_head and not budget.exhausted():
+    if options.train_residual_head:
+        stage = budget.stage("residual_head", "run the pipeline on the training slices and train the residual head",
+                             0.75)
         with context.timed("cache_residuals"):
-            residuals = residual_cache(pipeline, train_set.images, valid, options.batch_size,
-                                       lambda i, n: context.progress("cache_residuals", i, n))
+            residuals = residual_cache(pipeline, images, valid, options.batch_size,
+                                       lambda i, n: context.progress("cache_residuals", i, n), stop=stage.exhausted)
+        n = len(residuals["inputs"])
         with context.timed("train_residual_head"):
-            head = train_residual_head(residuals, masks, options, on_epoch, budget.exhausted).to(parts.device)
+            head = train_residual_head(residuals, masks[:n], options, on_epoch, stage.exhausted).to(parts.device)
     pipeline.residual_head = head
+    stage = budget.stage("validate", "validate the heads with the full pipeline")
     with context.timed("validate"):
         evaluated = val_set if len(val_set) else train_set
         keep = torch.linspace(0, len(evaluated) - 1, min(len(evaluated), max(1, args.val_max_slices))).long()
         metrics = validation_metrics(pipeline, evaluated.images[keep], evaluated.masks[keep] > 0,
-                                     options.batch_size)
+                                     options.batch_size, stop=stage.exhausted)
     metrics["evaluated_on"] = "validation cases" if len(val_set) else "training cases (no validation split)"
     log_metrics(context, f"DiffuGTS heads: refined Dice {metrics['refined_dice']:.4f}",
                 **{k: v for k, v in metrics.items() if isinstance(v, float)})
@@ -149,5 +170,6 @@ def train(args: argparse.Namespace, context: JobContext) -> dict:
         metrics=metrics,
         training={"adapter epochs": args.adapter_epochs, "head epochs": args.head_epochs if head else 0,
                   "batch size": args.batch_size, "lr": args.lr, "weight decay": args.weight_decay,
-                  "minutes": round(budget.elapsed_minutes, 2)})
+                  "minutes": round(budget.elapsed_minutes, 2),
+                  "max minutes": args.max_minutes})
     return {"output": str(output), "metrics": metrics, "timings": dict(context.timings)}

@@ -6,6 +6,11 @@ Starting points (exactly one):
 - `--init-from CKPT`: fine-tune an existing SDSeg checkpoint, e.g. on volumes a user corrected
   in Slicer (learning from corrections); its VAE, scale factor and image size are kept.
 `--objective supervised` trains the plain supervised UNet baseline instead, same data and budget.
+
+`--max-minutes` bounds the whole run, data loading and final validation included: from scratch
+the VAE stage gets VAE_SHARE of the budget (or --vae-minutes) and the denoiser stage what is
+left. Each stage is announced before its progress events; a finished VAE stage is saved at once
+and a cancelled denoiser stage saves its training state, so `--resume` continues from either.
 """
 
 from __future__ import annotations
@@ -17,13 +22,25 @@ from typing import Any
 
 import torch
 
-from ..errors import InvalidRequest
+from ..errors import InvalidRequest, JobCancelled
 from ..events import JobContext
+from ..training.budget import RunBudget
 from ..training.checkpoint import load_training_state, save_training_state, write_model_card
 from ..training.data import SliceSet, load_slices, parse_class_values, split_cases
-from ..training.loop import (TimeBudget, apply_threads, batches, dice_iou, log_metrics, random_flips, report,
+from ..training.loop import (apply_threads, batches, dice_iou, log_metrics, random_flips, report,
                              warmup_lambda)
 from .vae_training import as_rgb_mask
+
+
+# From scratch, the share of --max-minutes the VAE stage gets (the README's measurements used 1.5 of
+# 6.5 min): the masks' round trip saturates early, and the denoiser is what a short budget starves.
+VAE_SHARE = 0.25
+
+
+def needs_vae_stage(args: argparse.Namespace, output: Path) -> bool:
+    """Whether this run trains its own VAE first (from scratch, with no VAE to reuse)."""
+    return (args.objective == "sdseg" and not (args.pretrained or args.init_from or args.vae_from)
+            and not (args.resume and (output / "vae" / "config.json").is_file()))
 
 
 def _model_config(args: argparse.Namespace, image_size: int, class_values: list[float] | None,
@@ -66,7 +83,7 @@ def check_starting_point(args: argparse.Namespace) -> dict[str, Any] | None:
     return initial
 
 
-def _build(args: argparse.Namespace, train: SliceSet, val: SliceSet, context: JobContext,
+def _build(args: argparse.Namespace, train: SliceSet, val: SliceSet, context: JobContext, budget: RunBudget,
            output: Path, n_classes: int, device: torch.device) -> tuple[Any, dict]:
     """The model to train and facts about how it was made (for the model card)."""
     from .build import build_from_pretrained, build_from_scratch, small_unet_config, small_vae_config, vae_scale
@@ -100,15 +117,17 @@ def _build(args: argparse.Namespace, train: SliceSet, val: SliceSet, context: Jo
         vae = load_component(AutoencoderKL, str(Path(args.vae_from).expanduser()), "vae").eval()
         vae.requires_grad_(False)
         facts["vae"] = f"reused from {args.vae_from}"
-    elif args.resume and (vae_dir / "config.json").is_file():
+    elif not needs_vae_stage(args, output):
         vae = AutoencoderKL.from_pretrained(str(vae_dir), use_safetensors=True)
         facts["vae"] = "reloaded from the resumed run"
     else:
         from .vae_training import train_vae
 
+        stage = budget.stage("train_vae", "train the VAE on the training images and masks", VAE_SHARE,
+                             args.vae_minutes)
         with context.timed("train_vae"):
             vae, round_trip, vae_steps = train_vae(vae_config, train.images, train.masks > 0, context,
-                                                   args.vae_steps, args.vae_minutes, seed=args.seed, device=device,
+                                                   args.vae_steps, stage, seed=args.seed, device=device,
                                                    val_masks=(val.masks if len(val) else train.masks)[:64] > 0)
         vae.save_pretrained(vae_dir, safe_serialization=True)
         facts.update(vae=f"trained here: {vae_steps} steps, {context.timings['train_vae'] / 60:.1f} min",
@@ -152,6 +171,7 @@ def run(args: argparse.Namespace, context: JobContext) -> dict:
         raise InvalidRequest("--batch-size must be at least 1.")
     initial = check_starting_point(args)
     output = Path(args.output).expanduser()
+    budget = RunBudget(args.max_minutes, context, stage_count=2 if needs_vae_stage(args, output) else 1)
     output.mkdir(parents=True, exist_ok=True)
     image_size = args.image_size
     class_values = parse_class_values(args.classes)
@@ -177,7 +197,7 @@ def run(args: argparse.Namespace, context: JobContext) -> dict:
 
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)
-    model, facts = _build(args, train, val, context, output, n_classes, device)
+    model, facts = _build(args, train, val, context, budget, output, n_classes, device)
     model.to(device).train()
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     params = [p for _, p in trainable]
@@ -209,14 +229,22 @@ def run(args: argparse.Namespace, context: JobContext) -> dict:
     config = _model_config(args, image_size, class_values, initial)
     config["split"] = {"seed": args.seed, "val_fraction": args.val_fraction,
                        "training_cases": train_cases, "validation_cases": val_cases}
-    budget = TimeBudget(args.max_minutes)
+    stage = budget.stage("train", "train the SDSeg conditioner and denoiser" if args.objective == "sdseg"
+                         else "train the supervised UNet baseline")
     order = batches(len(train), min(args.batch_size, len(train)), generator)
     started = time.monotonic()
     total = args.steps
     loss_sum, loss_n = 0.0, 0
+    eval_seconds = 0.0  # the last validation + save: kept in reserve so the final one fits the budget
+
+    def save_state() -> None:
+        save_training_state(output, dict(model.state_dict()),
+                            {n: p for (n, _), p in zip(trainable, ema.shadow_params)}, optimizer,
+                            {"step": step, "best": best, "history": history})
 
     def evaluate_and_save(final: bool = False) -> None:
-        nonlocal best
+        nonlocal best, eval_seconds
+        began = time.monotonic()
         ema.store(params)
         ema.copy_to(params)
         metrics = validate(model, val if len(val) else train, n_classes, args.seed) \
@@ -227,13 +255,15 @@ def run(args: argparse.Namespace, context: JobContext) -> dict:
             best = {"step": step, **metrics}
             save_checkpoint(model, output, {**config, "best_step": step, "validation": metrics})
         ema.restore(params)
-        save_training_state(output, dict(model.state_dict()),
-                            {n: p for (n, _), p in zip(trainable, ema.shadow_params)}, optimizer,
-                            {"step": step, "best": best, "history": history})
+        save_state()
+        eval_seconds = time.monotonic() - began
 
     with context.timed("train"):
-        while step < total and not budget.exhausted():
-            context.check_cancelled()
+        while step < total and not stage.exhausted(reserve_seconds=eval_seconds):
+            if context.cancel_token.cancelled:  # between steps: the state is consistent, keep it
+                save_state()
+                raise JobCancelled(f"Training was cancelled at step {step}. The finished stages and the training "
+                                   f"state are kept in {output}: run the same command with --resume to continue.")
             index = next(order)
             images, masks = random_flips(train.images[index], train.masks[index], generator)
             images, masks = images.to(device), masks.to(device)

@@ -14,7 +14,8 @@ import torch
 from torch.nn import functional as F
 
 from ..events import JobContext
-from ..training.loop import TimeBudget, batches, dice_iou, log_metrics, random_flips, report
+from ..training.budget import TimeBudget
+from ..training.loop import batches, dice_iou, log_metrics, random_flips, report
 
 KL_WEIGHT = 1e-6
 
@@ -25,16 +26,16 @@ def as_rgb_mask(masks: torch.Tensor) -> torch.Tensor:
 
 
 def train_vae(config: dict[str, Any], images: torch.Tensor, masks: torch.Tensor, context: JobContext,
-              steps: int, max_minutes: float | None, batch_size: int = 16, lr: float = 1e-3,
+              steps: int, budget: TimeBudget, batch_size: int = 16, lr: float = 1e-3,
               seed: int = 0, val_masks: torch.Tensor | None = None, device: torch.device | str = "cpu"):
-    """Train an AutoencoderKL on half-image, half-mask batches; returns (vae, mask round-trip Dice)."""
+    """Train an AutoencoderKL on half-image, half-mask batches until `steps` or the stage's
+    `budget` ends; returns (vae, mask round-trip Dice, steps done)."""
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
     vae = AutoencoderKL(**config).to(device)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
-    budget = TimeBudget(max_minutes)
     half = max(1, batch_size // 2)
     order = batches(len(images), half, generator)
     vae.train()
@@ -52,8 +53,8 @@ def train_vae(config: dict[str, Any], images: torch.Tensor, masks: torch.Tensor,
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if step % 25 == 0 or step == steps:
-            report(context, step, steps, vae_l1=rec_loss.item())
+        if step % 25 == 0 or step == steps or budget.exhausted():
+            report(context, step, steps, "train_vae", vae_l1=rec_loss.item())
         if budget.exhausted():
             break
     vae.eval().requires_grad_(False)

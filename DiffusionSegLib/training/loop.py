@@ -7,8 +7,6 @@ panel shows a training run exactly like a segmentation job.
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
@@ -20,24 +18,6 @@ def apply_threads(threads: int) -> None:
     """`--threads N`: cap torch's CPU threads (0 keeps torch's default)."""
     if threads:
         torch.set_num_threads(threads)
-
-
-@dataclass
-class TimeBudget:
-    """`--max-minutes`: stop cleanly (and still save) when the wall-time budget is spent."""
-
-    max_minutes: float | None
-    start: float = 0.0
-
-    def __post_init__(self) -> None:
-        self.start = time.monotonic()
-
-    @property
-    def elapsed_minutes(self) -> float:
-        return (time.monotonic() - self.start) / 60.0
-
-    def exhausted(self) -> bool:
-        return self.max_minutes is not None and self.max_minutes > 0 and self.elapsed_minutes >= self.max_minutes
 
 
 def warmup_lambda(warmup_steps: int, start_factor: float = 1e-6) -> Callable[[int], float]:
@@ -81,10 +61,10 @@ def dice_iou(prediction: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tenso
     return dice, iou
 
 
-def report(context: JobContext, step: int, total: int, **metrics: float) -> None:
-    """One progress event (for the bar) and, when metrics are given, one log event with them."""
+def report(context: JobContext, step: int, total: int, stage: str = "train", **metrics: float) -> None:
+    """One progress event of a training stage (for the bar), with the current metrics."""
     rounded = {k: round(float(v), 5) for k, v in metrics.items()}
-    context.progress("train", step, total, **rounded)
+    context.progress(stage, step, total, **rounded)
 
 
 def log_metrics(context: JobContext, message: str, **metrics: float) -> None:

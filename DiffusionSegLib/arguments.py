@@ -61,6 +61,13 @@ def pipeline_from_args(args: argparse.Namespace) -> PipelineOptions:
                            batch_size=args.batch_size)
 
 
+def add_quiet_argument(parser: argparse.ArgumentParser) -> None:
+    """`--quiet`: no progress bars or summary on a terminal's stderr (stdout is events either way)."""
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bars (ours or the libraries') or summary on stderr; stdout stays "
+                             "JSON-lines events either way")
+
+
 def add_model_arguments(parser: argparse.ArgumentParser, required_method: bool = True) -> None:
     parser.add_argument("--method", required=required_method, help=f"one of: {', '.join(available_methods())}")
     parser.add_argument("--prompt", default=None, help="what to segment, e.g. 'white blood cell'")

@@ -8,6 +8,7 @@ import signal
 import sys
 from typing import Any, Callable, TextIO
 
+from . import console
 from .errors import (EXIT_INTERNAL, EXIT_OK, OUT_OF_MEMORY_HINT, DiffusionSegError, JobCancelled,
                      OutOfMemory)
 from .events import CancelToken, JsonLinesWriter, error_event
@@ -24,9 +25,10 @@ def isolate_stdout() -> TextIO:
 
 
 def run_with_events(work: Callable[[Callable[[dict], None], CancelToken], Any],
-                    stream: TextIO | None = None) -> int:
-    """Run a job with the event protocol, cancellation signals and exit codes around it."""
-    emit = JsonLinesWriter(stream or isolate_stdout())
+                    stream: TextIO | None = None, quiet: bool = False) -> int:
+    """Run a job with the event protocol, cancellation signals and exit codes around it (and,
+    for a person at a terminal, progress bars on stderr: console.py; `quiet` turns them off)."""
+    emit = console.attach(JsonLinesWriter(stream or isolate_stdout()), quiet)
     token = CancelToken()
 
     def on_signal(signum: int, frame: Any) -> None:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import argparse
 
+from ..arguments import add_quiet_argument
 from ..protocol import run_with_events
 from ..request import JobRequest
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--request", required=True, help="job request JSON (see docs)")
+    parser.add_argument("--request", required=True, help="job request JSON (see docs/cli.md)")
+    add_quiet_argument(parser)
 
 
 def main(args: argparse.Namespace) -> int:
     from ..runner import Runner
 
-    return run_with_events(lambda emit, token: Runner().run(JobRequest.load(args.request), emit, token))
+    return run_with_events(lambda emit, token: Runner().run(JobRequest.load(args.request), emit, token),
+                           quiet=args.quiet)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..arguments import (add_model_arguments, add_pipeline_arguments, parse_params, parse_roi, parse_slices,
-                         pipeline_from_args)
+from ..arguments import (add_model_arguments, add_pipeline_arguments, add_quiet_argument, parse_params, parse_roi,
+                         parse_slices, pipeline_from_args)
 from ..protocol import run_with_events
 from ..request import JobRequest
 
@@ -17,6 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--roi", help="i0,j0,k0,i1,j1,k1 inclusive voxel box")
     parser.add_argument("--slices", help="first:last slice indices along the slice axis (inclusive)")
     add_pipeline_arguments(parser)
+    add_quiet_argument(parser)
 
 
 def request_from_args(args: argparse.Namespace) -> JobRequest:
@@ -31,4 +32,4 @@ def request_from_args(args: argparse.Namespace) -> JobRequest:
 def main(args: argparse.Namespace) -> int:
     from ..runner import Runner
 
-    return run_with_events(lambda emit, token: Runner().run(request_from_args(args), emit, token))
+    return run_with_events(lambda emit, token: Runner().run(request_from_args(args), emit, token), quiet=args.quiet)

@@ -74,9 +74,9 @@ def describe_search(reference: str) -> str:
 
 
 def _not_found(reference: str, what: str, detail: str = "") -> ModelNotFound:
-    hint = ("Download it once with `huggingface-cli download {ref}` on a machine with internet "
-            "(then copy the cache, or set HF_HOME), or pass a local diffusers folder with --model."
-            ).format(ref=reference if not is_local_reference(reference) else "<repo id>")
+    from .hub import download_hint
+
+    hint = download_hint(reference if not is_local_reference(reference) else "<repo id>")
     message = f"Could not find {what} in {describe_search(reference)}."
     if detail:
         message += f" ({detail})"
@@ -103,6 +103,10 @@ def load_component(cls: Any, reference: str, subfolder: str | None, dtype: torch
     is_weighted = hasattr(cls, "save_pretrained") and not _is_config_only(cls)
     if is_weighted:
         options["use_safetensors"] = True
+    if not local:  # one reachability decision per repo: no retry storm against an unreachable hub
+        from .hub import hub_access
+
+        options.update(hub_access(reference))
     try:
         return cls.from_pretrained(reference, **options)
     except (OSError, EnvironmentError, ValueError) as exc:
@@ -189,6 +193,10 @@ def load_stable_diffusion(reference: str, device: str | torch.device = "auto", d
     parts = StableDiffusionParts(reference=reference, device=device, dtype=torch_dtype)
     if reference.startswith(RANDOM_PREFIX):
         return _random_stable_diffusion(parts, components)
+    if is_local_reference(reference):  # an SDSeg checkpoint or heads folder: say so, no weight warnings
+        from .model_kinds import STABLE_DIFFUSION, check_folder_kind
+
+        check_folder_kind(reference, STABLE_DIFFUSION)
     classes = {"unet": UNet2DConditionModel, "vae": AutoencoderKL, "text_encoder": CLIPTextModel,
                "tokenizer": CLIPTokenizer, "scheduler": DDIMScheduler}
     for name in components:

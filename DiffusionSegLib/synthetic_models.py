@@ -141,3 +141,24 @@ def save_tiny_stable_diffusion(path: str | Path, arch: str = "tiny-sd", seed: in
     }
     (path / "model_index.json").write_text(json.dumps(index, indent=2))
     return path
+
+
+def save_tiny_sdseg(path: str | Path, image_size: int = 32, seed: int = 0) -> Path:
+    """A complete SDSeg checkpoint folder with random weights (tiny VAE and UNet), written by the
+    same `save_checkpoint` as `train sdseg`: for plumbing checks (demo, tests), never for results.
+    The latent scale factor comes from a batch of disc masks, as training takes it from masks."""
+    from diffusers import AutoencoderKL
+
+    from .sdseg.build import build_from_scratch, small_unet_config, small_vae_config
+    from .sdseg.checkpoint import save_checkpoint
+    from .sdseg.vae_training import as_rgb_mask
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(**small_vae_config(image_size, (8, 16, 16), 4)).eval()
+    model = build_from_scratch(vae, small_unet_config(image_size // 4, 4, (16, 32), 1, 0.0), 0.0, seed=seed).eval()
+    yy, xx = torch.meshgrid(torch.arange(image_size), torch.arange(image_size), indexing="ij")
+    discs = torch.stack([(yy - c) ** 2 + (xx - c) ** 2 < (image_size // 4) ** 2
+                         for c in range(image_size // 3, 2 * image_size // 3, 2)])
+    model.set_scale_factor_from(as_rgb_mask(discs))
+    return save_checkpoint(model, path, {"kind": "sdseg", "image_size": image_size, "num_classes": 0,
+                                         "class_values": [], "note": "random weights: a plumbing check"})

@@ -44,9 +44,10 @@ def test_missing_models_say_what_was_looked_for(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     import huggingface_hub.constants as constants
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(ModelNotFound, match="HF_HUB_OFFLINE on") as error:
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(ModelNotFound, match=r"Offline mode \(HF_HUB_OFFLINE=1\)") as error:
         load_stable_diffusion("someone/not-a-cached-model", "cpu", components=("unet",))
-    assert "huggingface-cli download someone/not-a-cached-model" in str(error.value)
+    assert "hf download someone/not-a-cached-model" in str(error.value)
 
 
 def test_devices_and_dtypes():

@@ -45,7 +45,10 @@ def save_checkpoint(model: Any, folder: str | Path, config: dict[str, Any]) -> P
 
 
 def read_config(folder: str | Path) -> dict[str, Any]:
+    from ..model_kinds import SDSEG, check_folder_kind
+
     folder = Path(folder).expanduser()
+    check_folder_kind(folder, SDSEG)  # a Stable Diffusion model or DiffuGTS heads: name it and its use
     path = folder / "config.json"
     if not path.is_file():
         raise ModelNotFound(f"No SDSeg checkpoint in {folder.resolve()}: config.json is missing.",

@@ -2,7 +2,7 @@
 
 A segmentation result is measured from the labelmap file that was written, not from the event:
 voxel counts per label and, on a 3D grid, the volume in mL from the voxel spacing (mm³ / 1000);
-on a 2D image the area in mm² at the image's spacing. A training result names the checkpoint
+on a 2D image the share of the image (a photo's pixel spacing is rarely physical). A training result names the checkpoint
 and its best validation score.
 """
 
@@ -15,31 +15,33 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.1f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
-def label_measures(path: str | Path) -> tuple[dict[int, int], float, int]:
-    """(voxel count per non-zero label, voxel size in mm³ (mm² in 2D), dimension) of a labelmap."""
+def label_measures(path: str | Path) -> tuple[dict[int, int], float, int, int]:
+    """(voxel count per non-zero label, voxel size in mm³, dimension, voxel count) of a labelmap."""
     import numpy as np
     import SimpleITK as sitk
 
     image = sitk.ReadImage(str(path))
     values, counts = np.unique(sitk.GetArrayViewFromImage(image), return_counts=True)
     return ({int(v): int(c) for v, c in zip(values, counts) if v != 0},
-            float(np.prod(image.GetSpacing())), image.GetDimension())
+            float(np.prod(image.GetSpacing())), image.GetDimension(), int(counts.sum()))
 
 
 def segment_sentence(segments: list[dict], output: str) -> str:
     try:
-        counts, voxel, dimension = label_measures(output)
+        counts, voxel, dimension, everything = label_measures(output)
     except Exception:  # noqa: BLE001 - the summary can live without the measures
-        counts, voxel, dimension = {}, 0.0, 3
+        counts, voxel, dimension, everything = {}, 0.0, 3, 0
     if not segments:
         return "No segment was found (the labelmap is all background)."
     parts = []
     for segment in segments:
         label = int(segment.get("label", 0))
         n = counts.get(label, 0)
-        size = f"{n * voxel / 1000:.2f} mL" if dimension == 3 else f"{n * voxel:.1f} mm²"
-        unit = "voxels" if dimension == 3 else "pixels"
-        parts.append(f"'{segment.get('name', label)}' (label {label}) {n:,} {unit}, {size}")
+        if dimension == 3:
+            size = f"{n:,} voxels, {n * voxel / 1000:.2f} mL"
+        else:  # a photo's pixel spacing is rarely physical: the share of the image says more
+            size = f"{n:,} pixels, {100 * n / max(everything, 1):.1f} % of the image"
+        parts.append(f"'{segment.get('name', label)}' (label {label}) {size}")
     return f"{len(segments)} segment{'s' if len(segments) != 1 else ''}: " + "; ".join(parts) + "."
 
 

@@ -142,6 +142,16 @@ def test_methods_lists_metadata_as_json():
     assert "ct-lung" in data["intensity_presets"]
 
 
+def test_methods_for_people_lists_the_intensity_presets():
+    done = cli("methods")
+    assert done.returncode == 0
+    listed = done.stdout.split("intensity presets")[1]
+    from DiffusionSegLib.intensity import presets
+
+    for name, preset in presets().items():
+        assert f"{name} " in listed and preset["label"] in listed
+
+
 def test_method_metadata_does_not_import_torch():
     code = ("import sys, DiffusionSegLib.methods as m; m.available_methods(); "
             "import DiffusionSegLib.request; print(sorted(k for k in ('torch', 'diffusers', 'transformers', 'slicer', 'qt', 'vtk') if k in sys.modules))")

@@ -29,4 +29,7 @@ def main(args: argparse.Namespace) -> int:
             limits = f" [{p['minimum']}, {p['maximum']}]" if p["minimum"] is not None else ""
             choices = f" {{{', '.join(p['choices'])}}}" if p["choices"] else ""
             print(f"{'':12s}{p['name']} ({p['type']}{choices}{limits}) = {p['default']}: {p['help']}")
+    print("\nintensity presets (--intensity NAME):")
+    for name, preset in data["intensity_presets"].items():
+        print(f"{'':2s}{name:16s}{preset['label']}")
     return EXIT_OK

@@ -1,7 +1,7 @@
 """Errors a job can end with, each with a stable code (for the error event) and exit status.
 
 The codes and exit statuses are part of the job contract: the Slicer module and scripts branch
-on them, so change them only together with README's table.
+on them, so change them only together with the table in docs/cli.md.
 """
 
 from __future__ import annotations

@@ -47,9 +47,48 @@ def rgb_image(height=50, width=70, seed=0) -> sitk.Image:
 
 def write_demo_inputs(folder: Path) -> tuple[Path, Path]:
     """A stained-cell-like RGB photo (cell.png) and an oblique, anisotropic CT-like volume
-    (ct.nrrd, HU) in `folder`: what `demo` segments."""
+    (ct.nrrd, HU) in `folder`: what `demo` segments. Plus a small labelled set of disc images
+    (labelled/train: 24 pairs, labelled/test: 8) for trying `train sdseg` and `evaluate`."""
     folder.mkdir(parents=True, exist_ok=True)
     image, volume = folder / "cell.png", folder / "ct.nrrd"
     sitk.WriteImage(rgb_image(height=96, width=128), str(image))
     sitk.WriteImage(ct_like_volume(size=(64, 56, 6)), str(volume), True)
+    write_png_pairs(folder / "labelled" / "train", 24, size=64, seed=0)
+    write_png_pairs(folder / "labelled" / "test", 8, size=64, seed=1)
     return image, volume
+
+
+def disc_pairs(n: int, size: int = 32, seed: int = 0):
+    """images (n, 3, size, size) in [0, 1], masks (n, size, size) int64 {0, 1} (torch tensors):
+    bright discs on textured noise. The disc is visible in the image (so a model can find it) but
+    not trivially (noise and a random colour), and positions/radii vary, so memorising one mask
+    does not score."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    images, masks = [], []
+    for _ in range(n):
+        cy, cx = torch.randint(size // 4, size - size // 4, (2,), generator=g)
+        r = torch.randint(size // 8, size // 4, (1,), generator=g)
+        mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= r ** 2
+        colour = 0.4 + 0.4 * torch.rand(3, 1, 1, generator=g)
+        image = 0.3 * torch.rand(3, size, size, generator=g) + mask.float() * colour
+        images.append(image.clamp(0, 1))
+        masks.append(mask.long())
+    return torch.stack(images), torch.stack(masks)
+
+
+def write_png_pairs(folder: Path, n: int, size: int = 32, seed: int = 0, mask_value: int = 255) -> tuple[Path, Path]:
+    """images/NNN.png (RGB) and masks/NNN.png ({0, mask_value}) written with SimpleITK: a labelled
+    folder pair as `train sdseg` and `evaluate` read them."""
+    images, masks = disc_pairs(n, size, seed)
+    image_dir, mask_dir = folder / "images", folder / "masks"
+    image_dir.mkdir(parents=True, exist_ok=True)
+    mask_dir.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        rgb = (images[i].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+        sitk.WriteImage(sitk.GetImageFromArray(rgb, isVector=True), str(image_dir / f"{i:03d}.png"))
+        sitk.WriteImage(sitk.GetImageFromArray((masks[i].numpy() * mask_value).astype(np.uint8)),
+                        str(mask_dir / f"{i:03d}.png"))
+    return image_dir, mask_dir

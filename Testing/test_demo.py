@@ -2,6 +2,7 @@
 random-weight models, said to be a plumbing check; outputs on their inputs' grids."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +36,11 @@ def test_demo_runs_every_method_offline_and_says_what_it_is(tmp_path):
             assert np.allclose(getattr(labels, get)(), getattr(source, get)(), atol=1e-6), get
     for command in ("train sdseg", "segment --method sdseg", "evaluate --method sdseg"):
         assert command in done.stdout  # the real path follows
+    readme = (ROOT / "README.md").read_text()
+    used = set(re.findall(r"diffusionseg-demo/([\w./-]+\w)", readme))
+    assert "labelled/train/images" in used and "cell.png" in used
+    for relative in used:  # the README's commands use files the demo really writes
+        assert (out / relative).exists(), relative
 
 
 def test_demo_never_writes_into_a_folder_with_the_users_files(tmp_path):

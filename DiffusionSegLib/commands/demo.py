@@ -11,6 +11,7 @@ path: train SDSeg on your own labelled folder, segment, evaluate.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -27,9 +28,10 @@ JOBS = (
 
 NEXT_STEPS = """\
 The real path, with your own labelled images (a folder of images and a folder of masks with
-the same file names; volumes with label volumes work too):
+the same file names; volumes with label volumes work too; to try it first, use the demo's
+labelled/train and labelled/test folders):
   python -m DiffusionSegLib train sdseg --images IMAGES/ --masks MASKS/ --mask-map '>0' \\
-      --output my-sdseg --max-minutes 10
+      --output my-sdseg --denoiser-skip --max-minutes 10
   python -m DiffusionSegLib segment --method sdseg --model my-sdseg --input IMAGE --output seg.nrrd
   python -m DiffusionSegLib evaluate --method sdseg --model my-sdseg --images TEST_IMAGES/ \\
       --masks TEST_MASKS/ --mask-map '>0' --output my-eval
@@ -49,6 +51,10 @@ def main(args: argparse.Namespace) -> int:
     if folder.exists() and any(folder.iterdir()) and not args.overwrite:
         print(f"{folder} is not empty; choose another --output or add --overwrite.")
         return EXIT_BAD_REQUEST
+    # the tiny models need no "install accelerate" advice nor loading bars: keep the page readable
+    # (read by the libraries when they are imported, inside run_demo)
+    for name, value in (("TQDM_DISABLE", "1"), ("DIFFUSERS_VERBOSITY", "error"), ("TRANSFORMERS_VERBOSITY", "error")):
+        os.environ.setdefault(name, value)
     print("DiffusionSeg demo: a plumbing check, not a result. The models have RANDOM weights, so the "
           "segmentations below only show that every stage runs on this machine.\n")
     began = time.monotonic()
@@ -72,7 +78,8 @@ def run_demo(folder: Path, device: str, say) -> int:
     models = {"adzus": save_tiny_stable_diffusion(folder / "models" / "tiny-sd"),
               "sdseg": save_tiny_sdseg(folder / "models" / "tiny-sdseg")}
     models["diffugts"] = models["adzus"]
-    say(f"wrote cell.png, ct.nrrd and two random-weight models in {time.monotonic() - started:.1f} s")
+    say(f"wrote cell.png, ct.nrrd, a labelled set of disc images (labelled/) and two random-weight models "
+        f"in {time.monotonic() - started:.1f} s")
     runner, failures = Runner(), 0
     for method, name, prompt, params in JOBS:
         output = folder / f"{Path(name).name.split('.')[0]}-{method}.nrrd"

@@ -32,7 +32,7 @@ from ..training.loop import (apply_threads, batches, dice_iou, log_metrics, rand
 from .vae_training import as_rgb_mask
 
 
-# From scratch, the share of --max-minutes the VAE stage gets (the README's measurements used 1.5 of
+# From scratch, the share of --max-minutes the VAE stage gets (docs/methods/sdseg.md's measurements used 1.5 of
 # 6.5 min): the masks' round trip saturates early, and the denoiser is what a short budget starves.
 VAE_SHARE = 0.25
 

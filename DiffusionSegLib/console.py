@@ -126,9 +126,12 @@ class ConsoleProgress:
         self._close()
         self.stage = stage
         sized = _columns(self.stream) > 0  # a terminal that reports no size (some ptys, CI) gets 100
+        # a stage with a time budget usually ends by the budget, not its step count: show the
+        # budget left instead of a percentage and an ETA computed from the steps
+        budget_format = "{desc}: {n_fmt}/{total_fmt} {unit}s [{elapsed}, {rate_fmt}{postfix}]"
         self.bar = tqdm(total=total, desc=LABELS.get(stage, stage), unit=UNITS.get(stage, "it"),
                         file=self.stream, dynamic_ncols=sized, ncols=None if sized else 100, leave=True,
-                        mininterval=0.2)
+                        mininterval=0.2, bar_format=budget_format if self.deadline is not None else None)
 
     def _close(self) -> None:
         if self.bar is not None:

@@ -109,3 +109,19 @@ def test_console_is_off_without_a_terminal_and_never_breaks_a_job():
     console({"event": "progress", "stage": "segment", "done": "not a number", "total": 3})
     console({"event": "progress", "stage": "segment", "done": 1, "total": 3})  # ignored once broken
     assert console.broken and "progress display stopped" in screen.getvalue()
+
+
+def test_a_budgeted_stage_shows_the_budget_left_not_a_step_eta():
+    screen = io.StringIO()
+    console = ConsoleProgress(screen)
+    console({"event": "log", "level": "info", "message": "Stage 1/2: train the VAE (budget 1.00 min).",
+             "stage": "train_vae", "stage_index": 1, "stage_count": 2, "budget_minutes": 1.0})
+    console({"event": "progress", "stage": "train_vae", "done": 25, "total": 100000})
+    console({"event": "log", "level": "info", "message": "Stage 2/2: train.", "stage": "train",
+             "stage_index": 2, "stage_count": 2, "budget_minutes": None})
+    console({"event": "progress", "stage": "train", "done": 25, "total": 100})
+    text = screen.getvalue()
+    assert "Stage 1/2: train the VAE" in text and "VAE stage: 25/100000 steps" in text
+    assert "budget 0:5" in text or "budget 1:00" in text  # about a minute left
+    assert "training:  25%" in text  # no budget: percentage and ETA from the steps
+    assert not console.broken

@@ -60,12 +60,16 @@ class RunBudget(TimeBudget):
             allowed = minutes
         else:
             allowed = min(left, minutes) if minutes is not None and minutes > 0 else left * share
-        if allowed is not None and allowed <= 0 and self.limited:
-            allowed = 1e-9  # spent: the stage does the least it can (one step) rather than run unbounded
+        spent = self.limited and allowed is not None and allowed <= 0
+        if spent:
+            allowed = 1e-9  # the stage does the least it can (one step or none) rather than run unbounded
         when = f"budget {allowed:.2f} min" if allowed is not None else "no time limit"
         if left is not None:
             when += f" of the {left:.2f} min left of --max-minutes {self.max_minutes:g}"
+        if spent:
+            when += "; the budget is spent, so this stage does almost nothing: give more --max-minutes"
         self.context.log(f"Stage {self.stage_index}/{self.stage_count}: {description} ({when}).",
+                         level="warning" if spent else "info",
                          stage=name, stage_index=self.stage_index, stage_count=self.stage_count,
                          budget_minutes=None if allowed is None else round(allowed, 3))
         return TimeBudget(allowed)

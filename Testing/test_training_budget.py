@@ -91,7 +91,7 @@ def test_cancelled_run_keeps_finished_stages_and_resumes_from_them(tmp_path):
 
     def emit(event):
         events.append(event)
-        if event["event"] == "progress" and event["stage"] == "train":
+        if event["event"] == "progress" and event["stage"] == "train" and event["done"] > 0:
             token.cancel()  # like Cancel in the panel, during the denoiser stage (step 25)
 
     with pytest.raises(JobCancelled, match="--resume"):

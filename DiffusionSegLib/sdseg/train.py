@@ -259,6 +259,7 @@ def run(args: argparse.Namespace, context: JobContext) -> dict:
         eval_seconds = time.monotonic() - began
 
     with context.timed("train"):
+        report(context, step, total)  # the stage's bar appears before its first 25 steps
         while step < total and not stage.exhausted(reserve_seconds=eval_seconds):
             if context.cancel_token.cancelled:  # between steps: the state is consistent, keep it
                 save_state()
@@ -295,6 +296,8 @@ def run(args: argparse.Namespace, context: JobContext) -> dict:
                 log_metrics(context, f"step {step}: mean loss {loss_sum / loss_n:.4f}", train_loss=loss_sum / loss_n)
                 loss_sum, loss_n = 0.0, 0
                 evaluate_and_save()
+        if step % 25:
+            report(context, step, total)  # where the stage ended (step count or budget)
         if not history or history[-1]["step"] != step:
             evaluate_and_save(final=True)
     minutes = (time.monotonic() - started) / 60

@@ -40,6 +40,7 @@ def train_vae(config: dict[str, Any], images: torch.Tensor, masks: torch.Tensor,
     order = batches(len(images), half, generator)
     vae.train()
     step = 0
+    report(context, 0, steps, "train_vae")
     for step in range(1, steps + 1):
         context.check_cancelled()
         index = next(order)

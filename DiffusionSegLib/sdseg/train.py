@@ -263,8 +263,10 @@ def run(args: argparse.Namespace, context: JobContext) -> dict:
         while step < total and not stage.exhausted(reserve_seconds=eval_seconds):
             if context.cancel_token.cancelled:  # between steps: the state is consistent, keep it
                 save_state()
-                raise JobCancelled(f"Training was cancelled at step {step}. The finished stages and the training "
-                                   f"state are kept in {output}: run the same command with --resume to continue.")
+                kept = (f"Training was cancelled at step {step}. The finished stages and the training state are "
+                        f"kept in {output}: run the same command with --resume to continue.")
+                context.log(kept, level="warning")  # said as an event too: the protocol's cancel message is generic
+                raise JobCancelled(kept)
             index = next(order)
             images, masks = random_flips(train.images[index], train.masks[index], generator)
             images, masks = images.to(device), masks.to(device)

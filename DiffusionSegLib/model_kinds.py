@@ -19,9 +19,11 @@ DIFFUGTS_HEADS = "diffugts-heads"
 
 NAMES = {STABLE_DIFFUSION: "a Stable Diffusion (diffusers text-to-image) model",
          SDSEG: "an SDSeg checkpoint", DIFFUGTS_HEADS: "a folder of DiffuGTS heads"}
-ADVICE = {STABLE_DIFFUSION: "use it with --method adzus or --method diffugts, or as `train sdseg --pretrained {folder}`",
+ADVICE = {STABLE_DIFFUSION: "use it with --method adzus or --method diffugts, "
+                            "or as `train sdseg --pretrained {folder}`",
           SDSEG: "use --method sdseg --model {folder}",
-          DIFFUGTS_HEADS: "use --method diffugts --param heads={folder}, with the base model the heads were trained on"}
+          DIFFUGTS_HEADS: "use --method diffugts --param heads={folder}, "
+                          "with the base model the heads were trained on"}
 _FORMATS = {"diffusionseg.sdseg": SDSEG, "diffugts-heads": DIFFUGTS_HEADS}
 
 

@@ -2,8 +2,8 @@
 
 A segmentation result is measured from the labelmap file that was written, not from the event:
 voxel counts per label and, on a 3D grid, the volume in mL from the voxel spacing (mm³ / 1000);
-on a 2D image the share of the image (a photo's pixel spacing is rarely physical). A training result names the checkpoint
-and its best validation score.
+on a 2D image the share of the image (a photo's pixel spacing is rarely physical). A training
+result names the checkpoint and its best validation score.
 """
 
 from __future__ import annotations

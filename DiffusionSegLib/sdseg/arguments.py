@@ -45,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                               resume_help="continue the run saved in --output")
     optim.add_argument("--steps", type=int, default=2000)
     optim.add_argument("--vae-steps", type=int, default=1500)
-    optim.add_argument("--vae-minutes", type=float, default=None, help="budget of the VAE stage instead of 25 %% of --max-minutes (never more than is left)")
+    optim.add_argument("--vae-minutes", type=float, default=None,
+                       help="budget of the VAE stage instead of 25 %% of --max-minutes (never more than is left)")
     optim.add_argument("--warmup-steps", type=int, default=100)
     optim.add_argument("--latent-weight", type=float, default=1.0, help="lambda of the latent loss")
     optim.add_argument("--ema-decay", type=float, default=0.9999)

@@ -66,8 +66,11 @@ def test_max_minutes_bounds_every_stage_of_train_sdseg(tmp_path):
     events = [json.loads(line) for line in proc.stdout.splitlines()]
     announced = stage_announcements(events)
     assert [e["stage"] for e in announced] == ["train_vae", "train"]
-    assert announced[0]["budget_minutes"] == pytest.approx(0.25, abs=0.02)  # the stated VAE share
-    assert announced[1]["budget_minutes"] <= 0.76
+    vae, denoiser = announced
+    assert vae["budget_minutes"] == pytest.approx(0.25 * vae["left_minutes"], abs=0.002)  # the stated VAE share
+    assert 0.5 < vae["left_minutes"] <= 1.0  # of the run's budget, after loading the data
+    assert denoiser["budget_minutes"] == pytest.approx(denoiser["left_minutes"], abs=0.002)  # the rest
+    assert denoiser["left_minutes"] <= vae["left_minutes"] - vae["budget_minutes"] + 0.01
     stages = [e["stage"] for e in events if e["event"] == "progress"]
     assert "train_vae" in stages and "train" in stages
     assert stages.index("train_vae") < stages.index("train")

@@ -40,13 +40,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     size.add_argument("--dropout", type=float, default=0.0,
                       help="UNet and conditioner dropout (paper 0.2; 0 suits short CPU runs)")
     optim = add_run_arguments(parser, batch_size=8, lr=2e-4, lr_help="AdamW learning rate (paper: 4e-5 at batch 4)",
-                              max_minutes_help="wall-time budget of the whole run (data, VAE stage, SDSeg stage, final "
-                                               "validation); from scratch the VAE stage gets 25 %% of it",
+                              max_minutes_help="wall-time budget of the whole run (data, VAE stage, SDSeg stage, "
+                                               "final validation); from scratch the VAE stage gets 25 %% of what "
+                                               "is left after loading",
                               resume_help="continue the run saved in --output")
     optim.add_argument("--steps", type=int, default=2000)
     optim.add_argument("--vae-steps", type=int, default=1500)
     optim.add_argument("--vae-minutes", type=float, default=None,
-                       help="budget of the VAE stage instead of 25 %% of --max-minutes (never more than is left)")
+                       help="budget of the VAE stage instead of its 25 %% share (never more than is left)")
     optim.add_argument("--warmup-steps", type=int, default=100)
     optim.add_argument("--latent-weight", type=float, default=1.0, help="lambda of the latent loss")
     optim.add_argument("--ema-decay", type=float, default=0.9999)

@@ -71,5 +71,6 @@ class RunBudget(TimeBudget):
         self.context.log(f"Stage {self.stage_index}/{self.stage_count}: {description} ({when}).",
                          level="warning" if spent else "info",
                          stage=name, stage_index=self.stage_index, stage_count=self.stage_count,
-                         budget_minutes=None if allowed is None else round(allowed, 3))
+                         budget_minutes=None if allowed is None else round(allowed, 3),
+                         left_minutes=None if left is None else round(left, 3))
         return TimeBudget(allowed)

@@ -152,3 +152,19 @@ def test_two_clients_at_once_are_queued_one_after_the_other(server, tmp_path):
     assert max(p[0] for p in queued.values()) == 1  # one of them waited behind the other
     assert all((tmp_path / f"{name}.nrrd").exists() for name in ("cell", "nucleus"))
     assert [s["name"] for s in finals["nucleus"]["segments"]] in ([], ["nucleus"])
+
+
+def test_two_prompts_give_two_named_segments_over_http(server, tmp_path):
+    client = server["client"]
+    image = ct_like_volume(size=(30, 26, 3))
+    sitk.WriteImage(image, str(tmp_path / "ct.nrrd"))
+    request = job(server, input=None, prompt=None, prompts=["liver", "kidney"],
+                  params={"inversion_steps": 10, "proposals": "shared"}, pipeline={"intensity": "ct-abdomen"})
+    events = []
+    final = client.run(request, image=tmp_path / "ct.nrrd", on_event=events.append, destination=tmp_path / "s.nrrd")
+    assert final["event"] == "result", final
+    assert [e["done"] for e in events if e.get("stage") == "prompts"] == [1, 2]
+    names = {s["label"]: s["name"] for s in final["segments"]}
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "s.nrrd")))
+    assert set(names) == set(np.unique(labels)) - {0} and set(names.values()) <= {"liver", "kidney"}
+    assert names.get(1, "liver") == "liver" and names.get(2, "kidney") == "kidney"

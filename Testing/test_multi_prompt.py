@@ -8,12 +8,11 @@ import pytest
 import SimpleITK as sitk
 
 from DiffusionSegLib.errors import InvalidRequest
-from DiffusionSegLib.methods.base import MethodInfo, SliceSegmentation
 from DiffusionSegLib.multi_prompt import combine_masks
 from DiffusionSegLib.request import JobRequest, PipelineOptions
 from DiffusionSegLib.runner import Runner
 
-from fake_methods import BrightThreshold
+from fake_methods import PromptThreshold
 from helpers import ct_like_volume, rgb_image
 
 SHARED = {"inversion_steps": 10, "proposals": "shared", "vote_threshold": 0.5}
@@ -102,17 +101,6 @@ def test_several_prompts_refused_for_a_method_that_ignores_the_prompt(tmp_path):
     with pytest.raises(InvalidRequest, match="same mask"):
         run_job(job, lambda e: None)
     assert not (tmp_path / "o.nrrd").exists()
-
-
-class PromptThreshold(BrightThreshold):
-    """Prompt-driven test method: the prompt 'above 0.4' keeps pixels brighter than 0.4."""
-
-    info = MethodInfo(name="prompt-threshold", label="Prompt threshold (test)", description="test method",
-                      prompt="required", needs_checkpoint=False, default_model=None, params=BrightThreshold.info.params)
-
-    def segment(self, images, valid):
-        level = float(self.prompt.split()[-1])
-        return SliceSegmentation(labels=(images.mean(1) > level).long())
 
 
 def test_overlapping_prompts_first_listed_wins(tmp_path, monkeypatch):

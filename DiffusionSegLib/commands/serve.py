@@ -40,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-upload-mb", type=float, default=4096.0, help="largest accepted upload")
     parser.add_argument("--keep-results-minutes", type=float, default=60.0,
                         help="how long finished jobs keep their result files")
+    parser.add_argument("--exit-with-parent", type=int, metavar="PID",
+                        help="stop when process PID ends (the Slicer panel passes its own, so a crashed "
+                             "Slicer never leaves a server holding GPU memory)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -94,11 +97,28 @@ def main(args: argparse.Namespace) -> int:
             events.flush()
 
     threading.Thread(target=announce, daemon=True).start()
+    if args.exit_with_parent:
+        threading.Thread(target=_watch_parent, args=(args.exit_with_parent, server), daemon=True).start()
     try:
         server.run(sockets=[sock])
     finally:
         shut_down()  # also when startup failed; closing twice is harmless
     return 0
+
+
+def _watch_parent(pid: int, server: "object") -> None:
+    import psutil
+
+    while not getattr(server, "should_exit", False):
+        try:
+            alive = psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            alive = False
+        if not alive:
+            print(f"Parent process {pid} is gone; stopping.", file=sys.stderr)
+            server.should_exit = True
+            return
+        time.sleep(1.0)
 
 
 def _bind(host: str, port: int) -> socket.socket:

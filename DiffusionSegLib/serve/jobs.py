@@ -127,7 +127,8 @@ class JobService:
                 data["input"] = confined_input(data["input"], self.allow_roots)
             data["output"] = job_output(data.get("output"), folder)
             request = JobRequest.from_dict(data)
-            create_method(request.method, request.params, request.prompt, request.model, JobContext())
+            for prompt in request.prompt_list():  # every prompt is checked, before anything is queued
+                create_method(request.method, request.params, prompt, request.model, JobContext())
         except BaseException:
             remove_folder(folder)
             raise

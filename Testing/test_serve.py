@@ -168,3 +168,14 @@ def test_two_prompts_give_two_named_segments_over_http(server, tmp_path):
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "s.nrrd")))
     assert set(names) == set(np.unique(labels)) - {0} and set(names.values()) <= {"liver", "kidney"}
     assert names.get(1, "liver") == "liver" and names.get(2, "kidney") == "kidney"
+
+
+def test_client_needs_only_the_standard_library():
+    import subprocess
+    import sys
+
+    code = ("import sys; before = set(sys.modules); import DiffusionSegLib.client; "
+            "print(' '.join(sorted(set(sys.modules) - before)))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    third_party = {name.split(".")[0] for name in loaded} - set(sys.stdlib_module_names) - {"DiffusionSegLib"}
+    assert not third_party, third_party

@@ -9,7 +9,6 @@ import stat
 import threading
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -94,7 +93,6 @@ def test_upload_volume_and_download_result_on_its_grid(server, tmp_path):
     client = server["client"]
     image = ct_like_volume(size=(30, 26, 3))
     sitk.WriteImage(image, str(tmp_path / "upload.nii.gz"))
-    events = []
     job_id = client.submit(job(server, input=None, prompt="liver", pipeline={"intensity": "ct-abdomen"}),
                            image=tmp_path / "upload.nii.gz")
     events = list(client.events(job_id))

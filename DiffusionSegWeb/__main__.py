@@ -28,8 +28,8 @@ def parser() -> argparse.ArgumentParser:
                         "default: none, uploads only)")
     p.add_argument("--max-upload-mb", type=float, default=1024.0,
                    help="largest upload accepted, in MB (default 1024)")
-    p.add_argument("--serve-arg", action="append", default=[], metavar="ARG",
-                   help="extra argument for the local service (repeatable), e.g. --serve-arg=--device=cpu")
+    p.add_argument("--worker-python", default="", metavar="PYTHON",
+                   help="interpreter of the local service (default: this one), e.g. a conda env with CUDA torch")
     return p
 
 
@@ -44,7 +44,8 @@ def isLoopback(host: str) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("DiffusionSegWeb").setLevel(logging.INFO)
     if bool(args.server) != bool(args.token_file):
         parser().error("--server and --token-file go together.")
     if not isLoopback(args.host):
@@ -53,20 +54,15 @@ def main(argv: list[str] | None = None) -> int:
                     "(docs/web.md).", args.host)
 
     from .files import Workspace
-    from .service import LocalService, ServiceUnavailable, connect, readToken
+    from .service import ServiceUnavailable, describe, serviceSettings, warmUp
 
-    workspace = Workspace(int(args.max_upload_mb * 1e6), args.allow_root)
-    local = None
     try:
-        if args.server:
-            client, label = connect(args.server, readToken(args.token_file)), f"Service: {args.server}"
-        else:
-            local = LocalService(workspace, args.serve_arg)
-            client, label = connect(local.url, local.token), "Service: local (started by this app)"
+        settings = serviceSettings(args.server, args.token_file)
     except ServiceUnavailable as exc:
-        workspace.remove()
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    workspace = Workspace(int(args.max_upload_mb * 1e6), args.allow_root)
+    log.info("Private folder (removed on exit): %s", workspace.root)
 
     # Uploads come as whole files over the websocket: allow the upload limit plus framing. trame
     # reads its own options from the command line too: it gets none of ours.
@@ -74,13 +70,17 @@ def main(argv: list[str] | None = None) -> int:
     sys.argv = sys.argv[:1]
     from .app import WebApp
 
+    app = None
     try:
-        app = WebApp(client=client, workspace=workspace, serviceLabel=label)
+        app = WebApp(workspace=workspace, serviceSettings=settings, serviceLabel=describe(settings),
+                     pythonInterpreter=args.worker_python)
+        if settings.mode == "local":
+            warmUp(app.logic, args.worker_python)
         app.server.start(host=args.host, port=args.port, open_browser=False, timeout=0,
                          show_connection_info=True)
     finally:
-        if local is not None:
-            local.stop()
+        if app is not None:
+            app.logic.stopService()
         workspace.remove()
     return 0
 

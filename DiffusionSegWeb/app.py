@@ -30,16 +30,19 @@ log = logging.getLogger(__name__)
 
 
 class WebApp(TrameApp):
-    def __init__(self, server=None, *, client, workspace: Workspace, serviceLabel: str = ""):
+    def __init__(self, server=None, *, workspace: Workspace, serviceSettings, serviceLabel: str = "",
+                 pythonInterpreter: str = ""):
         super().__init__(server)
-        from DiffusionSegSlicerLib.Logic import intensityPresets, methodCatalog
-        from DiffusionSegSlicerLib.SegmentationImport import SegmentationImporter
+        from DiffusionSegSlicerLib.Logic import DiffusionSegLogic, intensityPresets
 
         self.server.enable_module(trameSlicerModule)
         self.workspace = workspace
         self.slicerApp = SlicerApp()
-        self.methods = methodCatalog()
-        self.importer = SegmentationImporter()
+        # The Slicer module's logic on this scene: its jobs run on the service, their temporary
+        # folders (and the local service's token) live in the app's private folder.
+        self.logic = DiffusionSegLogic(self.slicerApp.scene, temporaryRoot=str(workspace.root))
+        self.logic.serviceSettings = serviceSettings
+        self.methods = self.logic.methods
         register_rca_factories(self.slicerApp.view_manager, self.server)
         self.segmentEditorLogic = SegmentEditorLogic(self.server, self.slicerApp)
         self.volumePropertyLogic = VolumePropertyLogic(self.server, self.slicerApp)
@@ -49,7 +52,7 @@ class WebApp(TrameApp):
         panel.initialState(self.state, self.methods, intensityPresets())
         self.state.ds_service = serviceLabel
         self.state.trame__title = "DiffusionSeg"
-        self.jobs = JobController(self, client)
+        self.jobs = JobController(self, self.logic, pythonInterpreter)
         self.saver = SegmentationSaver(self)
         self._uploaded: list[dict] = []
         self.uploadTrigger = self.server.trigger_name(self._onUploadChunk)

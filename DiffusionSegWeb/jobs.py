@@ -1,17 +1,18 @@
-"""One Apply: volume node -> service job -> progress in the page -> segments in the scene.
+"""One Apply: the Slicer module's own service-backed job, polled from the page's event loop.
 
-The request is built by the Slicer module's own `buildJobRequest` (same validation, same prompt
-rule), the input is written by its `exportVolume` (Slicer's storage node, so the result comes back
-on exactly the node's grid), and the result is imported by its `SegmentationImporter` (names,
-colours and standard terminology as in Slicer). The service does the work; this process only
-waits on its event stream in a worker thread and copies events into the page state on the loop.
+Nothing of the job is re-implemented here. `DiffusionSegLogic.createJob` (DiffusionSegSlicerLib)
+gives a `ServiceSegmentationJob`: it checks the settings against the method metadata, exports the
+volume through Slicer's storage node (so the result comes back on exactly the node's grid), sends
+it to the service (by path to the local one, uploaded to a remote one), forwards its events,
+downloads the labelmap and imports it with names, colours and standard terminology, removing its
+temporary folder in every outcome. The Slicer panel drives it from a QTimer; the page drives it
+from an asyncio task, and copies its signals into the page state.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import time
 
 from trame_server.utils.asynchronous import create_task
@@ -20,24 +21,15 @@ from .panel import paramKey
 from .segments import segmentRows
 
 log = logging.getLogger(__name__)
-
-
-def promptLines(text: str) -> list[str]:
-    """Several prompts, one per line (blank lines and surrounding spaces ignored, order kept)."""
-    seen, prompts = set(), []
-    for line in (text or "").splitlines():
-        line = line.strip()
-        if line and line.lower() not in seen:
-            seen.add(line.lower())
-            prompts.append(line)
-    return prompts
+POLL_S = 0.1
 
 
 class JobController:
-    def __init__(self, app, client):
+    def __init__(self, app, logic, pythonInterpreter: str = ""):
         self.app = app
-        self.client = client
-        self.jobId: str | None = None
+        self.logic = logic
+        self.pythonInterpreter = pythonInterpreter
+        self.job = None
         self.applyTime = 0.0
         app.segmentEditorLogic.segmentation_editor.segmentation_modified.connect(self.refreshSegments)
 
@@ -46,116 +38,88 @@ class JobController:
         return self.app.state
 
     def settings(self):
+        """The panel's choices as the module's JobSettings (prompts: one per line)."""
         from DiffusionSegSlicerLib.JobSettings import JobSettings
 
         state, method = self.state, self.state.ds_method
         info = self.app.methods[method]
-        prompts = promptLines(state.ds_prompts)
         params = {p.name: state[paramKey(method, p.name)] for p in info.params}
-        settings = JobSettings(method=method, prompt=prompts[0] if prompts else "", model=state.ds_model or "",
-                               device=state.ds_device, params=params, axis=state.ds_axis,
-                               intensity=state.ds_intensity)
-        return settings, prompts, info
-
-    def buildRequest(self, inputPath: str, outputPath: str) -> dict:
-        """The job request, checked before anything is sent (a bad value is reported at once)."""
-        from DiffusionSegSlicerLib.JobSettings import buildJobRequest
-
-        settings, prompts, info = self.settings()
-        request = buildJobRequest(settings, inputPath, outputPath, None, info).to_dict()
-        if len(prompts) > 1 and info.prompt != "none":
-            request["prompts"] = prompts
-            request["prompt"] = None
-        return request
+        return JobSettings(method=method, prompt=state.ds_prompts or "", model=state.ds_model or "",
+                           device=state.ds_device, params=params, axis=state.ds_axis,
+                           intensity=state.ds_intensity, pythonInterpreter=self.pythonInterpreter)
 
     # -- Apply / Cancel --------------------------------------------------------------------------
 
     def start(self) -> None:
-        log.warning("DEBUG start %s", self.state.ds_running)
-        if self.state.ds_running:
+        if self.job is not None and self.job.isRunning():
             return
-        volume = self.app.volumeNode
         self.state.ds_error = ""
+        volume = self.app.volumeNode
         if volume is None:
             self.state.ds_error = "Open a volume first."
             return
-        folder = self.app.workspace.newFolder("job")
         try:
-            from DiffusionSegSlicerLib.VolumeIO import exportVolume
-
-            request = self.buildRequest(str(folder / "input.nrrd"), str(folder / "output.nrrd"))
-            exportVolume(volume, str(folder / "input.nrrd"))
-        except (ValueError, OSError) as exc:
-            shutil.rmtree(folder, ignore_errors=True)
+            job = self.logic.createJob(self.settings(), volume, None, self.app.segmentationNode)
+            job.progress.connect(self._onProgress)
+            job.log.connect(self._onLog)
+            job.start()
+        except Exception as exc:  # bad settings or input: the message is for the user
             self.state.ds_error = str(exc)
             return
+        self.job = job
         self.applyTime = time.monotonic()
-        self.state.update({"ds_running": True, "ds_progress": 0, "ds_stage": "submitting",
+        self.state.update({"ds_running": True, "ds_progress": 0, "ds_stage": "starting",
                            "ds_message": "", "ds_download_ready": False})
-        create_task(self._run(request, folder, volume))
+        create_task(self._poll(job))
 
     def cancel(self) -> None:
-        if self.jobId is not None:
-            jobId = self.jobId
+        if self.job is not None and self.job.isRunning():
             self.state.ds_stage = "cancelling"
-            create_task(asyncio.to_thread(self.client.cancel, jobId))
+            self.job.cancel()
 
-    async def _run(self, request: dict, folder, volume) -> None:
+    async def _poll(self, job) -> None:
         try:
-            self.jobId = await asyncio.to_thread(self.client.submit, request, folder / "input.nrrd")
-            result = await self._follow(self.jobId)
-            if result is not None:
-                output = folder / "result.nrrd"
-                await asyncio.to_thread(self.client.download, self.jobId, result, output)
+            while True:
                 with self.state:
-                    self._import(str(output), result, volume)
-        except Exception as exc:  # every failure ends up in the page, the scene unchanged
+                    running = job.processEvents()
+                if not running:
+                    break
+                await asyncio.sleep(POLL_S)
+            with self.state:
+                self._finished(job)
+        except Exception as exc:  # the page must leave the running state whatever happened
             log.exception("DiffusionSeg job failed")
             with self.state:
                 self.state.ds_error = str(exc) or type(exc).__name__
         finally:
-            self.jobId = None
-            shutil.rmtree(folder, ignore_errors=True)
             with self.state:
                 self.state.ds_running = False
 
-    async def _follow(self, jobId: str):
-        """Copy the job's events into the page; the `result` event, or None when it failed."""
-        events = await asyncio.to_thread(lambda: iter(self.client.events(jobId)))
-        while True:
-            event = await asyncio.to_thread(next, events, None)
-            if event is None:
-                raise RuntimeError("The service closed the job's event stream without a result.")
-            kind = event.get("event")
-            with self.state:
-                if kind == "queued":
-                    self.state.ds_stage = f"queued (position {event.get('position', '?')})"
-                elif kind == "progress":
-                    done, total = event.get("done", 0), event.get("total") or 0
-                    self.state.ds_stage = f"{event.get('stage', '')} {done}/{total}" if total else event.get("stage", "")
-                    self.state.ds_progress = int(100 * done / total) if total else 0
-                elif kind in ("log", "warning"):
-                    self.state.ds_message = event.get("message", "")
-                elif kind == "error":
-                    self.state.ds_error = event.get("message", "The job failed.")
-                    self.state.ds_stage = "cancelled" if event.get("code") == "cancelled" else "failed"
-                    return None
-                elif kind == "result":
-                    self.state.ds_stage = "importing the result"
-                    return event
+    def _onProgress(self, stage: str, done: int, total: int, elapsed: float) -> None:
+        self.state.ds_stage = f"{stage} {done}/{total}" if total else stage
+        self.state.ds_progress = int(100 * done / total) if total else 0
 
-    def _import(self, path: str, result: dict, volume) -> None:
-        editor = self.app.segmentEditorLogic.segmentation_editor
-        names = {int(s["label"]): s["name"] for s in result.get("segments", []) if "label" in s}
-        node, newIds = self.app.importer.importLabelmap(self.app.slicerApp.scene, path, volume, names,
-                                                        targetSegmentationNode=self.app.segmentationNode)
+    def _onLog(self, level: str, message: str) -> None:
+        if level in ("info", "warning") and message:
+            self.state.ds_message = message
+
+    def _finished(self, job) -> None:
         seconds = time.monotonic() - self.applyTime
-        if not newIds:
-            self.state.ds_message = "The method found nothing for this prompt; no segment was added."
-        else:
-            editor.set_active_segment_id(newIds[0])
+        if job.state == job.CANCELLED:
+            self.state.ds_stage = "cancelled"
+            self.state.ds_message = "Cancelled; the segmentation was not changed."
+            return
+        if job.state == job.FAILED:
+            self.state.ds_stage = "failed"
+            self.state.ds_error = str(job.error)
+            return
+        editor = self.app.segmentEditorLogic.segmentation_editor
+        if job.segmentIds:
+            editor.set_active_segment_id(job.segmentIds[0])
             editor.trigger_all_signals()
-            self.state.ds_message = f"{len(newIds)} segment(s) added in {seconds:.1f} s."
+            self.state.ds_message = f"{len(job.segmentIds)} segment(s) added in {seconds:.1f} s."
+        else:
+            self.state.ds_message = "The method found nothing here; no segment was added."
         self.state.ds_stage = "done"
         self.state.ds_progress = 100
         self.state.ds_last_seconds = round(seconds, 2)

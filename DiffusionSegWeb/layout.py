@@ -48,8 +48,7 @@ class WebAppLayout:
                 SegmentEditorToolbarUI(editor_ui=self.segmentEditor)
 
             with self.layout.undo_redo:
-                SegmentEditorUndoRedoUI(editor_ui=self.segmentEditor,
-                                        v_if=(self._isActive(SegmentEditorUI.__name__),))
+                SegmentEditorUndoRedoUI(editor_ui=self.segmentEditor)
 
             with self.layout.content:
                 layoutManager.initialize_layout_grid(self.layout)

@@ -1,31 +1,30 @@
-"""The app's connection to a DiffusionSeg `serve`: a local one it starts, or a remote one it is given.
+"""Which DiffusionSeg service the app uses: the Slicer module's own ServiceManager, unchanged.
 
-The token stays in this process: it is read from the token file (or generated for the local
-service) and only ever sent to the service, never put in the page state. A local service is
-started with the same Python as the app, confined to the app's private folder (`--allow-root`),
-and stopped when the app exits.
+Local (no --server): `ServiceManager` starts `python -m DiffusionSegLib serve` on 127.0.0.1 on the
+first Apply (or at start-up, see `warmUp`) with a random token in a 0600 file, confined to the
+app's private folder (--allow-root), restarts it after a crash and stops it on exit. Remote
+(--server URL --token-file F): volumes are uploaded to that server; the operator who named it on
+the command line has given the consent the Slicer panel asks its user for.
+
+The token stays in this process: it is only ever sent to the service, never put in the page state.
 """
 
 from __future__ import annotations
 
-import atexit
-import json
-import secrets
-import subprocess
-import sys
+import logging
 import threading
 from pathlib import Path
 
-READY_TIMEOUT_S = 300.0
+log = logging.getLogger(__name__)
 
 
 class ServiceUnavailable(RuntimeError):
-    """The service could not be started or reached; the message says what to check."""
+    """The service settings cannot work; the message says what to check."""
 
 
 def readToken(path: str | Path) -> str:
     try:
-        token = Path(path).read_text(encoding="utf-8").strip()
+        token = Path(path).expanduser().read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise ServiceUnavailable(f"Cannot read the service token file {path}: {exc.strerror}.") from exc
     if not token:
@@ -33,61 +32,36 @@ def readToken(path: str | Path) -> str:
     return token
 
 
-def connect(url: str, token: str):
-    """A client of the service at `url` (DiffusionSegLib's own stdlib client)."""
-    from DiffusionSegLib.client import ServiceClient
+def serviceSettings(url: str | None, tokenFile: str | None):
+    from DiffusionSegSlicerLib.ServiceManager import ServiceSettings
 
-    return ServiceClient(url, token)
+    if not url:
+        return ServiceSettings(mode="local")
+    settings = ServiceSettings(mode="remote", remoteUrl=url, remoteToken=readToken(tokenFile), remoteConsent=True)
+    from DiffusionSegSlicerLib.ServiceManager import ServiceManager
+
+    try:
+        ServiceManager.remoteClient(settings)   # the same checks as the panel: URL shape, token
+    except ValueError as exc:
+        raise ServiceUnavailable(str(exc)) from exc
+    return settings
 
 
-class LocalService:
-    """`python -m DiffusionSegLib serve` on 127.0.0.1, port chosen by the OS, a fresh token."""
+def describe(settings) -> str:
+    return (f"Service: {settings.remoteUrl} (volumes are uploaded to it)" if settings.mode == "remote"
+            else "Service: local, started by this app on 127.0.0.1")
 
-    def __init__(self, workspace, extraArgs: list[str] | None = None):
-        self.workspace = workspace
-        self.tokenFile = workspace.root / "service-token"
-        token = secrets.token_urlsafe(32)
-        self.tokenFile.touch(mode=0o600)
-        self.tokenFile.write_text(token, encoding="utf-8")
-        command = [sys.executable, "-m", "DiffusionSegLib", "serve", "--host", "127.0.0.1", "--port", "0",
-                   "--token-file", str(self.tokenFile), "--allow-root", str(workspace.root), *(extraArgs or [])]
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=None, text=True,
-                                        stdin=subprocess.DEVNULL)
-        atexit.register(self.stop)
-        self.url = self._waitReady()
-        self.token = token
 
-    def _waitReady(self) -> str:
-        ready: dict = {}
+def warmUp(logic, pythonInterpreter: str = "") -> threading.Thread:
+    """Start the local service in the background now, so the first Apply does not wait for it."""
+    from DiffusionSegSlicerLib.JobSettings import JobSettings
 
-        def read():
-            for line in self.process.stdout:
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(event, dict) and event.get("event") == "ready":
-                    ready.update(event)
-                    return
+    def start():
+        try:
+            logic.serviceManager.ensureLocal(logic.launcher(JobSettings(pythonInterpreter=pythonInterpreter)))
+        except Exception as exc:  # the first Apply reports it (and tries again)
+            log.warning("The local DiffusionSeg service did not start: %s", exc)
 
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-        reader.join(READY_TIMEOUT_S)
-        if not ready:
-            code = self.process.poll()
-            self.stop()
-            raise ServiceUnavailable("The local DiffusionSeg service did not start "
-                                     + (f"(exit code {code}); " if code is not None else "in time; ")
-                                     + "see the messages above, or give --server URL --token-file F.")
-        # Keep draining stdout so the service never blocks on a full pipe.
-        threading.Thread(target=lambda: [None for _ in self.process.stdout], daemon=True).start()
-        return ready.get("url") or f"http://127.0.0.1:{ready['port']}"
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+    thread = threading.Thread(target=start, name="DiffusionSeg-service-start", daemon=True)
+    thread.start()
+    return thread

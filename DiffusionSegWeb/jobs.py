@@ -116,6 +116,7 @@ class JobController:
         editor = self.app.segmentEditorLogic.segmentation_editor
         if job.segmentIds:
             editor.set_active_segment_id(job.segmentIds[0])
+            editor.set_surface_representation_enabled(True)   # the result in 3D too, as in Slicer's "Show 3D"
             editor.trigger_all_signals()
             self.state.ds_message = f"{len(job.segmentIds)} segment(s) added in {seconds:.1f} s."
         else:

@@ -143,6 +143,8 @@ def test_segment_refine_and_save_in_a_real_browser(webApp, tmp_path, tiny_sd_pat
             page.get_by_text("Advanced").first.click()
             page.get_by_label("latent mode").first.click(force=True)
             page.get_by_role("option", name="clean").click()
+            # A click while the menu is still closing only closes it: wait until it has gone.
+            page.wait_for_function("() => !document.querySelector('.v-overlay--active')")
             page.wait_for_function("() => window.trame.state.get('ds_model') && "
                                    "window.trame.state.get('ds_p_adzus_latent_mode') === 'clean'")
             started = time.monotonic()
@@ -168,6 +170,8 @@ def test_segment_refine_and_save_in_a_real_browser(webApp, tmp_path, tiny_sd_pat
             assert shift @ towards > 0, f"the change {shift} does not go towards the segment colour {color}"
             screenshot = os.environ.get("DIFFUSIONSEG_WEB_SCREENSHOT")
             if screenshot:
+                page.get_by_text("Advanced").first.click()   # fold it: prompts and segments in view
+                time.sleep(1.5)
                 page.screenshot(path=screenshot)
             print(f"\nApply to overlay: {state(page, 'ds_last_seconds')} s in the app, {wall:.1f} s in the browser")
 
@@ -188,6 +192,13 @@ def test_segment_refine_and_save_in_a_real_browser(webApp, tmp_path, tiny_sd_pat
                 page.locator("#ds-download").click()
             savedPath = tmp_path / "downloaded.seg.nrrd"
             download.value.save_as(savedPath)
+            # The service token stays on the server: not in the page, not in its state.
+            folder = re.search(r"Private folder \(removed on exit\): (\S+)", logPath.read_text()).group(1)
+            token = next(Path(folder).glob("DiffusionSeg-server-*/token")).read_text().strip()
+            assert len(token) > 20
+            pageState = page.evaluate("() => JSON.stringify(window.trame.state.state)")
+            assert "ds_segments" in pageState
+            assert token not in pageState and token not in page.content()
         except Exception:
             page.screenshot(path=str(tmp_path / "failure.png"))
             print(f"screenshot: {tmp_path / 'failure.png'}\napp log:\n{logPath.read_text()[-3000:]}")
@@ -204,7 +215,6 @@ def test_segment_refine_and_save_in_a_real_browser(webApp, tmp_path, tiny_sd_pat
     header = savedPath.read_bytes()[:4000].decode("latin-1")
     assert "Segment0_Name:=liver" in header
 
-    folder = re.search(r"Private folder \(removed on exit\): (\S+)", logPath.read_text()).group(1)
     assert Path(folder).is_dir()
     process.send_signal(signal.SIGTERM)
     process.wait(60)

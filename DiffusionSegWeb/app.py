@@ -21,7 +21,7 @@ from trame_slicer.core import SlicerApp
 from trame_slicer.rca_view import register_rca_factories
 
 from . import panel
-from .files import UploadRefused, Workspace
+from .files import UploadRefused, Workspace, readableBySlicer
 from .jobs import JobController
 from .layout import PANEL_TOOL, WebAppLayout
 from .saving import SegmentationSaver
@@ -107,7 +107,7 @@ class WebApp(TrameApp):
         with self.state:
             self.state.ds_error = ""
             try:
-                paths = pathsOf()
+                paths = readableBySlicer(pathsOf())
                 self.loadVolume([str(p) for p in paths])
             except UploadRefused as exc:
                 self.state.ds_error = str(exc)

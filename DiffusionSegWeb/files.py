@@ -16,6 +16,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd", ".png", ".jpg", ".jpeg",
                    ".bmp", ".tif", ".tiff", ".dcm", ".zip")
 
@@ -146,6 +147,25 @@ class Workspace:
         if not volumeSuffix(path.name):
             raise UploadRefused(f"'{path.name}' is not a supported image file.")
         return [path]
+
+
+def readableBySlicer(paths: list[Path]) -> list[Path]:
+    """slicer-core's storage nodes have no PNG/JPEG/BMP/TIFF reader (its ITK image IO factories for
+    them are not in the wheel): such pictures are converted by SimpleITK (the backend's reader,
+    RGB kept as a 3-component vector) to NRRD beside the original, in the private folder."""
+    import SimpleITK as sitk
+
+    out = []
+    for path in paths:
+        if volumeSuffix(path.name) in PICTURE_SUFFIXES:
+            converted = path.with_name(path.name + ".nrrd")
+            try:
+                sitk.WriteImage(sitk.ReadImage(str(path)), str(converted))
+            except RuntimeError as exc:
+                raise UploadRefused(f"'{path.name}' could not be read as an image ({str(exc).strip()[-200:]}).") from exc
+            path = converted
+        out.append(path)
+    return out
 
 
 def _content(item: dict) -> bytes:

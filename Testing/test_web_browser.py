@@ -5,7 +5,8 @@ One scenario, as a radiologist would click it: start `python -m DiffusionSegWeb`
 tiny Stable Diffusion model, Apply, wait for the result; the segment must exist in the page state
 and tint the slice view (pixel check on screenshots); erase and paint strokes must change its
 voxel count and undo must restore it; the saved `.seg.nrrd`, downloaded through the browser, must
-lie on the input's grid with the edited voxels; on exit the app's private folder is gone.
+lie on the input's grid with the edited voxels; Cancel mid-job must leave the segmentation as it
+was; the service token must not reach the page; on exit the app's private folder is gone.
 
 Skipped only when Chromium is absent (CI installs Debian's `chromium`).
 DIFFUSIONSEG_WEB_SCREENSHOT=path saves the result screenshot (docs/images/web-app.png).
@@ -116,6 +117,18 @@ def stroke(page, tool_icon: str, nth: int = 0):
     page.mouse.up()
 
 
+def chooseAdvanced(page, label: str, option: str):
+    """Pick `option` in the select `label` of the (unfolded) Advanced panel."""
+    field = page.get_by_label(label).first
+    if not field.is_visible():
+        page.get_by_text("Advanced").first.click()
+        field.wait_for(state="visible")
+    field.click(force=True)
+    page.get_by_role("option", name=option).click()
+    # A click while the menu is still closing only closes it: wait until it has gone.
+    page.wait_for_function("() => !document.querySelector('.v-overlay--active')")
+
+
 def test_segment_refine_and_save_in_a_real_browser(webApp, tmp_path, tiny_sd_path):
     from playwright.sync_api import sync_playwright
 
@@ -140,11 +153,7 @@ def test_segment_refine_and_save_in_a_real_browser(webApp, tmp_path, tiny_sd_pat
 
             page.locator("#ds-prompts").fill("liver")
             page.locator("#ds-model").fill(str(tiny_sd_path))
-            page.get_by_text("Advanced").first.click()
-            page.get_by_label("latent mode").first.click(force=True)
-            page.get_by_role("option", name="clean").click()
-            # A click while the menu is still closing only closes it: wait until it has gone.
-            page.wait_for_function("() => !document.querySelector('.v-overlay--active')")
+            chooseAdvanced(page, "latent mode", "clean")
             page.wait_for_function("() => window.trame.state.get('ds_model') && "
                                    "window.trame.state.get('ds_p_adzus_latent_mode') === 'clean'")
             started = time.monotonic()
@@ -192,6 +201,23 @@ def test_segment_refine_and_save_in_a_real_browser(webApp, tmp_path, tiny_sd_pat
                 page.locator("#ds-download").click()
             savedPath = tmp_path / "downloaded.seg.nrrd"
             download.value.save_as(savedPath)
+            # Cancel mid-job (a 1000-step inversion: minutes of UNet passes): the job stops, the
+            # segmentation keeps exactly the segments and voxels it had.
+            page.locator("#ds-prompts").fill("spleen")
+            chooseAdvanced(page, "latent mode", "ddim_inversion")
+            page.get_by_label("inversion steps").first.fill("1000")
+            page.wait_for_function("() => window.trame.state.get('ds_p_adzus_inversion_steps') == 1000 && "
+                                   "window.trame.state.get('ds_p_adzus_latent_mode') === 'ddim_inversion' && "
+                                   "window.trame.state.get('ds_prompts') === 'spleen'")
+            segmentsBefore = state(page, "ds_segments")
+            page.locator("#ds-apply").click()
+            page.wait_for_function("() => (window.trame.state.get('ds_stage') || '').startsWith('inversion')",
+                                   timeout=JOB_TIMEOUT_MS)
+            page.locator("#ds-cancel").click()
+            page.wait_for_function("() => !window.trame.state.get('ds_running')", timeout=120_000)
+            assert state(page, "ds_stage") == "cancelled", (state(page, "ds_stage"), state(page, "ds_error"))
+            assert state(page, "ds_segments") == segmentsBefore
+
             # The service token stays on the server: not in the page, not in its state.
             folder = re.search(r"Private folder \(removed on exit\): (\S+)", logPath.read_text()).group(1)
             token = next(Path(folder).glob("DiffusionSeg-server-*/token")).read_text().strip()

@@ -36,7 +36,8 @@ def running_server(tmp_path: Path, *arguments: str, command: list[str] | None = 
     `command`: how to start the CLI (default `python -m DiffusionSegLib`)."""
     token_file = tmp_path / "token"
     cli = command or [sys.executable, "-m", "DiffusionSegLib"]
-    process = subprocess.Popen([*cli, "serve", "--token-file", str(token_file), *arguments], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    process = subprocess.Popen([*cli, "serve", "--token-file", str(token_file), *arguments], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, **SERVE_ENV})
     try:
         ready = read_ready(process)

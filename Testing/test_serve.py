@@ -9,7 +9,6 @@ import stat
 import threading
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -94,7 +93,6 @@ def test_upload_volume_and_download_result_on_its_grid(server, tmp_path):
     client = server["client"]
     image = ct_like_volume(size=(30, 26, 3))
     sitk.WriteImage(image, str(tmp_path / "upload.nii.gz"))
-    events = []
     job_id = client.submit(job(server, input=None, prompt="liver", pipeline={"intensity": "ct-abdomen"}),
                            image=tmp_path / "upload.nii.gz")
     events = list(client.events(job_id))
@@ -179,3 +177,35 @@ def test_client_needs_only_the_standard_library():
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     third_party = {name.split(".")[0] for name in loaded} - set(sys.stdlib_module_names) - {"DiffusionSegLib"}
     assert not third_party, third_party
+
+
+def test_other_hosts_are_warned_about_and_an_orphaned_server_stops(tmp_path):
+    """--host other than loopback warns on stderr; --exit-with-parent stops the server when the
+    process that started it (Slicer) is gone, even killed."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from serve_helpers import ROOT, SERVE_ENV, read_ready
+
+    parent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    server = subprocess.Popen([sys.executable, "-m", "DiffusionSegLib", "serve", "--host", "0.0.0.0",
+                               "--token-file", str(tmp_path / "token"), "--exit-with-parent", str(parent.pid)],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, **SERVE_ENV})
+    try:
+        ready = read_ready(server)
+        assert ready["port"] > 0
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 60
+        while server.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert server.poll() is not None, "the orphaned server kept running"
+        assert "warning: serving on 0.0.0.0" in server.stderr.read()
+    finally:
+        for process in (parent, server):
+            if process.poll() is None:
+                process.kill()
+                process.wait()

@@ -99,11 +99,17 @@ def test_cancel_on_the_server_leaves_the_scene_and_the_server(manager):
     assert serverJobFolders(manager) == []
 
 
-def test_crashed_server_is_restarted_with_a_message(manager):
+def finishedJob(manager):
+    """A scene, its volume and one finished job: the local server is up."""
     scene = newScene()
     volume, _ = obliqueSphere(scene)
     job, _ = runJob(scene, volume, manager, settingsFor())
     assert job.waitForFinished(timeout=300) == job.SUCCEEDED
+    return scene, volume
+
+
+def test_crashed_server_is_restarted_with_a_message(manager):
+    scene, volume = finishedJob(manager)
     first = manager.pid
     os.kill(first, signal.SIGKILL)
     deadline = time.monotonic() + 30
@@ -116,10 +122,7 @@ def test_crashed_server_is_restarted_with_a_message(manager):
 
 
 def test_stop_ends_the_server(manager):
-    scene = newScene()
-    volume, _ = obliqueSphere(scene)
-    job, _ = runJob(scene, volume, manager, settingsFor())
-    assert job.waitForFinished(timeout=300) == job.SUCCEEDED
+    finishedJob(manager)
     pid = manager.pid
     manager.stop()
     assert not manager.isRunning and manager.health() is None

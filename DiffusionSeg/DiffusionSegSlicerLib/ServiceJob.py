@@ -16,6 +16,7 @@ import threading
 from DiffusionSegLib.client import ServiceError
 from DiffusionSegLib.errors import EXIT_CANCELLED
 
+from .Process import WorkerProcess
 from .SegmentationLogic import SegmentationJob
 
 
@@ -46,13 +47,7 @@ class ServiceJobProcess:
     def returnCode(self) -> int | None:
         return self._returnCode
 
-    def readEvents(self) -> list[dict]:
-        events = []
-        while True:
-            try:
-                events.append(self._events.get_nowait())
-            except queue.Empty:
-                return events
+    readEvents = WorkerProcess.readEvents  # the same non-blocking drain of self._events
 
     def stderrTail(self, lines: int = 30) -> str:
         return self._errorText

@@ -172,9 +172,9 @@ class ServiceManager:
 
     def stop(self) -> None:
         """End the local server (SIGTERM: it cancels its job and deletes its files; killed after a
-        grace period) and remove its token."""
-        with self._lock:
-            self._stopLocked()
+        grace period) and remove its token. Does not wait for a server that is still starting
+        (the job waiting for it then fails with "could not start"), so the GUI never blocks here."""
+        self._stopLocked()
 
     def _stopLocked(self) -> None:
         self._stopping = True

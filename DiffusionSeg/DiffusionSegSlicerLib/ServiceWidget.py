@@ -21,7 +21,7 @@ class ServicePanel:
         self.ui, self.logic, self.panel = ui, logic, panel
         self._timer = qt.QTimer()
         self._timer.setInterval(REFRESH_MS)
-        self._timer.timeout.connect(self.refreshState)
+        self._timer.timeout.connect(self.onTimer)
         self._build(ui.advancedCollapsibleButton.layout())
         self.logic.serviceManager.log.connect(self.panel.onJobLog)
         self._timer.start()
@@ -77,6 +77,12 @@ class ServicePanel:
         stored.setValue(SETTINGS_KEY + "/mode", settings.mode)
         stored.setValue(SETTINGS_KEY + "/url", settings.remoteUrl)
         self.refreshState()
+
+    def onTimer(self):
+        # A remote server is asked only when its settings change: an unreachable host would
+        # stall the GUI for the request's timeout at every tick.
+        if self.logic.serviceSettings.mode == "local":
+            self.refreshState()
 
     def refreshState(self):
         settings = self.logic.serviceSettings

@@ -56,7 +56,8 @@ def create_app(service: JobService, token: str, on_shutdown: Callable[[], None] 
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
-        code = {401: "unauthorized", 403: "forbidden", 404: "not_found", 409: "not_ready"}.get(error.status_code, "http")
+        codes = {401: "unauthorized", 403: "forbidden", 404: "not_found", 409: "not_ready"}
+        code = codes.get(error.status_code, "http")
         return JSONResponse(error_event(code, str(error.detail)), status_code=error.status_code,
                             headers=getattr(error, "headers", None))
 

@@ -30,12 +30,16 @@ def _request(image: str, prompt: str, args: argparse.Namespace, **params) -> dic
             "device": args.device, "params": {**json.loads(args.params), **params}}
 
 
-def _timed_job(client: ServiceClient, request: dict) -> dict:
+def _timed_job(client: ServiceClient, request: dict, forget: bool = True) -> dict:
+    """One job to its end; `forget`: then delete it on the server, as the Slicer panel does."""
     start = time.perf_counter()
-    final = client.run(request)
+    jobs: list[str] = []
+    final = client.run(request, on_submitted=jobs.append)
     wall = time.perf_counter() - start
     if final["event"] != "result":
         raise RuntimeError(final)
+    if forget:
+        client.cancel(jobs[0])
     return {"wall_s": round(wall, 3), "load_s": final["timings"].get("load"),
             "timings": final["timings"]}
 
@@ -53,17 +57,21 @@ def cold_one_shot(args: argparse.Namespace, folder: Path) -> dict:
     return {"wall_s": round(wall, 3), "load_s": final.get("timings", {}).get("load"), "exit": done.returncode}
 
 
-def cancel_latency(client: ServiceClient, args: argparse.Namespace, repeats: int) -> list[float]:
-    """Seconds from DELETE to the `cancelled` event, each time `delay` s after a UNet call ended
-    (so the cancel lands inside the next UNet pass)."""
-    latencies = []
+def cancel_latency(client: ServiceClient, args: argparse.Namespace, repeats: int) -> dict[str, list[float]]:
+    """Seconds from DELETE to the `cancelled` event, each time `delay` s after the first UNet
+    call of the inversion ended (so the cancel lands inside the next UNet pass); with the time
+    from the model being ready to that first call's end (VAE encode + one UNet pass)."""
+    latencies, first_call = [], []
     for index in range(repeats):
         request = _request(args.images[index % len(args.images)], f"cancel {index}", args,
                            latent_mode="ddim_inversion", inversion_steps=1000, timestep=999, proposals="prompt")
         job = client.submit(request)
-        start = None
+        start = loaded = None
         for event in client.events(job):
+            if event.get("stage") == "load" and event.get("done") == 1:
+                loaded = time.perf_counter()
             if start is None and event.get("stage") == "inversion" and event.get("done") == 1:
+                first_call.append(round(time.perf_counter() - (loaded or time.perf_counter()), 3))
                 time.sleep(args.cancel_delay)
                 start = time.perf_counter()
                 client.cancel(job)
@@ -71,7 +79,7 @@ def cancel_latency(client: ServiceClient, args: argparse.Namespace, repeats: int
                 if start is None or event.get("code") != "cancelled":
                     raise RuntimeError(event)
                 latencies.append(round(time.perf_counter() - start, 3))
-    return latencies
+    return {"latency_s": latencies, "encode_and_first_unet_call_s": first_call}
 
 
 def two_clients(url: str, token: str, args: argparse.Namespace) -> dict:

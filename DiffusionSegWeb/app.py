@@ -55,6 +55,7 @@ class WebApp(TrameApp):
         self.jobs = JobController(self, self.logic, pythonInterpreter)
         self.saver = SegmentationSaver(self)
         self._uploaded: list[dict] = []
+        self._uploadRefused = False
         self.uploadTrigger = self.server.trigger_name(self._onUploadChunk)
         self.downloadTrigger = self.server.trigger_name(self.saver.downloadBytes)
         self.downloadName = "segmentation.seg.nrrd"
@@ -80,16 +81,20 @@ class WebApp(TrameApp):
         self._open(lambda: self.workspace.serverPath(self.state.ds_server_path or ""))
 
     async def _onUploadChunk(self, files):
-        """trame-slicer's chunk loader sends lists of whole files, then an empty list at the end."""
+        """trame-slicer's chunk loader sends lists of whole files, then an empty list at the end.
+        Once the total passes the limit, the rest of that upload is dropped as it arrives."""
         if files:
+            if self._uploadRefused:
+                return
             self._uploaded.extend(files)
             received = sum(int(f.get("size") or 0) for f in self._uploaded)
             if received > self.workspace.maxUploadBytes:
-                self._uploaded = []
-                self.state.ds_error = (f"The upload is over this server's limit of "
-                                       f"{self.workspace.maxUploadBytes / 1e6:.0f} MB (--max-upload-mb).")
+                self._uploaded, self._uploadRefused = [], True
+                with self.state:
+                    self.state.ds_error = (f"The upload is over this server's limit of "
+                                           f"{self.workspace.maxUploadBytes / 1e6:.0f} MB (--max-upload-mb).")
             return
-        files, self._uploaded = self._uploaded, []
+        files, self._uploaded, self._uploadRefused = self._uploaded, [], False
         if files:
             self._open(lambda: self.workspace.receiveUpload(files))
 

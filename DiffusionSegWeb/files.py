@@ -43,21 +43,22 @@ class Workspace:
         os.chmod(self.root, 0o700)
         self._counter = 0
         atexit.register(self.remove)
-        for signum in (signal.SIGTERM, signal.SIGHUP):
+        self._previousHandlers = {}
+        for name in ("SIGTERM", "SIGHUP"):   # SIGHUP: a closed terminal; absent on Windows
+            signum = getattr(signal, name, None)
             try:
-                previous = signal.getsignal(signum)
-                signal.signal(signum, self._removeOnSignal(previous))
-            except (ValueError, OSError):   # not the main thread, or a platform without SIGHUP
+                if signum is not None:
+                    self._previousHandlers[signum] = signal.signal(signum, self._removeOnSignal)
+            except ValueError:   # not the main thread: atexit still removes it on a normal exit
                 pass
 
-    def _removeOnSignal(self, previous):
-        def handler(signum, frame):
-            self.remove()
-            if callable(previous):
-                previous(signum, frame)
-            else:
-                raise SystemExit(128 + signum)
-        return handler
+    def _removeOnSignal(self, signum, frame):
+        self.remove()
+        previous = self._previousHandlers.get(signum)
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:
+            raise SystemExit(128 + signum)
 
     def newFolder(self, kind: str) -> Path:
         self._counter += 1
@@ -67,6 +68,13 @@ class Workspace:
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+        for signum, previous in self._previousHandlers.items():
+            try:
+                if signal.getsignal(signum) == self._removeOnSignal and previous is not None:
+                    signal.signal(signum, previous)
+            except ValueError:
+                pass
+        self._previousHandlers = {}
 
     # -- uploads ---------------------------------------------------------------------------------
 

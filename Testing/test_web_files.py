@@ -99,3 +99,13 @@ def test_server_paths_off_without_allowed_roots(tmp_path):
                                             ("0.0.0.0", False), ("10.1.2.3", False), ("gpu-host", False)])
 def test_only_loopback_hosts_go_without_a_warning(host, loopback):
     assert isLoopback(host) is loopback
+
+
+def test_signal_handlers_are_restored_after_removal(tmp_path):
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    ws = Workspace(maxUploadBytes=1000)
+    assert signal.getsignal(signal.SIGTERM) != before
+    ws.remove()
+    assert signal.getsignal(signal.SIGTERM) == before and not ws.root.exists()

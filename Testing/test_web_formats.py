@@ -104,3 +104,16 @@ def test_nifti_volume_and_its_geometry(app, tmp_path):
     sitk.WriteImage(volume, str(tmp_path / "ct.nii.gz"))
     node = upload(app, tmp_path / "ct.nii.gz")
     np.testing.assert_allclose(ijkToRas(node), expectedIjkToRas(volume), atol=1e-4)
+
+
+def test_upload_over_the_limit_is_dropped_chunk_by_chunk(app, tmp_path):
+    import asyncio
+
+    sitk.WriteImage(ct_like_volume(size=(8, 8, 2)), str(tmp_path / "small.nrrd"))
+    before = app.volumeNode
+    huge = {"name": "huge.nrrd", "size": app.workspace.maxUploadBytes + 1, "content": b"x"}
+    small = {"name": "small.nrrd", "size": 10, "content": (tmp_path / "small.nrrd").read_bytes()}
+    for chunk in ([huge], [small], []):   # a later chunk of the same upload is dropped too
+        asyncio.run(app._onUploadChunk(chunk))
+    assert "limit" in app.state.ds_error
+    assert app.volumeNode is before

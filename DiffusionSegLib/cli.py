@@ -17,6 +17,7 @@ import argparse
 import importlib
 
 from . import __version__
+from .protocol import JsonErrorArgumentParser
 
 # name → (module with add_arguments/main, one-line help). Modules import lightly at top level:
 # torch and the models are imported inside `main`, so `--help` and `methods` stay fast.
@@ -31,7 +32,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m DiffusionSegLib", description=__doc__,
+    # argument errors come as a JSON `invalid_request` event too (subparsers inherit the class)
+    parser = JsonErrorArgumentParser(prog="python -m DiffusionSegLib", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"DiffusionSegLib {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)

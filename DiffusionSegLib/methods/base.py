@@ -7,11 +7,12 @@ process); they import their model code inside `load`.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..errors import InvalidParameter
+from ..errors import InvalidParameter, ModelLoadFailed, describe
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -52,14 +53,16 @@ class Param:
                 value = int(value)
             elif self.type == "float":
                 value = float(value)
+                if not math.isfinite(value):  # NaN passes every range check below
+                    raise ValueError
             else:
                 value = str(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise InvalidParameter(
-                f"Parameter '{self.name}' must be of type {self.type}, got {value!r}.") from None
+                f"Parameter '{self.name}' must be a finite {self.type}, got {describe(value)}.") from None
         if self.type == "choice" and value not in self.choices:
             raise InvalidParameter(
-                f"Parameter '{self.name}' must be one of {', '.join(self.choices)}; got {value!r}.")
+                f"Parameter '{self.name}' must be one of {', '.join(self.choices)}; got {describe(value)}.")
         if self.type in ("int", "float"):
             if self.minimum is not None and value < self.minimum or \
                     self.maximum is not None and value > self.maximum:
@@ -123,6 +126,20 @@ class MethodInfo:
             "reference": self.reference, "trainable": self.trainable,
             "params": [p.to_dict() for p in self.params],
         }
+
+
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 2048
+
+
+def check_image_size(size: Any, source: str) -> int:
+    """The model side a checkpoint asks for, bounded: a crafted config must not make the job
+    allocate an arbitrarily large canvas per slice."""
+    if isinstance(size, bool) or not isinstance(size, int) or not MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE \
+            or size % 8:
+        raise ModelLoadFailed(f"{source} asks for an image size of {describe(size, 30)} pixels; supported are "
+                              f"multiples of 8 from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}.",
+                              hint="The model's configuration is damaged or was not made for DiffusionSeg.")
+    return size
 
 
 @dataclass

@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import signal
+import stat
 import sys
 import threading
 from typing import Any, Callable, NoReturn, TextIO
@@ -175,17 +176,24 @@ def _report(error: Exception, emit: _Events) -> int:
     return EXIT_INTERNAL
 
 
-def exit_when_stdin_closes() -> threading.Thread:
+def exit_when_stdin_closes() -> threading.Thread | None:
     """For workers started by the Slicer module: their stdin is a pipe the parent never writes
     to, so end-of-file means the parent is gone (closed or killed). Then cancel the running job
-    (temporary files removed, exit 130) within PARENT_GONE_GRACE_S; portable, no polling."""
+    (temporary files removed, exit 130) within PARENT_GONE_GRACE_S; portable, no polling.
+    Nothing is watched when stdin is not a pipe (a terminal, /dev/null: no parent to lose)."""
+    try:
+        if not stat.S_ISFIFO(os.fstat(0).st_mode):
+            return None
+    except OSError:
+        return None
 
     def watch() -> None:
-        stream = sys.stdin.buffer if sys.stdin is not None else None
+        # the raw descriptor, not sys.stdin: a daemon thread blocked inside a buffered reader
+        # makes interpreter shutdown abort ("could not acquire lock … at interpreter shutdown")
         try:
-            while stream is not None and stream.read(4096):
+            while os.read(0, 4096):
                 pass
-        except (OSError, ValueError):
+        except OSError:
             pass
         current = _current
         if current is not None:

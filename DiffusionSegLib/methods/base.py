@@ -128,16 +128,17 @@ class MethodInfo:
         }
 
 
-MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 2048
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 2048
 
 
-def check_image_size(size: Any, source: str) -> int:
+def check_image_size(size: Any, source: str, multiple: int = 1) -> int:
     """The model side a checkpoint asks for, bounded: a crafted config must not make the job
-    allocate an arbitrarily large canvas per slice."""
+    allocate an arbitrarily large canvas per slice (latent models also need a multiple of 8)."""
     if isinstance(size, bool) or not isinstance(size, int) or not MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE \
-            or size % 8:
+            or size % multiple:
+        rule = f"multiples of {multiple} " if multiple > 1 else ""
         raise ModelLoadFailed(f"{source} asks for an image size of {describe(size, 30)} pixels; supported are "
-                              f"multiples of 8 from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}.",
+                              f"{rule}from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}.",
                               hint="The model's configuration is damaged or was not made for DiffusionSeg.")
     return size
 

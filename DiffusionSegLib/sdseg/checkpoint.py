@@ -56,7 +56,7 @@ def read_config(folder: str | Path) -> dict[str, Any]:
                               hint="SDSeg needs a checkpoint trained with `train sdseg`, not a base diffusion model.")
     from ..methods.base import check_image_size
 
-    check_image_size(config.get("image_size"), f"The SDSeg checkpoint {folder}")
+    check_image_size(config.get("image_size"), f"The SDSeg checkpoint {folder}", multiple=8)
     return config
 
 

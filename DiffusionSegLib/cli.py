@@ -17,7 +17,7 @@ import argparse
 import importlib
 
 from . import __version__
-from .protocol import JsonErrorArgumentParser
+from .protocol import JsonErrorArgumentParser, cancel_before_job_starts
 
 # name → (module with add_arguments/main, one-line help). Modules import lightly at top level:
 # torch and the models are imported inside `main`, so `--help` and `methods` stay fast.
@@ -44,5 +44,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    cancel_before_job_starts()
     args = build_parser().parse_args(argv)
     return importlib.import_module(COMMANDS[args.command][0]).main(args)

@@ -113,6 +113,23 @@ def _hard_exit(code: int) -> NoReturn:
     os._exit(code)
 
 
+def cancel_before_job_starts() -> None:
+    """Until a job installs its own handlers: a cancel while Python still imports and parses
+    arguments ends at once with the same `cancelled` event and exit 130 (nothing has started)."""
+
+    def on_signal(signum: int, frame: Any) -> None:
+        line = json.dumps(error_event("cancelled", CANCELLED_MESSAGE)) + "\n"
+        try:
+            os.write(1, line.encode("utf-8"))
+        except OSError:
+            pass
+        os._exit(EXIT_CANCELLED)
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, on_signal)
+
+
 def run_with_events(work: Callable[[Callable[[dict], None], CancelToken], Any],
                     stream: TextIO | None = None, *, hard_exit: bool | None = None,
                     grace: float = CANCEL_GRACE_S) -> int:

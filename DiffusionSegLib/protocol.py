@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import stat
 import sys
 import threading
@@ -75,6 +76,7 @@ class _Cancellation:
         self.ending = threading.Lock()     # whoever holds it writes the last event
         self._watchdog: threading.Thread | None = None
         self._deadline = threading.Event()  # set to cut a running watchdog's wait short
+        self._starting = threading.RLock()
 
     def request(self, grace: float | None = None) -> None:
         """Set the flag; in a CLI process also start (or hurry) the watchdog. Signal-safe: no
@@ -82,12 +84,13 @@ class _Cancellation:
         self.token.cancel()
         if not self.hard_exit:
             return
-        if self._watchdog is None:
-            self._watchdog = threading.Thread(target=self._watch, args=(self.grace if grace is None else grace,),
-                                              name="DiffusionSeg-cancel-watchdog", daemon=True)
-            self._watchdog.start()
-        elif grace is not None and grace < self.grace:
-            self._deadline.set()
+        with self._starting:   # re-entrant: a signal handler may interrupt the main thread here
+            if self._watchdog is None:
+                self._watchdog = threading.Thread(target=self._watch, args=(self.grace if grace is None else grace,),
+                                                  name="DiffusionSeg-cancel-watchdog", daemon=True)
+                self._watchdog.start()
+            elif grace is not None and grace < self.grace:
+                self._deadline.set()
 
     def _watch(self, grace: float) -> None:
         self._deadline.wait(grace)
@@ -102,6 +105,46 @@ class _Cancellation:
         discard_pending()
         self.emit.last(error_event("cancelled", CANCELLED_MESSAGE))
         _hard_exit(EXIT_CANCELLED)
+
+
+class _SignalWakeup:
+    """Hears SIGTERM/SIGINT the moment they arrive, in a thread of its own.
+
+    A Python signal handler runs only when the *main* thread returns to the interpreter; a signal
+    delivered to another thread (torch's, say) while the main thread sits in a long C call (a
+    model load, a sleep) waits for that call to end. Python's C-level handler also writes the
+    signal number to the wakeup descriptor at once, whichever thread took it; this thread reads it
+    and starts the cancel (a second signal: no grace)."""
+
+    def __init__(self, cancellation: "_Cancellation"):
+        self._cancellation = cancellation
+        self._read, self._write = socket.socketpair()
+        self._write.setblocking(False)
+        self._previous = signal.set_wakeup_fd(self._write.fileno(), warn_on_full_buffer=False)
+        self._count = 0
+        threading.Thread(target=self._listen, name="DiffusionSeg-signal-wakeup", daemon=True).start()
+
+    def _listen(self) -> None:
+        while True:
+            try:
+                data = self._read.recv(64)
+            except OSError:
+                return
+            if not data:
+                return
+            for number in data:
+                if number in (signal.SIGTERM, signal.SIGINT):
+                    self._count += 1
+                    self._cancellation.request(0.0 if self._count > 1 else None)
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(self._previous)
+        for end in (self._write, self._read):
+            try:
+                end.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            end.close()
 
 
 def _hard_exit(code: int) -> NoReturn:
@@ -144,12 +187,12 @@ def run_with_events(work: Callable[[Callable[[dict], None], CancelToken], Any],
     cancellation = _Cancellation(emit, token, hard_exit, grace)
 
     def on_signal(signum: int, frame: Any) -> None:
-        # a second signal means "now": no more grace
-        cancellation.request(0.0 if token.cancelled else None)
+        cancellation.request()   # only the flag (and the watchdog); _SignalWakeup saw it already
 
-    previous = {}
+    previous, wakeup = {}, None
     if threading.current_thread() is threading.main_thread():
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        wakeup = _SignalWakeup(cancellation)
     _current = cancellation
     try:
         work(emit, token)
@@ -163,9 +206,10 @@ def run_with_events(work: Callable[[Callable[[dict], None], CancelToken], Any],
         return EXIT_CANCELLED
     except BaseException as error:  # noqa: BLE001 - the contract needs an error event for anything
         cancellation.ending.acquire()
-        if token.cancelled and hard_exit:
-            cancellation.finish_cancelled()   # whatever a library made of the interruption
-        if isinstance(error, KeyboardInterrupt) or (isinstance(error, SystemExit) and token.cancelled):
+        if token.cancelled or isinstance(error, KeyboardInterrupt):
+            # whatever a library made of the interruption, the job was cancelled
+            if hard_exit:
+                cancellation.finish_cancelled()
             emit.last(error_event("cancelled", CANCELLED_MESSAGE))
             return EXIT_CANCELLED
         if not isinstance(error, Exception):
@@ -173,6 +217,8 @@ def run_with_events(work: Callable[[Callable[[dict], None], CancelToken], Any],
         return _report(error, emit)
     finally:
         _current = None
+        if wakeup is not None:
+            wakeup.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 

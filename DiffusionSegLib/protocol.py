@@ -55,16 +55,27 @@ class _Events:
         self._writer = writer
         self._lock = threading.Lock()
         self._closed = False
+        self.on_reader_gone: Callable[[], None] = lambda: None
 
     def __call__(self, event: dict) -> None:
+        gone = False
         with self._lock:
-            if not self._closed:
+            if self._closed:
+                return
+            try:
                 self._writer(event)
+            except (BrokenPipeError, ConnectionResetError):
+                self._closed = gone = True   # nobody reads the events any more: the parent is gone
+        if gone:
+            self.on_reader_gone()
 
     def last(self, event: dict) -> None:
         with self._lock:
             if not self._closed:
-                self._writer(event)
+                try:
+                    self._writer(event)
+                except (OSError, ValueError):
+                    pass
             self._closed = True
 
 
@@ -185,6 +196,7 @@ def run_with_events(work: Callable[[Callable[[dict], None], CancelToken], Any],
     emit = _Events(JsonLinesWriter(stream or isolate_stdout()))
     token = CancelToken()
     cancellation = _Cancellation(emit, token, hard_exit, grace)
+    emit.on_reader_gone = lambda: cancellation.request(PARENT_GONE_GRACE_S)
 
     def on_signal(signum: int, frame: Any) -> None:
         cancellation.request()   # only the flag (and the watchdog); _SignalWakeup saw it already

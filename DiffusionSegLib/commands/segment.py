@@ -12,7 +12,8 @@ from ..request import JobRequest
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", required=True, help="image file or DICOM series folder")
-    parser.add_argument("--output", required=True, help="labelmap to write (.nrrd, .nii.gz, .mha, .png)")
+    parser.add_argument("--output", required=True,
+                        help="labelmap to write: .nrrd, .nii.gz, .mha keep label values; .png/.bmp/.tif show them")
     parser.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     add_model_arguments(parser)
     parser.add_argument("--roi", help="i0,j0,k0,i1,j1,k1 inclusive voxel box")

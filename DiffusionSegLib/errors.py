@@ -12,6 +12,7 @@ EXIT_BAD_REQUEST = 2
 EXIT_BAD_INPUT = 3
 EXIT_MODEL = 4
 EXIT_DEVICE = 5
+EXIT_CASES_FAILED = 6  # `batch`: the run finished, but some cases failed (see its summary)
 EXIT_CANCELLED = 130
 
 OUT_OF_MEMORY_HINT = ("Close other GPU programs, lower the batch size or the model resolution, "
@@ -83,6 +84,13 @@ class DeviceUnavailable(DiffusionSegError):
 class OutOfMemory(DiffusionSegError):
     code = "out_of_memory"
     exit_code = EXIT_DEVICE
+
+
+class CasesFailed(DiffusionSegError):
+    """A batch ran to the end but some of its cases failed; each is in the summary."""
+
+    code = "cases_failed"
+    exit_code = EXIT_CASES_FAILED
 
 
 class JobCancelled(DiffusionSegError):

@@ -1,0 +1,137 @@
+"""summary.csv and summary.json: one row per case, rewritten atomically after every case.
+
+A crash at any moment leaves the previous complete summary in place (temporary file in the same
+folder, flushed to disk, then renamed over the old one), so resuming after a crash trusts what
+the summary says. A part of a sharded run writes its own files (summary.part1of4.json …) so
+several machines can share one output folder; resuming reads them all.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from .manifest import Case
+
+DONE = ("ok", "skipped")
+CSV_FIELDS = ("case", "status", "seconds", "segments", "voxels", "segment_voxels", "error_code", "error_message",
+              "image", "output", "method", "model", "prompt", "worker", "finished")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.remove(temp)
+
+
+def load_records(folder: Path) -> dict[str, list[dict]]:
+    """Every row of every summary*.json in the folder, by case id (a damaged file is ignored:
+    its cases are simply run again)."""
+    records: dict[str, list[dict]] = {}
+    for path in sorted(folder.glob("summary*.json")):
+        try:
+            rows = json.loads(path.read_text(encoding="utf-8"))["cases"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        for row in rows if isinstance(rows, list) else []:
+            if isinstance(row, dict) and "case" in row:
+                records.setdefault(str(row["case"]), []).append(row)
+    return records
+
+
+def finished_record(case: Case, records: dict[str, list[dict]]) -> dict | None:
+    """The earlier row that lets this case be skipped: recorded ok for the same request, and its
+    output still there with the size recorded (a file replaced or truncated since is redone)."""
+    for row in records.get(case.case, []):
+        if row.get("status") in DONE and row.get("fingerprint") == case.fingerprint \
+                and row.get("output") == str(case.output) and _intact(case.output, row.get("output_bytes")):
+            return row
+    return None
+
+
+def _intact(path: Path, size: Any) -> bool:
+    try:
+        return path.is_file() and path.stat().st_size == size
+    except OSError:
+        return False
+
+
+def skipped_row(case: Case, earlier: dict) -> dict:
+    """A skipped case keeps what its earlier run found (segments, voxel counts) and says so."""
+    return {**earlier, "case": case.case, "status": "skipped", "seconds": 0.0,
+            "seconds_when_done": earlier.get("seconds_when_done", earlier.get("seconds"))}
+
+
+def failed_row(case: Case, code: str, message: str, seconds: float = 0.0, worker: str = "") -> dict:
+    return {**case_fields(case), "status": "failed", "seconds": round(seconds, 3), "segments": [],
+            "voxels": 0, "error_code": code, "error_message": message, "worker": worker, "finished": now()}
+
+
+def case_fields(case: Case) -> dict:
+    request = case.request
+    prompts = request.get("prompts") or ([request["prompt"]] if request.get("prompt") else [])
+    return {"case": case.case, "image": request["input"], "output": request["output"], "method": request["method"],
+            "model": request.get("model"), "prompt": "; ".join(prompts), "fingerprint": case.fingerprint}
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+class Summary:
+    """The rows of this run (or this part of a run), in the cohort's case order."""
+
+    def __init__(self, folder: Path, label: str, order: Iterable[str], run_info: dict):
+        self.json_path = folder / f"summary{label}.json"
+        self.csv_path = folder / f"summary{label}.csv"
+        self.order = {case: n for n, case in enumerate(order)}
+        self.run_info = run_info
+        self.rows: dict[str, dict] = {}
+
+    def record(self, row: dict) -> None:
+        self.rows[row["case"]] = row
+        self.write()
+
+    def counts(self) -> dict[str, int]:
+        counts = {"ok": 0, "failed": 0, "skipped": 0}
+        for row in self.rows.values():
+            counts[row["status"]] += 1
+        return counts
+
+    def ordered(self) -> list[dict]:
+        return sorted(self.rows.values(), key=lambda r: self.order.get(r["case"], len(self.order)))
+
+    def write(self) -> None:
+        rows = self.ordered()
+        data = {"run": {**self.run_info, "updated": now(), "counts": self.counts()}, "cases": rows}
+        write_atomic(self.json_path, json.dumps(data, indent=1, ensure_ascii=False, default=str) + "\n")
+        write_atomic(self.csv_path, _csv_text(rows))
+
+
+def _csv_text(rows: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        flat = dict(row)
+        segments = row.get("segments") or []
+        flat["segments"] = len(segments)
+        voxels = {s["name"]: s["voxels"] for s in segments}
+        if len(voxels) < len(segments):  # names repeat: key by label too
+            voxels = {f'{s["label"]}:{s["name"]}': s["voxels"] for s in segments}
+        flat["segment_voxels"] = json.dumps(voxels, ensure_ascii=False) if segments else ""
+        writer.writerow(flat)
+    return buffer.getvalue()

@@ -85,9 +85,11 @@ def request_extras(args: argparse.Namespace) -> dict:
     extras = {}
     if "overwrite" in fields:  # the batch decides per case (skip / refuse / redo) before the job runs
         extras["overwrite"] = True
-    if args.evidence:
-        raise InvalidRequest("--evidence needs the result bundle (job request version 2), which this "
-                             "DiffusionSegLib does not have yet.", hint="Run without --evidence.")
+    if args.evidence:  # set only when asked, so requests (and resume fingerprints) stay as they were
+        if "evidence" not in fields:
+            raise InvalidRequest("--evidence needs the result bundle (job request version 2), which this "
+                                 "DiffusionSegLib does not have yet.", hint="Run without --evidence.")
+        extras["evidence"] = True
     return extras
 
 

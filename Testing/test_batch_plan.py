@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -109,9 +110,9 @@ def test_shards_are_disjoint_covering_balanced_and_order_free(count, parts):
         select_part(keys, keys, parts, parts)
 
 
-def _case(tmp_path: Path, prompt: str = "liver") -> Case:
-    return Case("a", {"input": "a.nrrd", "output": str(tmp_path / "a.nrrd"), "method": "adzus", "prompt": prompt,
-                      "device": "cpu"}, "test")
+def _case(folder: Path, prompt: str = "liver") -> Case:
+    return Case("a", {"input": "/data/a.nrrd", "output": str(folder / "a.nrrd"), "method": "adzus", "prompt": prompt,
+                      "device": "cpu"}, "test", "a.nrrd")
 
 
 def test_resume_needs_same_request_and_intact_output(tmp_path):
@@ -119,11 +120,14 @@ def test_resume_needs_same_request_and_intact_output(tmp_path):
     (tmp_path / "a.nrrd").write_bytes(b"0123456789")
     summary = Summary(tmp_path, "", ["a"], {})
     summary.record({"case": "a", "status": "ok", "seconds": 1.0, "fingerprint": case.fingerprint,
-                    "output": str(case.output), "output_bytes": 10, "segments": []})
+                    "output": str(case.output), "output_name": "a.nrrd", "output_bytes": 10, "segments": []})
     assert finished_record(case, load_records(tmp_path))["status"] == "ok"
-    device_changed = Case("a", {**case.request, "device": "cuda"}, "test")
+    device_changed = Case("a", {**case.request, "device": "cuda"}, "test", "a.nrrd")
     assert finished_record(device_changed, load_records(tmp_path)) is not None   # resume on another machine
     assert finished_record(_case(tmp_path, "kidney"), load_records(tmp_path)) is None
+    moved = tmp_path.parent / (tmp_path.name + "-moved")                           # the folder moved elsewhere
+    shutil.copytree(tmp_path, moved)
+    assert finished_record(_case(moved), load_records(moved)) is not None
     (tmp_path / "a.nrrd").write_bytes(b"01234")                                    # truncated since
     assert finished_record(case, load_records(tmp_path)) is None
     os.remove(tmp_path / "a.nrrd")

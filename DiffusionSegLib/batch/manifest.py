@@ -40,11 +40,13 @@ class Defaults:
 @dataclass(frozen=True)
 class Case:
     """One case: its id in the summary, its job request (transport-free, so it can travel to a
-    Ray actor) and where it came from (for messages)."""
+    Ray actor), where it came from (for messages) and its output's name inside the output folder
+    (how a resumed run recognises it, even when the folder was moved or mounted elsewhere)."""
 
     case: str
     request: dict[str, Any]
     source: str
+    output_name: str = ""
 
     @property
     def output(self) -> Path:
@@ -52,9 +54,9 @@ class Case:
 
     @property
     def fingerprint(self) -> str:
-        """What the result depends on. The device is left out on purpose: resuming on another
-        machine must not redo finished cases."""
-        relevant = {k: v for k, v in self.request.items() if k not in ("device", "overwrite")}
+        """What the result depends on. The device is left out on purpose (resuming on another
+        machine must not redo finished cases), and so is the output path (see `output_name`)."""
+        relevant = {k: v for k, v in self.request.items() if k not in ("device", "overwrite", "output")}
         return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -146,7 +148,12 @@ def case_from_row(row: dict[str, Any], source: str, base: Path, defaults: Defaul
                **prompt_fields(prompts, source)}
     if not request["method"]:
         raise InvalidRequest(f"{source}: no method; add a 'method' column or pass --method.")
-    return Case(case=case_id or file_stem(output_path), request=request, source=source)
+    output_path = output_path.resolve()
+    try:
+        name = output_path.relative_to(defaults.output_dir.resolve()).as_posix()
+    except ValueError:  # an absolute output elsewhere
+        name = str(output_path)
+    return Case(case=case_id or file_stem(output_path), request=request, source=source, output_name=name)
 
 
 def prompt_fields(prompts: list[str], source: str) -> dict[str, Any]:

@@ -42,7 +42,7 @@ def import_ray() -> Any:
         import ray
     except ImportError:
         raise InvalidRequest("--engine ray needs Ray, which is not installed.",
-                             hint='Install it with `pip install -e ".[ray]"` (or `pip install "ray[default]"`), '
+                             hint='Install it with `pip install -e ".[ray]"` (or `pip install ray`), '
                                   "or use --engine local.") from None
     return ray
 

@@ -57,7 +57,7 @@ def finished_record(case: Case, records: dict[str, list[dict]]) -> dict | None:
     output still there with the size recorded (a file replaced or truncated since is redone)."""
     for row in records.get(case.case, []):
         if row.get("status") in DONE and row.get("fingerprint") == case.fingerprint \
-                and row.get("output") == str(case.output) and _intact(case.output, row.get("output_bytes")):
+                and row.get("output_name") == case.output_name and _intact(case.output, row.get("output_bytes")):
             return row
     return None
 
@@ -71,7 +71,7 @@ def _intact(path: Path, size: Any) -> bool:
 
 def skipped_row(case: Case, earlier: dict) -> dict:
     """A skipped case keeps what its earlier run found (segments, voxel counts) and says so."""
-    return {**earlier, "case": case.case, "status": "skipped", "seconds": 0.0,
+    return {**earlier, **case_fields(case), "status": "skipped", "seconds": 0.0,
             "seconds_when_done": earlier.get("seconds_when_done", earlier.get("seconds"))}
 
 
@@ -84,7 +84,8 @@ def case_fields(case: Case) -> dict:
     request = case.request
     prompts = request.get("prompts") or ([request["prompt"]] if request.get("prompt") else [])
     return {"case": case.case, "image": request["input"], "output": request["output"], "method": request["method"],
-            "model": request.get("model"), "prompt": "; ".join(prompts), "fingerprint": case.fingerprint}
+            "model": request.get("model"), "prompt": "; ".join(prompts), "fingerprint": case.fingerprint,
+            "output_name": case.output_name}
 
 
 def now() -> str:

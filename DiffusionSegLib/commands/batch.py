@@ -59,6 +59,9 @@ def plan_from_args(args: argparse.Namespace):
             raise InvalidRequest(f"--{name} must be 0 or more; got {getattr(args, name)}.")
     if args.cpus_per_worker < 1:
         raise InvalidRequest(f"--cpus-per-worker must be at least 1; got {args.cpus_per_worker}.")
+    if args.engine != "ray" and (args.workers or args.ray_address or args.cpus_per_worker != 1):
+        raise InvalidRequest("--workers, --cpus-per-worker and --ray-address go with --engine ray.",
+                             hint="The local engine runs one worker; split a machine's GPUs with --num-parts.")
     if args.images and not args.method:
         raise InvalidRequest("--images needs --method (a manifest may name the method per case instead).")
     output_dir = Path(args.output_dir).expanduser().resolve()

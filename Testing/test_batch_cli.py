@@ -6,6 +6,9 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +18,7 @@ import SimpleITK as sitk
 from DiffusionSegLib.errors import EXIT_BAD_REQUEST, EXIT_CASES_FAILED
 
 from helpers import rgb_image
-from test_cli import cli, events_of
+from test_cli import ROOT, cli, events_of
 
 FAST = ["--method", "adzus", "--prompt", "white blood cell", "--param", "latent_mode=clean", "--device", "cpu",
         "--threads", "1"]
@@ -90,6 +93,31 @@ def test_failures_are_recorded_and_a_rerun_redoes_only_them(tmp_path, tiny_sd_pa
     result = result_of(third.stdout)
     assert result["ran"] == 0 and result["workers"] == 0 and result["counts"]["skipped"] == 4
     assert not [e for e in events_of(third.stdout) if e.get("stage") == "load"]
+
+
+def test_a_cancelled_run_keeps_its_summary_and_resumes(tmp_path, tiny_sd_path):
+    data = images(tmp_path / "data", 6)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "DiffusionSegLib", "batch", "--images", str(data), "--output-dir", str(out),
+               "--model", str(tiny_sd_path), *FAST]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    lines = []
+    for line in process.stdout:  # cancel once the first case is recorded
+        lines.append(line)
+        if json.loads(line).get("stage") == "batch":
+            process.send_signal(signal.SIGTERM)
+            break
+    lines += process.stdout.readlines()
+    assert process.wait(timeout=120) == 130
+    assert events_of("".join(lines))[-1]["code"] == "cancelled"
+    rows = summary(out)                                                        # complete, valid files
+    assert rows and all(r["status"] == "ok" for r in rows.values()) and len(rows) < 6
+    assert {p.name for p in out.glob("*.nrrd")} == {f"{case}.nrrd" for case in rows}   # nothing partial
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    done = cli(*command[3:])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert result_of(done.stdout)["ran"] == 6 - len(rows)
+    assert [r["status"] for r in summary(out).values()].count("skipped") == len(rows)
 
 
 def test_an_existing_file_is_refused_and_kept(tmp_path):

@@ -54,8 +54,8 @@ def test_failures_are_recorded_and_a_rerun_redoes_only_them(tmp_path, tiny_sd_pa
     data = images(tmp_path / "data", 3)
     (data / "broken.png").write_bytes(b"not an image")
     (data / "jobs.csv").write_text('image,prompt,params,output\ncell0.png,,,\nbroken.png,,,\n'
-                                   'cell1.png,white blood cell,"{""foreground"": ""all""}",sub/cell1-all.nrrd\n'
-                                   "cell2.png,,,\n")
+                                   "cell1.png,white blood cell; nucleus,,sub/cell1-two.nrrd\n"
+                                   'cell2.png,,"{""foreground"": ""all""}",\n')
     out = tmp_path / "out"
     command = ["batch", "--manifest", str(data / "jobs.csv"), "--output-dir", str(out), "--model", str(model), *FAST]
 
@@ -64,11 +64,13 @@ def test_failures_are_recorded_and_a_rerun_redoes_only_them(tmp_path, tiny_sd_pa
     events = events_of(first.stdout)
     assert events[-1]["event"] == "error" and events[-1]["code"] == "cases_failed"
     rows = summary(out)
-    assert list(rows) == ["cell0", "broken", "cell1-all", "cell2"]           # manifest order, run went on
+    assert list(rows) == ["cell0", "broken", "cell1-two", "cell2"]           # manifest order, run went on
     assert [r["status"] for r in rows.values()] == ["ok", "failed", "ok", "ok"]
     assert rows["broken"]["error_code"] == "invalid_image" and "broken.png" in rows["broken"]["error_message"]
     assert not list(out.glob("broken*"))
-    assert rows["cell1-all"]["output"] == str(out / "sub" / "cell1-all.nrrd")
+    assert rows["cell1-two"]["output"] == str(out / "sub" / "cell1-two.nrrd")
+    assert rows["cell1-two"]["prompt"] == "white blood cell; nucleus"
+    assert {s["name"] for s in rows["cell1-two"]["segments"]} <= {"white blood cell", "nucleus"}
     for row in rows.values():
         if row["status"] == "ok":
             found = labels(row["output"])

@@ -70,17 +70,19 @@ def test_every_bad_row_is_reported_before_anything_runs(tmp_path):
         assert expected in message
 
 
-def test_several_prompts_are_kept_together(tmp_path):
+def test_several_prompts_are_one_job(tmp_path):
     manifest = tmp_path / "jobs.csv"
-    manifest.write_text("image,prompt\na.nrrd,liver; spleen\n")
-    from DiffusionSegLib.request import JobRequest
-
-    if "prompts" in JobRequest.__dataclass_fields__:
-        (case,) = read_manifest(manifest, defaults(tmp_path))
-        assert case.request["prompts"] == ["liver", "spleen"]
-    else:  # one prompt per job: refused by name, never silently cut to the first prompt
-        with pytest.raises(InvalidRequest, match="2 prompts .*liver; spleen"):
-            read_manifest(manifest, defaults(tmp_path))
+    manifest.write_text("image,method,model,prompt\na.nrrd,,,liver; spleen\n")
+    (first,) = read_manifest(manifest, defaults(tmp_path))
+    assert first.request["prompts"] == ["liver", "spleen"] and first.request["prompt"] is None
+    (tmp_path / "jobs.jsonl").write_text(json.dumps({"image": "b.nrrd", "prompt": ["liver tumour", "liver"]}))
+    (second,) = read_manifest(tmp_path / "jobs.jsonl", defaults(tmp_path))
+    assert second.request["prompts"] == ["liver tumour", "liver"]
+    manifest.write_text("image,method,model,prompt\na.nrrd,,,liver; liver\nb.nrrd,sdseg,/ckpt,liver; spleen\n")
+    with pytest.raises(InvalidRequest) as error:                 # the job's own checks, before any load
+        read_manifest(manifest, defaults(tmp_path))
+    assert "jobs.csv:2" in str(error.value) and "same prompt twice" in str(error.value)
+    assert "jobs.csv:3" in str(error.value) and "several" in str(error.value)
 
 
 def test_folder_mode_takes_images_and_case_folders(tmp_path):

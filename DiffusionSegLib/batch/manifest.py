@@ -145,7 +145,7 @@ def case_from_row(row: dict[str, Any], source: str, base: Path, defaults: Defaul
                "method": row.get("method") or defaults.method,
                "model": local_model(row.get("model"), base) or defaults.model,
                "params": {**defaults.params, **_params(row.get("params"), source)},
-               **prompt_fields(prompts, source)}
+               **prompt_fields(prompts)}
     if not request["method"]:
         raise InvalidRequest(f"{source}: no method; add a 'method' column or pass --method.")
     output_path = output_path.resolve()
@@ -156,15 +156,12 @@ def case_from_row(row: dict[str, Any], source: str, base: Path, defaults: Defaul
     return Case(case=case_id or file_stem(output_path), request=request, source=source, output_name=name)
 
 
-def prompt_fields(prompts: list[str], source: str) -> dict[str, Any]:
-    """One prompt → `prompt`; several → `prompts` when the request has that field (the runner
-    segments them in one pass), else a clear refusal rather than silently using the first."""
+def prompt_fields(prompts: list[str]) -> dict[str, Any]:
+    """One prompt → `prompt`; several → `prompts` (one named segment each, segmented in one job
+    that shares the prompt-independent work)."""
     if len(prompts) <= 1:
         return {"prompt": prompts[0] if prompts else None}
-    if "prompts" in JobRequest.__dataclass_fields__:
-        return {"prompt": None, "prompts": prompts}
-    raise InvalidRequest(f"{source}: {len(prompts)} prompts ({'; '.join(prompts)}), but this DiffusionSegLib "
-                         "segments one prompt per job.", hint="Give one prompt per row (one row per target).")
+    return {"prompt": None, "prompts": prompts}
 
 
 def read_manifest(path: str | Path, defaults: Defaults) -> list[Case]:
@@ -207,13 +204,17 @@ def _build(rows: list[tuple[dict, str]], base: Path, defaults: Defaults) -> list
 
 def validate_case(case: Case) -> None:
     """The same checks a job makes before it loads anything (request fields, method, parameters,
-    prompt), made for every case before the first model load of the run."""
+    prompts), made for every case before the first model load of the run."""
     from ..events import JobContext
     from ..job import create_method
 
     request = JobRequest.from_dict(case.request)
-    for prompt in case.request.get("prompts") or [request.prompt]:
-        create_method(request.method, request.params, prompt, request.model, JobContext())
+    methods = [create_method(request.method, request.params, prompt, request.model, JobContext())
+               for prompt in request.prompt_list()]
+    if len(methods) > 1:
+        from ..multi_prompt import check_several_prompts
+
+        check_several_prompts(methods)
 
 
 def _duplicates(cases: list[Case]) -> list[str]:

@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                             "instead of starting a local one")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads per worker (0: default)")
     parser.add_argument("--evidence", action="store_true", help="also write each case's evidence bundle")
-    add_model_arguments(parser, required_method=False)
+    add_model_arguments(parser, required_method=False, several_prompts=True)
     parser.set_defaults(method=None)
     add_pipeline_arguments(parser)
 
@@ -67,7 +67,7 @@ def plan_from_args(args: argparse.Namespace):
     output_dir = Path(args.output_dir).expanduser().resolve()
     if output_dir.exists() and not output_dir.is_dir():
         raise InvalidRequest(f"--output-dir {output_dir} is a file, not a folder.")
-    prompts = args.prompt if isinstance(args.prompt, list) else [args.prompt]
+    prompts = args.prompt or []  # repeatable; each may also hold several separated by ';'
     request = {"device": args.device, "pipeline": dict(vars(pipeline_from_args(args))), "seed": args.seed,
                **request_extras(args)}
     defaults = Defaults(method=args.method, model=local_model(args.model, Path.cwd()),

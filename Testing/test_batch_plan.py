@@ -150,3 +150,18 @@ def test_a_crash_while_writing_leaves_the_previous_summary(tmp_path, monkeypatch
         summary.record({"case": "b", "status": "failed", "seconds": 0.1, "error_code": "x", "error_message": "y"})
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before     # no partial or temporary file
     assert "x" in (tmp_path / "summary.part0of2.csv").read_text()
+
+
+def test_an_interrupted_case_is_redone_but_a_foreign_file_is_refused(tmp_path):
+    from DiffusionSegLib.batch.plan import triage
+    from DiffusionSegLib.batch.summary import started_row
+
+    case = _case(tmp_path)
+    (tmp_path / "a.nrrd").write_bytes(b"written by a job that was stopped before it was recorded")
+    summary = Summary(tmp_path, "", ["a"], {})
+    assert triage([case], summary, overwrite=False) == []
+    assert summary.rows["a"]["error_code"] == "output_exists"
+    summary.record(started_row(case))                                            # what a run records first
+    fresh = Summary(tmp_path, "", ["a"], {})
+    assert triage([case], fresh, overwrite=False) == [case]
+    assert triage([_case(tmp_path, "kidney")], Summary(tmp_path, "", ["a"], {}), overwrite=False) == []

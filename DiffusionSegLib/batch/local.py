@@ -9,10 +9,11 @@ from .manifest import Case
 from .worker import CaseWorker
 
 
-def run_local(cases: Sequence[Case], on_row: Callable[[dict], None], token: CancelToken,
-              log_dir: str, threads: int = 0) -> dict:
+def run_local(cases: Sequence[Case], on_start: Callable[[Case], None], on_row: Callable[[dict], None],
+              token: CancelToken, log_dir: str, threads: int = 0) -> dict:
     worker = CaseWorker(log_dir, threads)
     for case in cases:
         token.check()
+        on_start(case)
         on_row(worker.run_case(case, token))
     return {"engine": "local", "workers": 1}

@@ -17,7 +17,7 @@ from ..events import CancelToken, EventCallback
 from .manifest import Case
 from .progress import CaseProgress
 from .sharding import part_label, select_part
-from .summary import Summary, failed_row, finished_record, load_records, skipped_row
+from .summary import Summary, failed_row, finished_record, interrupted_here, load_records, skipped_row, started_row
 
 LOG_FOLDER = "logs"
 
@@ -41,7 +41,7 @@ def triage(part: Sequence[Case], summary: Summary, overwrite: bool) -> list[Case
         earlier = finished_record(case, records)
         if earlier is not None:
             summary.rows[case.case] = skipped_row(case, earlier)
-        elif case.output.exists() and not overwrite:
+        elif case.output.exists() and not overwrite and not interrupted_here(case, records):
             summary.rows[case.case] = failed_row(
                 case, "output_exists", f"{case.output} exists but is not the recorded result of this case's "
                 "request (a changed manifest row, or a file made elsewhere); nothing was replaced. "
@@ -67,6 +67,9 @@ def run_batch(cases: Sequence[Case], options: BatchOptions, emit: EventCallback,
                f"{counts['failed']} refused, {len(todo)} to run; summary {summary.json_path}.")
     progress = CaseProgress(len(todo), summary.counts()["skipped"])
 
+    def on_start(case: Case) -> None:
+        summary.record(started_row(case))
+
     def on_row(row: dict) -> None:
         summary.record(row)
         progress.update(row)
@@ -78,7 +81,7 @@ def run_batch(cases: Sequence[Case], options: BatchOptions, emit: EventCallback,
     engine = {"engine": options.engine, "workers": 0}
     try:
         if todo:
-            engine = _run_engine(todo, on_row, token, options, emit)
+            engine = _run_engine(todo, on_start, on_row, token, options, emit)
     finally:
         progress.close()
     counts = summary.counts()
@@ -92,16 +95,16 @@ def run_batch(cases: Sequence[Case], options: BatchOptions, emit: EventCallback,
     return result
 
 
-def _run_engine(todo: list[Case], on_row: Callable[[dict], None], token: CancelToken, options: BatchOptions,
-                emit: EventCallback) -> dict:
+def _run_engine(todo: list[Case], on_start: Callable[[Case], None], on_row: Callable[[dict], None],
+                token: CancelToken, options: BatchOptions, emit: EventCallback) -> dict:
     log_dir = str(options.output_dir / LOG_FOLDER)
     if options.engine == "ray":
         from .ray_engine import run_ray
 
-        return run_ray(todo, on_row, token, log_dir, options.ray, lambda message: _log(emit, message))
+        return run_ray(todo, on_start, on_row, token, log_dir, options.ray, lambda message: _log(emit, message))
     from .local import run_local
 
-    return run_local(todo, on_row, token, log_dir, options.threads)
+    return run_local(todo, on_start, on_row, token, log_dir, options.threads)
 
 
 def _log(emit: EventCallback, message: str, level: str = "info") -> None:

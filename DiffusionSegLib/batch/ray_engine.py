@@ -76,8 +76,8 @@ def plan_workers(ray: Any, options: RayOptions, cases: int) -> tuple[int, dict]:
     return max(1, min(wanted, cases)), per_actor
 
 
-def run_ray(cases: Sequence[Case], on_row: Callable[[dict], None], token: CancelToken, log_dir: str,
-            options: RayOptions, log: Callable[[str], None]) -> dict:
+def run_ray(cases: Sequence[Case], on_start: Callable[[Case], None], on_row: Callable[[dict], None],
+            token: CancelToken, log_dir: str, options: RayOptions, log: Callable[[str], None]) -> dict:
     ray = import_ray()
     start(ray, options)
     try:
@@ -90,14 +90,14 @@ def run_ray(cases: Sequence[Case], on_row: Callable[[dict], None], token: Cancel
             raise InvalidRequest(f"The Ray workers run DiffusionSegLib {', '.join(sorted(versions))}, this "
                                  f"driver {__version__}.", hint="Install the same version on every node.")
         log(f"Ray: {count} worker(s), {per_actor['num_gpus']} GPU and {per_actor['num_cpus']} CPU each.")
-        _dispatch(ray, actors, remote, deque(cases), on_row, token, log_dir, threads)
+        _dispatch(ray, actors, remote, deque(cases), on_start, on_row, token, log_dir, threads)
         return {"engine": "ray", "workers": count, "ray_address": options.address or "local"}
     finally:
         ray.shutdown()
 
 
-def _dispatch(ray: Any, actors: list, remote: Any, pending: deque, on_row: Callable[[dict], None],
-              token: CancelToken, log_dir: str, threads: int) -> None:
+def _dispatch(ray: Any, actors: list, remote: Any, pending: deque, on_start: Callable[[Case], None],
+              on_row: Callable[[dict], None], token: CancelToken, log_dir: str, threads: int) -> None:
     """Keep every actor busy with one case; a case whose actor died is recorded as failed and
     the actor replaced (once per worker), so one crash does not end the cohort."""
     running: dict[Any, tuple[Any, Case]] = {}
@@ -106,6 +106,7 @@ def _dispatch(ray: Any, actors: list, remote: Any, pending: deque, on_row: Calla
     def submit(actor: Any) -> None:
         if pending:
             case = pending.popleft()
+            on_start(case)
             running[actor.run_case.remote(case)] = (actor, case)
 
     for actor in actors:

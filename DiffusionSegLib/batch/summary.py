@@ -20,6 +20,7 @@ from typing import Any, Iterable
 from .manifest import Case
 
 DONE = ("ok", "skipped")
+RUNNING = "running"  # recorded when a case starts; a summary left by a crash may still say so
 CSV_FIELDS = ("case", "status", "seconds", "segments", "voxels", "segment_voxels", "error_code", "error_message",
               "image", "output", "method", "model", "prompt", "worker", "finished")
 
@@ -62,6 +63,14 @@ def finished_record(case: Case, records: dict[str, list[dict]]) -> dict | None:
     return None
 
 
+def interrupted_here(case: Case, records: dict[str, list[dict]]) -> bool:
+    """Whether this case's job was started by an earlier run that stopped before recording it.
+    Its output (if any) is then that job's own, complete (outputs are written atomically, and
+    an existing file is refused before a job starts), so it may be redone without --overwrite."""
+    return any(row.get("status") == RUNNING and row.get("fingerprint") == case.fingerprint
+               and row.get("output_name") == case.output_name for row in records.get(case.case, []))
+
+
 def _intact(path: Path, size: Any) -> bool:
     try:
         return path.is_file() and path.stat().st_size == size
@@ -73,6 +82,11 @@ def skipped_row(case: Case, earlier: dict) -> dict:
     """A skipped case keeps what its earlier run found (segments, voxel counts) and says so."""
     return {**earlier, **case_fields(case), "status": "skipped", "seconds": 0.0,
             "seconds_when_done": earlier.get("seconds_when_done", earlier.get("seconds"))}
+
+
+def started_row(case: Case, worker: str = "") -> dict:
+    return {**case_fields(case), "status": RUNNING, "seconds": 0.0, "segments": [], "voxels": 0,
+            "error_code": "", "error_message": "", "worker": worker, "finished": ""}
 
 
 def failed_row(case: Case, code: str, message: str, seconds: float = 0.0, worker: str = "") -> dict:
@@ -109,7 +123,7 @@ class Summary:
     def counts(self) -> dict[str, int]:
         counts = {"ok": 0, "failed": 0, "skipped": 0}
         for row in self.rows.values():
-            counts[row["status"]] += 1
+            counts[row["status"]] = counts.get(row["status"], 0) + 1
         return counts
 
     def ordered(self) -> list[dict]:

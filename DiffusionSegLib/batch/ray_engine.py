@@ -25,7 +25,7 @@ from .summary import failed_row
 from .worker import CaseWorker
 
 LOCAL_OBJECT_STORE_BYTES = 256 * 2**20  # the driver sends paths, not images: a small store starts faster
-WAIT_SECONDS = 1.0
+WAIT_SECONDS = 0.25  # how often the driver checks for a cancel while cases run
 
 
 @dataclass(frozen=True)

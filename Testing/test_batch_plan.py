@@ -139,17 +139,31 @@ def test_resume_needs_same_request_and_intact_output(tmp_path):
 def test_a_crash_while_writing_leaves_the_previous_summary(tmp_path, monkeypatch):
     summary = Summary(tmp_path, ".part0of2", ["a", "b"], {"engine": "local"})
     summary.record({"case": "a", "status": "ok", "seconds": 1.0, "segments": [{"label": 1, "name": "x", "voxels": 3}]})
-    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("summary*")}
     assert set(before) == {"summary.part0of2.json", "summary.part0of2.csv"}
+    summary.rows["b"] = {"case": "b", "status": "failed", "seconds": 0.1, "error_code": "x", "error_message": "y"}
 
     def crash(fd):
         raise OSError("disk gone")
 
     monkeypatch.setattr(os, "fsync", crash)
     with pytest.raises(OSError):
-        summary.record({"case": "b", "status": "failed", "seconds": 0.1, "error_code": "x", "error_message": "y"})
-    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before     # no partial or temporary file
+        summary.write()
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("summary*")} == before   # no partial file
+    assert not list(tmp_path.glob(".*"))                                             # no temporary file
     assert "x" in (tmp_path / "summary.part0of2.csv").read_text()
+
+
+def test_rows_between_summary_rewrites_survive_a_crash_in_the_journal(tmp_path):
+    summary = Summary(tmp_path, "", ["a", "b", "c"], {})
+    for case in "abc":  # within the rewrite interval: only the first reaches summary.json now
+        summary.record({"case": case, "status": "ok", "seconds": 1.0, "fingerprint": "f"})
+    assert [r["case"] for r in json.loads((tmp_path / "summary.json").read_text())["cases"]] == ["a"]
+    with open(tmp_path / "logs" / "journal.jsonl", "a") as journal:
+        journal.write('{"case": "d", "sta')                                          # torn by the crash
+    assert sorted(load_records(tmp_path)) == ["a", "b", "c"]
+    summary.close()
+    assert [r["case"] for r in json.loads((tmp_path / "summary.json").read_text())["cases"]] == ["a", "b", "c"]
 
 
 def test_an_interrupted_case_is_redone_but_a_foreign_file_is_refused(tmp_path):

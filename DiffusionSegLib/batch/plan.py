@@ -14,13 +14,11 @@ from typing import Callable, Sequence
 
 from ..errors import CasesFailed
 from ..events import CancelToken, EventCallback
+from .journal import LOG_FOLDER
 from .manifest import Case
 from .progress import CaseProgress
 from .sharding import part_label, select_part
 from .summary import Summary, failed_row, finished_record, interrupted_here, load_records, skipped_row, started_row
-
-LOG_FOLDER = "logs"
-
 
 @dataclass(frozen=True)
 class BatchOptions:
@@ -84,6 +82,7 @@ def run_batch(cases: Sequence[Case], options: BatchOptions, emit: EventCallback,
             engine = _run_engine(todo, on_start, on_row, token, options, emit)
     finally:
         progress.close()
+        summary.close()
     counts = summary.counts()
     result = {"event": "result", "output": str(summary.json_path), "csv": str(summary.csv_path),
               "counts": counts, "cases": len(part), "ran": len(todo), **engine,

@@ -1,9 +1,10 @@
-"""summary.csv and summary.json: one row per case, rewritten atomically after every case.
+"""summary.csv and summary.json: one row per case, rewritten atomically.
 
 A crash at any moment leaves the previous complete summary in place (temporary file in the same
-folder, flushed to disk, then renamed over the old one), so resuming after a crash trusts what
-the summary says. A part of a sharded run writes its own files (summary.part1of4.json …) so
-several machines can share one output folder; resuming reads them all.
+folder, flushed to disk, then renamed over the old one). Every row is also appended to the
+run's journal at once (journal.py), so what the last few seconds recorded survives a crash too.
+A part of a sharded run writes its own files (summary.part1of4.json …), so several machines can
+share one output folder; resuming reads them all.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
+from .journal import Journal, journal_path, read_journals
 from .manifest import Case
 
 DONE = ("ok", "skipped")
+WRITE_INTERVAL_S = 2.0  # the summary files are rewritten at most this often (and at the end)
 RUNNING = "running"  # recorded when a case starts; a summary left by a crash may still say so
 CSV_FIELDS = ("case", "status", "seconds", "segments", "voxels", "segment_voxels", "error_code", "error_message",
               "image", "output", "method", "model", "prompt", "worker", "finished")
@@ -39,9 +42,11 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def load_records(folder: Path) -> dict[str, list[dict]]:
-    """Every row of every summary*.json in the folder, by case id (a damaged file is ignored:
-    its cases are simply run again)."""
+    """Every row of every summary*.json and journal in the folder, by case id (a damaged file is
+    ignored: its cases are simply run again)."""
     records: dict[str, list[dict]] = {}
+    for row in read_journals(folder):
+        records.setdefault(str(row["case"]), []).append(row)
     for path in sorted(folder.glob("summary*.json")):
         try:
             rows = json.loads(path.read_text(encoding="utf-8"))["cases"]
@@ -115,10 +120,19 @@ class Summary:
         self.order = {case: n for n, case in enumerate(order)}
         self.run_info = run_info
         self.rows: dict[str, dict] = {}
+        self.journal = Journal(journal_path(folder, label))
+        self._written = float("-inf")
 
     def record(self, row: dict) -> None:
+        self.journal.append(row)
         self.rows[row["case"]] = row
+        if time.monotonic() - self._written >= WRITE_INTERVAL_S:
+            self.write()
+
+    def close(self) -> None:
+        """The final rewrite, whatever the interval (also after a cancel)."""
         self.write()
+        self.journal.close()
 
     def counts(self) -> dict[str, int]:
         counts = {"ok": 0, "failed": 0, "skipped": 0}
@@ -134,6 +148,7 @@ class Summary:
         data = {"run": {**self.run_info, "updated": now(), "counts": self.counts()}, "cases": rows}
         write_atomic(self.json_path, json.dumps(data, indent=1, ensure_ascii=False, default=str) + "\n")
         write_atomic(self.csv_path, _csv_text(rows))
+        self._written = time.monotonic()
 
 
 def _csv_text(rows: list[dict]) -> str:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from DiffusionSegLib.errors import EXIT_BAD_REQUEST, EXIT_CASES_FAILED
+from DiffusionSegLib.errors import EXIT_BAD_REQUEST, EXIT_CASES_FAILED, EXIT_DEVICE
 
 from helpers import rgb_image
 from test_cli import ROOT, cli, events_of
@@ -143,6 +143,22 @@ def test_a_bad_manifest_stops_before_anything_is_made(tmp_path):
     error = events_of(done.stdout)[-1]
     assert error["event"] == "error" and "jobs.jsonl:2" in error["message"]
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("options, code, exit_code, words", [
+    (["--workers", "2"], "invalid_request", EXIT_BAD_REQUEST, "--engine ray"),
+    (["--num-parts", "3", "--part-id", "3"], "invalid_request", EXIT_BAD_REQUEST, "between 0 and 2"),
+    (["--engine", "ray", "--ray-address", "127.0.0.1:1"], "device_unavailable", EXIT_DEVICE, "127.0.0.1:1"),
+])
+def test_bad_run_options_are_clear_errors(tmp_path, options, code, exit_code, words):
+    if "ray" in options:
+        pytest.importorskip("ray")
+    data = images(tmp_path / "data", 1)
+    done = cli("batch", "--images", str(data), "--output-dir", str(tmp_path / "out"), *FAST, *options)
+    assert done.returncode == exit_code, done.stdout + done.stderr[-2000:]
+    error = events_of(done.stdout)[-1]
+    assert error["event"] == "error" and error["code"] == code and words in error["message"]
+    assert not list((tmp_path / "out").glob("*.nrrd"))
 
 
 def test_parts_run_on_several_machines_then_one_summary(tmp_path, tiny_sd_path):

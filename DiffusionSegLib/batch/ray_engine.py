@@ -12,19 +12,21 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .. import __version__
-from ..errors import InvalidRequest
+from ..errors import DeviceUnavailable, InvalidRequest
 from ..events import CancelToken
 from .manifest import Case
 from .summary import failed_row
 from .worker import CaseWorker
 
 LOCAL_OBJECT_STORE_BYTES = 256 * 2**20  # the driver sends paths, not images: a small store starts faster
+CONNECT_TIMEOUT_S = 5.0
 WAIT_SECONDS = 0.25  # how often the driver checks for a cancel while cases run
 
 
@@ -50,15 +52,36 @@ def import_ray() -> Any:
 def start(ray: Any, options: RayOptions) -> None:
     """Join `options.address`, or start a local Ray sized for the requested workers."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    quiet = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": True}
-    if options.address:
-        ray.init(address=options.address, **quiet)
+    quiet = {"logging_level": logging.WARNING, "log_to_driver": True}
+    if options.address:  # the cluster's own settings (dashboard, object store) stay as they are
+        try:
+            _check_reachable(options.address)
+            ray.init(address=options.address, **quiet)
+        except (ConnectionError, RuntimeError) as error:
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+            raise DeviceUnavailable(
+                f"Could not join the Ray cluster at {options.address} ({reason}).",
+                hint="Check that the cluster runs there (`ray status`) and the address; a cluster with Ray's "
+                     "token authentication needs RAY_AUTH_MODE=token and its token (~/.ray/auth_token or "
+                     "RAY_AUTH_TOKEN). Or leave out --ray-address to start a local Ray.") from None
         return
     # Workers of a local Ray are new processes: let them import this very DiffusionSegLib.
     package_root = str(Path(__file__).resolve().parents[2])
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
     cpus = options.workers * options.cpus_per_worker if options.workers else (os.cpu_count() or 1)
-    ray.init(num_cpus=cpus, object_store_memory=LOCAL_OBJECT_STORE_BYTES, **quiet)
+    ray.init(num_cpus=cpus, object_store_memory=LOCAL_OBJECT_STORE_BYTES, include_dashboard=False, **quiet)
+
+
+def _check_reachable(address: str) -> None:
+    """Ray retries an unreachable head for minutes; a plain host:port is tried once, quickly.
+    ('auto' and ray:// addresses are left to Ray.)"""
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as error:
+        raise ConnectionError(f"nothing answers at {address}: {error.strerror or error}") from None
 
 
 def plan_workers(ray: Any, options: RayOptions, cases: int) -> tuple[int, dict]:

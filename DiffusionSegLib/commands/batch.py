@@ -33,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="redo finished cases and replace existing outputs (default: skip / refuse)")
     parser.add_argument("--num-parts", type=int, default=1, help="split the cohort into N parts (one per machine)")
     parser.add_argument("--part-id", type=int, default=0, help="which part this machine runs (0 … N-1)")
-    parser.add_argument("--engine", choices=("local", "ray"), default="local")
+    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="local: one warm worker in this process; ray: one per GPU (or CPU slot) on Ray")
     parser.add_argument("--workers", type=int, default=0,
                         help="Ray workers (0: one per GPU, else one per CPU slot)")
     parser.add_argument("--cpus-per-worker", type=int, default=1, help="CPUs Ray reserves for each worker")

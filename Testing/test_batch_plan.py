@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
@@ -179,3 +180,22 @@ def test_an_interrupted_case_is_redone_but_a_foreign_file_is_refused(tmp_path):
     fresh = Summary(tmp_path, "", ["a"], {})
     assert triage([case], fresh, overwrite=False) == [case]
     assert triage([_case(tmp_path, "kidney")], Summary(tmp_path, "", ["a"], {}), overwrite=False) == []
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_only_on_a_terminal():
+    from DiffusionSegLib.batch.progress import CaseProgress
+
+    terminal, pipe = _Terminal(), io.StringIO()
+    for stream in (terminal, pipe):
+        progress = CaseProgress(3, skipped=2, stream=stream)
+        for case, status in (("a", "ok"), ("b", "failed")):
+            progress.update({"case": case, "status": status})
+        progress.close()
+        assert (progress.done, progress.failed) == (2, 1)
+    assert "2/3" in terminal.getvalue() and "failed=1" in terminal.getvalue() and "2 already done" in terminal.getvalue()
+    assert pipe.getvalue() == ""

@@ -12,8 +12,8 @@ EXIT_BAD_REQUEST = 2
 EXIT_BAD_INPUT = 3
 EXIT_MODEL = 4
 EXIT_DEVICE = 5
-EXIT_CASES_FAILED = 6  # `batch`: the run finished, but some cases failed (see its summary)
 EXIT_CANCELLED = 130
+EXIT_CASES_FAILED = 7  # `batch`: the run finished, but some cases failed (see its summary)
 
 OUT_OF_MEMORY_HINT = ("Close other GPU programs, lower the batch size or the model resolution, "
                       "or choose device 'cpu'.")

@@ -7,6 +7,7 @@ evaluate  a method over an image folder and a mask folder: Dice, IoU, HD95
 benchmark per-stage time and peak memory on real architectures
 train     train a trainable method (see `train <method> --help`)
 serve     a warm worker over HTTP: models stay loaded between jobs (docs/service.md)
+batch     a method over a cohort (manifest or folder): resumable, sharded, optionally on Ray
 
 `segment` and `run` speak the job contract: JSON-lines events on stdout and nothing else there
 (library chatter is redirected to stderr), and the exit statuses in errors.py.
@@ -30,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "benchmark": ("DiffusionSegLib.benchmark", "per-stage time and peak memory"),
     "train": ("DiffusionSegLib.commands.train", "train a method"),
     "serve": ("DiffusionSegLib.commands.serve", "a warm worker over HTTP (jobs, events, cancel, results)"),
+    "batch": ("DiffusionSegLib.commands.batch", "a method over a cohort: manifest or folder, resume, shards, Ray"),
 }
 
 

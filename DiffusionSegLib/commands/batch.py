@@ -17,8 +17,10 @@ from pathlib import Path
 from ..arguments import add_model_arguments, add_pipeline_arguments, parse_params, pipeline_from_args
 from ..errors import InvalidRequest
 from ..imageio import LABEL_SUFFIXES
-from ..protocol import run_with_events
+from ..protocol import CANCEL_GRACE_S, run_with_events
 from ..request import JobRequest
+
+RAY_SHUTDOWN_GRACE_S = 15.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -105,4 +107,7 @@ def main(args: argparse.Namespace) -> int:
         options.output_dir.mkdir(parents=True, exist_ok=True)
         run_batch(cases, options, emit, token)
 
-    return run_with_events(work)
+    # A cancelled Ray run stops its actors and the local cluster (seconds): the watchdog must not
+    # cut that short, or Ray's processes outlive the command.
+    grace = RAY_SHUTDOWN_GRACE_S if args.engine == "ray" else CANCEL_GRACE_S
+    return run_with_events(work, grace=grace)

@@ -153,7 +153,24 @@ def write_labelmap(labels: np.ndarray, reference: sitk.Image, path: str | Path) 
     """Write atomically: a temporary file in the same folder, renamed when complete, so a
     cancelled or crashed job never leaves a partial result where the caller looks for one."""
     path = check_output_path(path, reference.GetDimension())
-    image = labelmap_image(labels, reference)
+    return write_image(labelmap_image(labels, reference), path)
+
+
+def map_image(values: np.ndarray, reference: sitk.Image) -> sitk.Image:
+    """A float map (K, J, I) or a colour map (K, J, I, 3) as a float32 image with the
+    reference's exact geometry (evidence, uncertainty, pseudo-healthy volumes)."""
+    values = np.asarray(values, dtype=np.float32)
+    vector = values.ndim == 4
+    if reference.GetDimension() == 2:
+        values = values[0]
+    image = sitk.GetImageFromArray(values, isVector=vector)
+    image.CopyInformation(reference)
+    return image
+
+
+def write_image(image: sitk.Image, path: str | Path) -> Path:
+    """Write any image atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
     suffix = _suffix(path)
     handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(handle)

@@ -12,7 +12,9 @@ from typing import Any
 
 from .errors import InvalidRequest
 
-REQUEST_VERSION = 1
+REQUEST_VERSION = 2
+# Version 2 adds `evidence` (the result bundle); version 1 requests mean evidence = false.
+SUPPORTED_VERSIONS = {1, 2}
 DEVICES = ("auto", "cuda", "cpu", "mps")
 SLICE_AXES = ("auto", "axial", "coronal", "sagittal", "i", "j", "k")
 
@@ -58,6 +60,7 @@ class JobRequest:
     roi: dict[str, list[int]] | None = None   # {"ijk_min": [i, j, k], "ijk_max": [i, j, k]}, inclusive
     slice_range: list[int] | None = None      # [first, last] along the slice axis, inclusive
     seed: int = 0
+    evidence: bool = False                    # also write the result bundle (docs/evidence.md)
     version: int = REQUEST_VERSION
 
     @classmethod
@@ -65,9 +68,10 @@ class JobRequest:
         if not isinstance(data, dict):
             raise InvalidRequest("A job request must be a JSON object.")
         version = data.get("version", REQUEST_VERSION)
-        if version != REQUEST_VERSION:
+        if version not in SUPPORTED_VERSIONS:
             raise InvalidRequest(
-                f"Request version {version} is not supported; this worker reads version {REQUEST_VERSION}.",
+                f"Request version {version} is not supported; this worker reads versions "
+                f"{', '.join(map(str, sorted(SUPPORTED_VERSIONS)))}.",
                 hint="Update the DiffusionSeg extension and its worker together.")
         known = {f for f in cls.__dataclass_fields__}
         unknown = sorted(set(data) - known)
@@ -102,6 +106,10 @@ class JobRequest:
     def validate(self) -> None:
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise InvalidRequest(f"seed must be a whole number; got {self.seed!r}.")
+        if not isinstance(self.evidence, bool):
+            raise InvalidRequest(f"evidence must be true or false; got {self.evidence!r}.")
+        if self.evidence and self.version < 2:
+            raise InvalidRequest("'evidence' needs a version 2 request.", hint='Set "version": 2.')
         if self.device not in DEVICES:
             raise InvalidRequest(f"Device must be one of {', '.join(DEVICES)}; got {self.device!r}.")
         if not isinstance(self.params, dict):

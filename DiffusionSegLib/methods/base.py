@@ -135,12 +135,28 @@ class SliceSegmentation:
     segment_map: optional map of every unsupervised segment (ADZUS), for oracle evaluation.
     consistent_ids: False when label values are arbitrary per slice and the volume pipeline must
     match them across slices.
+
+    The evidence a method computed on the way (the result bundle, docs/evidence.md), each
+    optional and collected only when a job asks for it (the pipeline streams it onto the
+    input grid batch by batch):
+    evidence: (B, S, S) float, why a pixel was chosen (ADZUS prompt attention as the vote reads
+    it, SDSeg mean foreground probability, DiffuGTS fused residual R).
+    uncertainty: (B, S, S) float (ADZUS vote margin of the pixel's proposal, SDSeg std over seeds).
+    anomaly: (B, S, S) float, DiffuGTS's anomaly (AOVA) map.
+    pseudo_healthy: (B, 3, S, S) in [0, 1] model-input units, DiffuGTS's repainted image.
+    proposal_scores: per image a JSON-able dict of what the selection rules read, keyed by the
+    ids of `segment_map` (the pipeline renames them to the volume's proposal ids).
     """
 
     labels: "torch.Tensor"
     probabilities: "torch.Tensor | None" = None
     segment_map: "torch.Tensor | None" = None
     consistent_ids: bool = True
+    evidence: "torch.Tensor | None" = None
+    uncertainty: "torch.Tensor | None" = None
+    anomaly: "torch.Tensor | None" = None
+    pseudo_healthy: "torch.Tensor | None" = None
+    proposal_scores: "list[dict] | None" = None
 
 
 @dataclass

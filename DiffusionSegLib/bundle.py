@@ -20,7 +20,6 @@ from .errors import InvalidRequest
 from .imageio import check_output_path, labelmap_image, map_image, write_image
 
 SCORES_FORMAT = "diffusionseg-scores"
-SCORES_VERSION = 1
 # Volume outputs in the order they are written; "scores" is JSON, the labelmap is the job's output.
 MAP_OUTPUTS = ("evidence", "uncertainty", "anomaly", "pseudo_healthy")
 OUTPUT_NAMES = ("labelmap", "proposals", "scores", *MAP_OUTPUTS)
@@ -87,7 +86,7 @@ def write_bundle(labelmap_path: str | Path, reference: sitk.Image, proposals: np
 
 
 def read_scores(path: str | Path) -> dict:
-    """The scores JSON of a bundle, checked to be one."""
+    """The scores JSON of a bundle (parse it with `selection.scores_from_json`)."""
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -98,7 +97,4 @@ def read_scores(path: str | Path) -> dict:
         raise InvalidRequest(f"{path} is not a valid scores file: {exc}") from None
     if not isinstance(data, dict) or data.get("format") != SCORES_FORMAT:
         raise InvalidRequest(f"{path} is not a DiffusionSeg scores file.")
-    if data.get("version") != SCORES_VERSION:
-        raise InvalidRequest(f"{path} has scores version {data.get('version')}; this version reads {SCORES_VERSION}.",
-                             hint="Re-run the segmentation with this version of DiffusionSeg.")
     return data

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import InvalidRequest
 from .events import CancelToken, EventCallback, JobContext
@@ -17,6 +17,7 @@ class JobResult:
     output: str
     segments: list[dict]
     timings: dict[str, float]
+    outputs: dict[str, str] = field(default_factory=dict)  # the result bundle: name -> path
 
 
 def create_method(name: str, params: dict, prompt: str | None, model: str | None,
@@ -55,13 +56,21 @@ def run_job(request: JobRequest, emit: EventCallback, cancel_token: CancelToken 
     with context.timed("load"):
         method.load()
     context.progress("load", 1, 1)
-    result = VolumeSegmenter(method, request.pipeline, context).segment(volume, request.roi, request.slice_range)
+    result = VolumeSegmenter(method, request.pipeline, context, collect_evidence=request.evidence).segment(
+        volume, request.roi, request.slice_range)
     context.check_cancelled()
+    outputs = {}
     with context.timed("write"):
+        if result.evidence is not None:  # the bundle first: the labelmap marks a complete result
+            from .evidence import write_evidence
+
+            outputs = write_evidence(result.evidence, method.selection_params(), method.info.name,
+                                     request.pipeline, volume.reference, output)
         write_labelmap(result.labels, volume.reference, output)
-    emit({"event": "result", "output": str(output), "segments": result.segments,
+    emit({"event": "result", "version": request.version, "output": str(output),
+          "outputs": {"labelmap": str(output), **outputs}, "segments": result.segments,
           "slices_segmented": result.slices_segmented, "slices_skipped": result.slices_skipped,
           "timings": {k: round(v, 4) for k, v in context.timings.items()}})
-    return JobResult(str(output), result.segments, dict(context.timings))
+    return JobResult(str(output), result.segments, dict(context.timings), {"labelmap": str(output), **outputs})
 
 

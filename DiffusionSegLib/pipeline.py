@@ -14,11 +14,12 @@ import torch
 
 from .errors import OUT_OF_MEMORY_HINT, OutOfMemory
 from .events import JobContext
+from .evidence import EvidenceCollector
 from .imageio import Volume
 from .intensity import choose_mapping, has_tissue
 from .letterbox import Letterbox
 from .methods.base import Method
-from .postprocess import compact_labels, fill_holes, keep_largest_component, match_labels_across_slices
+from .postprocess import finish_labels, match_labels_across_slices
 from .request import PipelineOptions
 from .slicing import SlicePlan, plan_slices
 
@@ -32,6 +33,7 @@ class VolumeSegmentation:
     segments: list[dict] = field(default_factory=list)
     slices_segmented: int = 0
     slices_skipped: int = 0
+    evidence: EvidenceCollector | None = None  # the result bundle's maps, when asked for
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -39,10 +41,12 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 
 class VolumeSegmenter:
-    def __init__(self, method: Method, options: PipelineOptions, context: JobContext):
+    def __init__(self, method: Method, options: PipelineOptions, context: JobContext,
+                 collect_evidence: bool = False):
         self.method = method
         self.options = options
         self.context = context
+        self.collect_evidence = collect_evidence
 
     def batch_size(self) -> int:
         if self.options.batch_size > 0:
@@ -73,6 +77,7 @@ class VolumeSegmenter:
         segment_map = None
         box = Letterbox.fit(*plan.slice_shape(), self.method.image_size)
         valid = box.valid_mask()
+        collector = EvidenceCollector(volume, plan, box, mapping) if self.collect_evidence else None
         consistent = True
         size = self.batch_size()
         done = 0
@@ -108,24 +113,20 @@ class VolumeSegmenter:
                 plan.place(labels, index, restored[n])
                 if restored_map is not None:
                     plan.place(segment_map, index, restored_map[n])
+            if collector is not None:
+                collector.add(batch, result)
             done += len(batch)
             ctx.progress("segment", done, len(todo))
         with ctx.timed("postprocess"):
             labels = self._postprocess(labels, plan, consistent)
+            if collector is not None:
+                collector.local_proposals = segment_map  # per-slice ids, as the scores name them
             if segment_map is not None and segment_map.shape[plan.axis] > 1:
                 # unsupervised ids are per slice: match them so a 3D oracle compares like with like
                 segment_map = match_labels_across_slices(segment_map, plan.axis)
         present = [int(v) for v in np.unique(labels) if v != 0]
         segments = [{"label": v, "name": self.method.segment_name(v)} for v in present]
-        return VolumeSegmentation(labels, segment_map, segments, len(todo), skipped)
+        return VolumeSegmentation(labels, segment_map, segments, len(todo), skipped, collector)
 
     def _postprocess(self, labels: np.ndarray, plan: SlicePlan, consistent: bool) -> np.ndarray:
-        if not consistent and labels.shape[plan.axis] > 1:
-            labels = match_labels_across_slices(labels, plan.axis)
-        elif not consistent:
-            labels = compact_labels(labels)
-        if self.options.fill_holes:
-            labels = fill_holes(labels, plan.axis)
-        if self.options.largest_component:
-            labels = keep_largest_component(labels)
-        return labels
+        return finish_labels(labels, plan.axis, consistent, self.options.fill_holes, self.options.largest_component)

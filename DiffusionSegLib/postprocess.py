@@ -11,6 +11,22 @@ from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
 
+def finish_labels(labels: np.ndarray, axis: int, consistent: bool = True, fill: bool = True,
+                  largest: bool = False) -> np.ndarray:
+    """The pipeline's 3D post-processing of stacked slice labels, in its order: ids matched
+    across slices when a method numbers them per slice, hole filling, largest component.
+    `reselect` calls the same function, so a re-selection is post-processed identically."""
+    if not consistent and labels.shape[axis] > 1:
+        labels = match_labels_across_slices(labels, axis)
+    elif not consistent:
+        labels = compact_labels(labels)
+    if fill:
+        labels = fill_holes(labels, axis)
+    if largest:
+        labels = keep_largest_component(labels)
+    return labels
+
+
 def fill_holes(labels: np.ndarray, axis: int) -> np.ndarray:
     """Fill enclosed holes of every label in each slice (2D: holes in 3D are rarely closed)."""
     out = labels.copy()

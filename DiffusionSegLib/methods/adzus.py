@@ -227,4 +227,5 @@ class Adzus(Method):
             labels.append(chosen[compact].to(torch.int64))
         return SliceSegmentation(labels=torch.stack(labels).cpu().to(torch.int64),
                                  segment_map=torch.stack(segment_maps).cpu().to(torch.int64),
-                                 consistent_ids=mode != "all")
+                                 consistent_ids=mode != "all",
+                                 evidence=None if attention is None else attention.float().cpu())

@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from ..events import JobContext
+    from ..selection import SelectionParams, SliceScores
 
 PARAM_TYPES = ("int", "float", "bool", "choice", "str")
 
@@ -144,8 +145,8 @@ class SliceSegmentation:
     uncertainty: (B, S, S) float (ADZUS vote margin of the pixel's proposal, SDSeg std over seeds).
     anomaly: (B, S, S) float, DiffuGTS's anomaly (AOVA) map.
     pseudo_healthy: (B, 3, S, S) in [0, 1] model-input units, DiffuGTS's repainted image.
-    proposal_scores: per image a JSON-able dict of what the selection rules read, keyed by the
-    ids of `segment_map` (the pipeline renames them to the volume's proposal ids).
+    scores: per image the `selection.SliceScores` of its `segment_map` ids (what the selection
+    rules read; the bundle renames the ids to the volume's proposal ids).
     """
 
     labels: "torch.Tensor"
@@ -156,7 +157,7 @@ class SliceSegmentation:
     uncertainty: "torch.Tensor | None" = None
     anomaly: "torch.Tensor | None" = None
     pseudo_healthy: "torch.Tensor | None" = None
-    proposal_scores: "list[dict] | None" = None
+    scores: "list[SliceScores] | None" = None
 
 
 @dataclass
@@ -196,6 +197,12 @@ class Method(ABC):
     def train(cls, args: Any, context: "JobContext") -> dict:
         """Run training from parsed arguments; returns a summary (metrics, checkpoint path)."""
         raise NotImplementedError(f"{cls.info.name} cannot be trained")
+
+    def selection_params(self) -> "SelectionParams | None":
+        """The selection rule's parameters when the labels come from `selection.select_labels`
+        over `SliceSegmentation.scores` (saved in the result bundle for `reselect`); None for
+        methods whose labels are not a selection among proposals."""
+        return None
 
     def segment_name(self, label: int) -> str:
         base = (self.prompt or "").strip() or self.info.label

@@ -132,7 +132,8 @@ class DiffuGTS(Method):
         import torch
 
         out = self.pipeline(images, valid)
-        return SliceSegmentation(labels=out.refined.to(torch.uint8), probabilities=out.probability)
+        return SliceSegmentation(labels=out.refined.to(torch.uint8), probabilities=out.probability,
+                                 evidence=out.fused, anomaly=out.anomaly, pseudo_healthy=out.pseudo_healthy)
 
     @classmethod
     def add_train_arguments(cls, parser: Any) -> None:

@@ -15,6 +15,7 @@ from .FineTuneWidget import FineTunePanel
 from .JobSettings import DEVICES, SLICE_AXES, JobSettings, storedParameterValue
 from .ParameterNode import applySettingsToParameterNode, settingsFromParameterNode
 from .ParameterWidgets import createParameterWidget
+from .SelectionWidget import SelectionPanel
 
 SETTINGS_KEY = "DiffusionSeg/LastSettings"
 POLL_INTERVAL_MS = 100
@@ -32,6 +33,7 @@ class DiffusionSegPanel:
         self._paramGetters = {}
         self._stageText = ""
         self.fineTune = None              # the "Learn from corrections" section (FineTuneWidget.py)
+        self.selection = None             # the "Evidence and selection" section (SelectionWidget.py)
         self._pollTimer = qt.QTimer()
         self._pollTimer.setInterval(POLL_INTERVAL_MS)
         self._pollTimer.timeout.connect(self._poll)
@@ -61,11 +63,14 @@ class DiffusionSegPanel:
         ui.checkInterpreterButton.clicked.connect(self.onCheckInterpreter)
         ui.progressBar.hide()
         self.fineTune = FineTunePanel(ui, self.logic, self)
+        self.selection = SelectionPanel(ui, self)
 
     def cleanup(self):
         self.cancelJob()
         if self.fineTune is not None:
             self.fineTune.cleanup()
+        if self.selection is not None:
+            self.selection.cleanup()
         self._pollTimer.stop()
         self.setParameterNode(None)
 
@@ -308,6 +313,7 @@ class DiffusionSegPanel:
             if job.segmentationNode is not None:
                 slicer.util.setSliceViewerLayers(background=job.inputVolumeNode, fit=False)
                 job.segmentationNode.GetDisplayNode().SetVisibility(True)
+            self.selection.setResult(job)
         elif job.state == job.CANCELLED:
             self.ui.statusLabel.text = _("Cancelled after {elapsed}; the scene was not changed.").format(elapsed=elapsed)
         else:

@@ -59,6 +59,8 @@ def run_job(request: JobRequest, emit: EventCallback, cancel_token: CancelToken 
     context.check_cancelled()
     with context.timed("write"):
         write_labelmap(result.labels, volume.reference, output)
+    if result.warning:
+        emit({"event": "warning", "message": result.warning})
     emit({"event": "result", "output": str(output), "segments": result.segments,
           "slices_segmented": result.slices_segmented, "slices_skipped": result.slices_skipped,
           "timings": {k: round(v, 4) for k, v in context.timings.items()}})

@@ -20,9 +20,11 @@ from .letterbox import Letterbox
 from .methods.base import Method
 from .postprocess import compact_labels, fill_holes, keep_largest_component, match_labels_across_slices
 from .request import PipelineOptions
+from .selection import result_warning, select_labels
 from .slicing import SlicePlan, plan_slices
 
 DEFAULT_BYTES_PER_SLICE = 3 * 2**30
+TISSUE_LEVEL = 0.05  # normalised intensity above which a pixel counts as tissue (as `has_tissue`)
 
 
 @dataclass
@@ -32,6 +34,7 @@ class VolumeSegmentation:
     segments: list[dict] = field(default_factory=list)
     slices_segmented: int = 0
     slices_skipped: int = 0
+    warning: str | None = None               # empty or whole-tissue result: the job's `warning` event
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -74,6 +77,9 @@ class VolumeSegmenter:
         box = Letterbox.fit(*plan.slice_shape(), self.method.image_size)
         valid = box.valid_mask()
         consistent = True
+        tissue = np.zeros(volume.shape, dtype=bool)
+        tables: dict = {}
+        selection = None
         size = self.batch_size()
         done = 0
         ctx.progress("segment", 0, len(todo))
@@ -84,7 +90,7 @@ class VolumeSegmenter:
             with ctx.timed("letterbox"):
                 model_input = box.forward(images)
             try:
-                result = self.method.segment(model_input, valid.expand(len(batch), -1, -1))
+                result = self.method.segment(model_input, valid.expand(len(batch), -1, -1), indices=list(batch))
             except (RuntimeError, torch.cuda.OutOfMemoryError) as error:
                 if not is_out_of_memory(error):
                     raise
@@ -106,10 +112,19 @@ class VolumeSegmenter:
                         segment_map = np.zeros(volume.shape, dtype=np.uint16)
             for n, index in enumerate(batch):
                 plan.place(labels, index, restored[n])
+                plan.place(tissue, index, images[n].mean(0).numpy() > TISSUE_LEVEL)
                 if restored_map is not None:
                     plan.place(segment_map, index, restored_map[n])
+                if result.scores is not None:
+                    tables[index] = result.scores[n]
+            selection = result.selection if result.scores is not None else selection
             done += len(batch)
             ctx.progress("segment", done, len(todo))
+        if selection is not None and segment_map is not None:
+            with ctx.timed("select"):
+                # the volume-level decision: proposals + scores → labels (what `reselect` redoes)
+                labels = select_labels(segment_map, tables, selection, plan.axis)
+                consistent = selection.mode != "all"
         with ctx.timed("postprocess"):
             labels = self._postprocess(labels, plan, consistent)
             if segment_map is not None and segment_map.shape[plan.axis] > 1:
@@ -117,7 +132,8 @@ class VolumeSegmenter:
                 segment_map = match_labels_across_slices(segment_map, plan.axis)
         present = [int(v) for v in np.unique(labels) if v != 0]
         segments = [{"label": v, "name": self.method.segment_name(v)} for v in present]
-        return VolumeSegmentation(labels, segment_map, segments, len(todo), skipped)
+        warning = result_warning(labels, tissue, plan.axis, todo) if todo else None
+        return VolumeSegmentation(labels, segment_map, segments, len(todo), skipped, warning)
 
     def _postprocess(self, labels: np.ndarray, plan: SlicePlan, consistent: bool) -> np.ndarray:
         if not consistent and labels.shape[plan.axis] > 1:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 from ..errors import InvalidParameter
 
@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from ..events import JobContext
+    from ..selection import SelectionParams, SliceScores
 
 PARAM_TYPES = ("int", "float", "bool", "choice", "str")
 
@@ -135,12 +136,18 @@ class SliceSegmentation:
     segment_map: optional map of every unsupervised segment (ADZUS), for oracle evaluation.
     consistent_ids: False when label values are arbitrary per slice and the volume pipeline must
     match them across slices.
+    scores, selection: when given, `segment_map` holds the proposals (ids local to each slice),
+    `scores[b]` their evidence and `labels` only each slice's own decision; the pipeline then
+    decides the whole volume at once with `selection.select_labels` (absent targets, the
+    volume-level step), the same call `reselect` makes on a saved bundle.
     """
 
     labels: "torch.Tensor"
     probabilities: "torch.Tensor | None" = None
     segment_map: "torch.Tensor | None" = None
     consistent_ids: bool = True
+    scores: "list[SliceScores] | None" = None
+    selection: "SelectionParams | None" = None
 
 
 @dataclass
@@ -164,11 +171,14 @@ class Method(ABC):
         """Load weights onto `context.device` and set `image_size` (model input side, px)."""
 
     @abstractmethod
-    def segment(self, images: "torch.Tensor", valid: "torch.Tensor") -> SliceSegmentation:
+    def segment(self, images: "torch.Tensor", valid: "torch.Tensor",
+                indices: Sequence[int] | None = None) -> SliceSegmentation:
         """Segment a batch.
 
         images: (B, 3, S, S) float32 in [0, 1], S = `image_size`, on the CPU.
         valid: (B, S, S) bool, True on real pixels, False on letterbox padding.
+        indices: each image's slice index in the volume (None: 0..B-1). Random draws are seeded
+        from (job seed, slice index) so a slice's result does not depend on the batch it is in.
         """
 
     @classmethod

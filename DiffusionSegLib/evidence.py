@@ -29,8 +29,17 @@ class EvidenceCollector:
     def __init__(self, volume: Volume, plan: SlicePlan, box: Letterbox, mapping: IntensityMapping):
         self.volume, self.plan, self.box, self.mapping = volume, plan, box, mapping
         self.maps: dict[str, np.ndarray] = {}
+        self.local_proposals: np.ndarray | None = None  # ids local to each slice (as the scores name them)
+        self.proposals: np.ndarray | None = None        # the same, ids matched across slices
         self.tables: dict[int, SliceScores] = {}
-        self.local_proposals: np.ndarray | None = None  # set by the pipeline: ids local to each slice
+        self.selection: SelectionParams | None = None
+
+    def set_proposals(self, local: np.ndarray | None, matched: np.ndarray | None,
+                      tables: dict[int, SliceScores], selection: SelectionParams | None) -> None:
+        """The pipeline's proposals (before and after matching ids across slices), the scores
+        per slice and the selection parameters it decided the volume with."""
+        self.local_proposals, self.proposals = local, matched
+        self.tables, self.selection = dict(tables), selection
 
     def _target(self, name: str) -> np.ndarray:
         if name not in self.maps:
@@ -56,22 +65,19 @@ class EvidenceCollector:
             target = self._target("pseudo_healthy")
             for n, index in enumerate(batch):
                 self.plan.place(target, index, to_input_units(restored[n], self.mapping))
-        if result.scores is not None:
-            for n, index in enumerate(batch):
-                self.tables[int(index)] = result.scores[n]
 
-    def bundle_parts(self, params: SelectionParams | None, method: str, options: PipelineOptions
+    def bundle_parts(self, method: str, options: PipelineOptions
                      ) -> tuple[np.ndarray | None, dict[str, np.ndarray], dict | None]:
         """(proposals with volume-wide ids, maps, scores JSON) as the bundle stores them.
 
         With selection scores, the prompt attention is divided by the volume's reference (the
         contrast the vote thresholds compare) and the uncertainty is the vote margin."""
         maps = dict(self.maps)
-        if self.local_proposals is None:
+        if self.proposals is None or self.local_proposals is None:
             return None, maps, None
-        axis = self.plan.axis
-        proposals, tables = volume_proposals(self.local_proposals, axis, self.tables)
-        if params is None or not self.tables:
+        axis, params = self.plan.axis, self.selection
+        proposals, tables = volume_proposals(self.local_proposals, self.proposals, axis, self.tables)
+        if params is None or not tables:
             return proposals, maps, None
         scores = scores_document(tables, params, axis, method, options.fill_holes, options.largest_component)
         if params.mode in ("prompt", "anomaly"):
@@ -82,14 +88,14 @@ class EvidenceCollector:
         return proposals, maps, scores
 
 
-def write_evidence(collector: EvidenceCollector, params: SelectionParams | None, method: str,
-                   options: PipelineOptions, reference, labelmap_path) -> dict[str, str]:
+def write_evidence(collector: EvidenceCollector, method: str, options: PipelineOptions, reference,
+                   labelmap_path) -> dict[str, str]:
     """Write the bundle beside `labelmap_path` (before the labelmap itself, which marks a
     complete result); on failure remove what was written, so no half bundle is left."""
     paths = [bundle_path(labelmap_path, name) for name in ("proposals", "scores", *SCALAR_MAPS, "pseudo_healthy")]
     existed = {path for path in paths if path.exists()}
     try:
-        return write_bundle(labelmap_path, reference, *collector.bundle_parts(params, method, options))
+        return write_bundle(labelmap_path, reference, *collector.bundle_parts(method, options))
     except BaseException:
         for path in paths:
             if path not in existed:

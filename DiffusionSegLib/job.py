@@ -64,9 +64,10 @@ def run_job(request: JobRequest, emit: EventCallback, cancel_token: CancelToken 
         if result.evidence is not None:  # the bundle first: the labelmap marks a complete result
             from .evidence import write_evidence
 
-            outputs = write_evidence(result.evidence, method.selection_params(), method.info.name,
-                                     request.pipeline, volume.reference, output)
+            outputs = write_evidence(result.evidence, method.info.name, request.pipeline, volume.reference, output)
         write_labelmap(result.labels, volume.reference, output)
+    if result.warning:
+        emit({"event": "warning", "message": result.warning})
     emit({"event": "result", "version": request.version, "output": str(output),
           "outputs": {"labelmap": str(output), **outputs}, "segments": result.segments,
           "slices_segmented": result.slices_segmented, "slices_skipped": result.slices_skipped,

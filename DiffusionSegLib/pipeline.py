@@ -21,9 +21,11 @@ from .letterbox import Letterbox
 from .methods.base import Method
 from .postprocess import finish_labels, match_labels_across_slices
 from .request import PipelineOptions
+from .selection import result_warning, select_labels
 from .slicing import SlicePlan, plan_slices
 
 DEFAULT_BYTES_PER_SLICE = 3 * 2**30
+TISSUE_LEVEL = 0.05  # normalised intensity above which a pixel counts as tissue (as `has_tissue`)
 
 
 @dataclass
@@ -33,6 +35,7 @@ class VolumeSegmentation:
     segments: list[dict] = field(default_factory=list)
     slices_segmented: int = 0
     slices_skipped: int = 0
+    warning: str | None = None               # empty or whole-tissue result: the job's `warning` event
     evidence: EvidenceCollector | None = None  # the result bundle's maps, when asked for
 
 
@@ -79,6 +82,9 @@ class VolumeSegmenter:
         valid = box.valid_mask()
         collector = EvidenceCollector(volume, plan, box, mapping) if self.collect_evidence else None
         consistent = True
+        tissue = np.zeros(volume.shape, dtype=bool)
+        tables: dict = {}
+        selection = None
         size = self.batch_size()
         done = 0
         ctx.progress("segment", 0, len(todo))
@@ -89,7 +95,7 @@ class VolumeSegmenter:
             with ctx.timed("letterbox"):
                 model_input = box.forward(images)
             try:
-                result = self.method.segment(model_input, valid.expand(len(batch), -1, -1))
+                result = self.method.segment(model_input, valid.expand(len(batch), -1, -1), indices=list(batch))
             except (RuntimeError, torch.cuda.OutOfMemoryError) as error:
                 if not is_out_of_memory(error):
                     raise
@@ -111,22 +117,33 @@ class VolumeSegmenter:
                         segment_map = np.zeros(volume.shape, dtype=np.uint16)
             for n, index in enumerate(batch):
                 plan.place(labels, index, restored[n])
+                plan.place(tissue, index, images[n].mean(0).numpy() > TISSUE_LEVEL)
                 if restored_map is not None:
                     plan.place(segment_map, index, restored_map[n])
+                if result.scores is not None:
+                    tables[index] = result.scores[n]
+            selection = result.selection if result.scores is not None else selection
             if collector is not None:
                 collector.add(batch, result)
             done += len(batch)
             ctx.progress("segment", done, len(todo))
+        if selection is not None and segment_map is not None:
+            with ctx.timed("select"):
+                # the volume-level decision: proposals + scores → labels (what `reselect` redoes)
+                labels = select_labels(segment_map, tables, selection, plan.axis)
+                consistent = selection.mode != "all"
         with ctx.timed("postprocess"):
             labels = self._postprocess(labels, plan, consistent)
-            if collector is not None:
-                collector.local_proposals = segment_map  # per-slice ids, as the scores name them
+            local_map = segment_map
             if segment_map is not None and segment_map.shape[plan.axis] > 1:
                 # unsupervised ids are per slice: match them so a 3D oracle compares like with like
                 segment_map = match_labels_across_slices(segment_map, plan.axis)
+            if collector is not None:  # the bundle's proposals and the scores that name them
+                collector.set_proposals(local_map, segment_map, tables, selection)
         present = [int(v) for v in np.unique(labels) if v != 0]
         segments = [{"label": v, "name": self.method.segment_name(v)} for v in present]
-        return VolumeSegmentation(labels, segment_map, segments, len(todo), skipped, collector)
+        warning = result_warning(labels, tissue, plan.axis, todo) if todo else None
+        return VolumeSegmentation(labels, segment_map, segments, len(todo), skipped, warning, collector)
 
     def _postprocess(self, labels: np.ndarray, plan: SlicePlan, consistent: bool) -> np.ndarray:
         return finish_labels(labels, plan.axis, consistent, self.options.fill_holes, self.options.largest_component)

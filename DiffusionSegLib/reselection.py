@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from .bundle import SCORES_FORMAT
-from .postprocess import finish_labels, match_labels_across_slices
+from .postprocess import finish_labels
 from .selection import SelectionParams, SliceScores, scores_from_json, scores_to_json, select_labels, volume_reference
 
 
@@ -55,15 +55,15 @@ def scores_document(tables: Mapping[int, SliceScores], params: SelectionParams, 
     return document
 
 
-def volume_proposals(local: np.ndarray, axis: int, tables: Mapping[int, SliceScores]
+def volume_proposals(local: np.ndarray, matched: np.ndarray, axis: int, tables: Mapping[int, SliceScores]
                      ) -> tuple[np.ndarray, dict[int, SliceScores]]:
-    """Per-slice proposal ids → ids consistent across slices, with the tables renamed to match.
+    """The tables renamed from per-slice proposal ids (`local`) to the ids matched across
+    slices (`matched`, `postprocess.match_labels_across_slices` of `local`).
 
     The matching is a bijection within each slice, so `select_labels` picks the same voxels
     under either naming. A proposal that has a score but no voxel on the input grid (lost when
     a tiny segment is resized back) keeps its table entry under a fresh id, because rules that
     compare proposals within a slice (the border rule's "holds most border") still count it."""
-    matched = match_labels_across_slices(local, axis) if local.shape[axis] > 1 else local.astype(np.uint16)
     matched = matched.astype(np.uint16 if matched.max(initial=0) < 2**16 else np.uint32, copy=False)
     next_id = int(matched.max(initial=0)) + 1
     renamed: dict[int, SliceScores] = {}
@@ -71,8 +71,8 @@ def volume_proposals(local: np.ndarray, axis: int, tables: Mapping[int, SliceSco
         before = np.take(local, index, axis=axis).ravel()
         after = np.take(matched, index, axis=axis).ravel()
         inside = before != 0
-        pairs = np.unique(np.stack([before[inside], after[inside]]), axis=1) if inside.any() else np.zeros((2, 0), int)
-        mapping = {int(a): int(b) for a, b in pairs.T}
+        pairs = np.unique(before[inside].astype(np.int64) << 32 | after[inside].astype(np.int64))
+        mapping = {int(p >> 32): int(p & 0xFFFFFFFF) for p in pairs}
         proposals = {}
         for pid, values in table.proposals.items():
             if pid not in mapping:

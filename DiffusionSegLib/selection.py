@@ -65,6 +65,7 @@ from scipy import ndimage
 SCORES_VERSION = 1
 MODES = ("prompt", "anomaly", "border", "all")
 WHOLE_TISSUE_FRACTION = 0.95
+TINY = 1e-12
 
 
 @dataclass
@@ -163,8 +164,9 @@ def volume_reference(tables: Mapping[int, SliceScores], params: SelectionParams)
     """The one reference the scores are divided by (1 for absolute anomaly scores)."""
     if params.mode != "prompt":
         return 1.0
-    refs = [t.reference for t in tables.values() if math.isfinite(t.reference) and t.reference > 0]
-    return float(np.median(refs)) if refs else math.nan
+    refs = [t.reference for t in tables.values() if math.isfinite(t.reference) and t.reference >= 0]
+    # a median of exactly 0 (attention only on the target) must not divide by zero
+    return max(float(np.median(refs)), TINY) if refs else math.nan
 
 
 def slice_decision(table: SliceScores, params: SelectionParams, reference: float) -> tuple[set[int], set[int]]:

@@ -13,9 +13,9 @@ REFERENCE = 0.25  # every slice's reference attention, so the volume's reference
 
 
 class GreyProposals(Method):
-    """Proposals = four grey-level bins; evidence = grey level; foreground chosen by
-    `selection.select_labels` with seed = vote threshold (the volume step then keeps every
-    candidate, so a per-slice choice equals the volume's)."""
+    """Proposals = four grey-level bins, evidence = grey level, every slice's reference fixed;
+    the pipeline decides the volume with `selection.select_labels` (seed = vote threshold, so
+    the volume step keeps every candidate and the expected labels are simple)."""
 
     info = MethodInfo(name="grey-proposals", label="Grey proposals (test)", description="test", prompt="optional",
                       needs_checkpoint=False, default_model=None,
@@ -25,22 +25,22 @@ class GreyProposals(Method):
     def load(self) -> None:
         self.image_size = self.params["size"]
 
-    def selection_params(self) -> SelectionParams:
+    def _selection(self) -> SelectionParams:
         vote = float(self.params["vote_threshold"])
         return SelectionParams(mode="prompt", vote_threshold=vote, seed_threshold=vote)
 
-    def segment(self, images: torch.Tensor, valid: torch.Tensor) -> SliceSegmentation:
+    def segment(self, images: torch.Tensor, valid: torch.Tensor, indices=None) -> SliceSegmentation:
         grey = images.mean(1).numpy()
         labels, maps, tables = [], [], []
         for b in range(images.shape[0]):
             proposals = np.where(valid[b].numpy(), 1 + np.minimum((grey[b] * 4).astype(int), 3), 0)
             table = SliceScores(proposal_table(proposals, grey[b], valid[b].numpy()), reference=REFERENCE)
-            labels.append(select_labels(proposals, {0: table}, self.selection_params()))
+            labels.append(select_labels(proposals, {0: table}, self._selection()))
             maps.append(proposals)
             tables.append(table)
         return SliceSegmentation(labels=torch.from_numpy(np.stack(labels).astype(np.int64)),
                                  segment_map=torch.from_numpy(np.stack(maps)),
-                                 evidence=torch.from_numpy(grey), scores=tables)
+                                 evidence=torch.from_numpy(grey), scores=tables, selection=self._selection())
 
 
 class Repaints(Method):
@@ -53,7 +53,7 @@ class Repaints(Method):
     def load(self) -> None:
         self.image_size = self.params["size"]
 
-    def segment(self, images: torch.Tensor, valid: torch.Tensor) -> SliceSegmentation:
+    def segment(self, images: torch.Tensor, valid: torch.Tensor, indices=None) -> SliceSegmentation:
         grey = images.mean(1)
         return SliceSegmentation(labels=(grey > 0.8).long(), probabilities=grey, evidence=grey,
                                  anomaly=1 - grey, pseudo_healthy=images.clone())

@@ -21,7 +21,7 @@ class SlowBrightThreshold(BrightThreshold):
                       prompt="optional", needs_checkpoint=False, default_model=None,
                       params=BrightThreshold.info.params)
 
-    def segment(self, images, valid):
+    def segment(self, images, valid, indices=None):
         for _ in range(10):
             time.sleep(0.1)
             self.context.check_cancelled()

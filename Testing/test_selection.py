@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from DiffusionSegLib.selection import (SelectionParams, SliceScores, proposal_table, result_warning,
-                                       scores_from_json, scores_to_json, select_labels)
+                                       scores_from_json, scores_to_json, select_labels,
+                                       valid_border)
 
 SIZE, DEPTH = 32, 30
 
@@ -118,6 +119,41 @@ def test_border_and_all_modes_on_a_2d_image():
     table = {0: SliceScores(proposal_table(proposals, None, np.ones((10, 10), bool)))}
     assert np.array_equal(select_labels(proposals, table, SelectionParams(mode="border")), proposals == 2)
     assert np.array_equal(select_labels(proposals, table, SelectionParams(mode="all")), proposals)
+
+
+def test_proposal_table_ignores_padding():
+    proposals = np.array([[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 3, 3], [3, 3, 3, 3]])
+    valid = np.ones((4, 4), bool)
+    valid[3] = False  # the last row is padding
+    attention = np.array([[1.0, 1.0, 3.0, 3.0], [1.0, 1.0, 3.0, 3.0], [1.0] * 4, [100.0] * 4])
+    table = proposal_table(proposals, attention, valid)
+    assert [table[p]["score"] for p in (1, 2, 3)] == [1.0, 3.0, 1.0]
+    assert [table[p]["area"] for p in (1, 2, 3)] == [4.0, 4.0, 4.0]
+    assert proposal_table(proposals, attention, valid & (proposals != 3)).keys() == {1, 2}
+
+
+def test_border_rule_keeps_the_central_object():
+    proposals = np.ones((8, 8), np.int64)
+    proposals[2:6, 2:6] = 2  # central object
+    proposals[0:3, 7] = 3  # small region touching the right edge
+    valid = np.ones((8, 8), bool)
+    table = proposal_table(proposals, None, valid)
+    shares = {p: v["border"] for p, v in table.items()}
+    assert sum(shares.values()) == pytest.approx(1.0)
+    assert shares[2] == 0 and shares[3] == pytest.approx(3 / 28)
+    scores = {0: SliceScores(table)}
+    assert np.array_equal(select_labels(proposals, scores, SelectionParams(mode="border", border_threshold=0.2)),
+                          proposals >= 2)
+    assert np.array_equal(select_labels(proposals, scores, SelectionParams(mode="border", border_threshold=0.1)),
+                          proposals == 2)
+
+
+def test_border_follows_the_letterbox():
+    valid = np.zeros((6, 6), bool)
+    valid[1:5] = True  # rows 0 and 5 are padding
+    border = valid_border(valid)
+    assert border[1].all() and border[4].all() and border[2:4, [0, 5]].all()
+    assert not border[2:4, 1:5].any() and not border[0].any()
 
 
 def test_whole_tissue_warning():

@@ -66,6 +66,7 @@ def buildSteerableResult(scene, folder: str) -> SteerableResult:
 
     from DiffusionSegLib.bundle import write_bundle
     from DiffusionSegLib.imageio import write_labelmap
+    from DiffusionSegLib.postprocess import match_labels_across_slices
     from DiffusionSegLib.reselection import scores_document, volume_proposals
     from DiffusionSegLib.selection import SelectionParams, SliceScores, proposal_table, select_labels
 
@@ -79,7 +80,7 @@ def buildSteerableResult(scene, folder: str) -> SteerableResult:
               for k in range(array.shape[0])}
     params = SelectionParams(mode="prompt", vote_threshold=VOTE, seed_threshold=SEED)
     labels = select_labels(proposals, tables, params, 0)
-    globalProposals, globalTables = volume_proposals(proposals, 0, tables)
+    globalProposals, globalTables = volume_proposals(proposals, match_labels_across_slices(proposals, 0), 0, tables)
     outputPath = os.path.join(folder, "result.nrrd")
     outputs = write_bundle(outputPath, reference, globalProposals, {"evidence": grey / 0.1},
                            scores_document(globalTables, params, 0, "adzus", False, False))

@@ -310,6 +310,8 @@ class DiffusionSegPanel:
         if job.state == job.SUCCEEDED:
             count = len(job.segmentIds)
             self.ui.statusLabel.text = _("Done: {count} segment(s) in {elapsed}.").format(count=count, elapsed=elapsed)
+            if job.warnings:  # the worker's own warning (empty or whole-tissue result) in the message area
+                self.ui.statusLabel.text += " " + _("Warning: {message}").format(message=job.warnings[-1])
             if job.segmentationNode is not None:
                 slicer.util.setSliceViewerLayers(background=job.inputVolumeNode, fit=False)
                 job.segmentationNode.GetDisplayNode().SetVisibility(True)

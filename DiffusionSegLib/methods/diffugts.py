@@ -128,7 +128,7 @@ class DiffuGTS(Method):
             self.context.log(f"Heads were trained at {config['image_size']} px; the model runs at "
                              f"{parts.image_size} px.", level="warning")
 
-    def segment(self, images: "torch.Tensor", valid: "torch.Tensor") -> SliceSegmentation:
+    def segment(self, images: "torch.Tensor", valid: "torch.Tensor", indices: Any = None) -> SliceSegmentation:
         import torch
 
         out = self.pipeline(images, valid)

@@ -55,7 +55,7 @@ class Sdseg(Method):
         self.image_size = int(self._config["image_size"])
         self._n_classes = int(self._config.get("num_classes", 0))
 
-    def segment(self, images: "torch.Tensor", valid: "torch.Tensor") -> SliceSegmentation:
+    def segment(self, images: "torch.Tensor", valid: "torch.Tensor", indices: Any = None) -> SliceSegmentation:
         import torch
 
         from ..sdseg.predict import labels_from_probabilities, predict_probabilities

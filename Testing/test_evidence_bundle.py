@@ -180,3 +180,41 @@ def test_reselect_command_runs_without_torch(tmp_path, methods):
     events = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
     assert events[-1]["event"] == "result" and events[-1]["voxels_changed"] > 0
     assert array(tmp_path / "cli.nrrd").sum() == events[-1]["voxels"]
+
+
+def test_adzus_bundle_reselects_bit_for_bit(tmp_path, tiny_sd_path):
+    """The real method (tiny random-weight SD: its evidence means nothing, the plumbing is what
+    is tested): thresholds are taken from a first run's scores so the second run's result is
+    neither empty nor everything; `reselect` must reproduce it exactly and a stricter
+    threshold must change it."""
+    import math
+
+    from DiffusionSegLib.selection import scores_from_json, volume_reference
+
+    sitk.WriteImage(ct_like_volume(size=(40, 36, 5)), str(tmp_path / "ct.nrrd"))
+
+    def segment(name, **params):
+        request = JobRequest.from_dict({
+            "input": str(tmp_path / "ct.nrrd"), "output": str(tmp_path / name), "method": "adzus", "prompt": "lesion",
+            "model": str(tiny_sd_path), "device": "cpu", "evidence": True,
+            "params": {"latent_mode": "clean", **params}})
+        events: list[dict] = []
+        run_job(request, events.append)
+        return events[-1]["outputs"]
+
+    first = segment("first.nrrd")
+    tables, params, _ = scores_from_json(json.loads(Path(first["scores"]).read_text()))
+    reference = volume_reference(tables, params)
+    contrasts = sorted(t.score(p) / reference for t in tables.values() for p in t.proposals
+                       if math.isfinite(t.score(p)))
+    middle = contrasts[len(contrasts) // 2]
+    outputs = segment("seg.nrrd", vote_threshold=middle, seed_threshold=middle)
+    assert set(outputs) == {"labelmap", "proposals", "scores", "evidence", "uncertainty"}
+    labels = array(outputs["labelmap"])
+    assert 0 < labels.sum() < labels.size
+    same = reselect_files(outputs["labelmap"], tmp_path / "same.nrrd")
+    assert np.array_equal(array(same["output"]), labels)
+    stricter = array(reselect_files(outputs["labelmap"], tmp_path / "strict.nrrd", vote_threshold=contrasts[-1] + 1)["output"])
+    assert stricter.sum() == 0 < labels.sum()
+    proposals = array(outputs["proposals"])
+    assert proposals[labels > 0].min() > 0  # every chosen voxel lies on a proposal

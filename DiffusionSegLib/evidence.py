@@ -83,7 +83,7 @@ class EvidenceCollector:
         if params.mode in ("prompt", "anomaly"):
             reference = volume_reference(tables, params)
             if params.mode == "prompt" and "evidence" in maps and np.isfinite(reference) and reference > 0:
-                maps["evidence"] = maps["evidence"] / np.float32(reference)
+                np.divide(maps["evidence"], np.float32(reference), out=maps["evidence"])  # in place: no copy
             maps["uncertainty"] = vote_margin(SelectionBundle(proposals, tables, params, axis, scores["pipeline"]))
         return proposals, maps, scores
 

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from .bundle import SCORES_FORMAT
-from .postprocess import finish_labels
+from .postprocess import finish_labels, present_labels
 from .selection import SelectionParams, SliceScores, scores_from_json, scores_to_json, select_labels, volume_reference
 
 
@@ -31,6 +31,7 @@ class SelectionBundle:
     params: SelectionParams
     axis: int
     pipeline: dict[str, Any] = field(default_factory=dict)
+    _ids: set[int] | None = field(default=None, repr=False)
 
     @classmethod
     def from_document(cls, proposals: np.ndarray, document: Mapping[str, Any]) -> "SelectionBundle":
@@ -43,7 +44,10 @@ class SelectionBundle:
         return cls(np.asarray(proposals), tables, params, axis, dict(document.get("pipeline") or {}))
 
     def proposal_ids(self) -> set[int]:
-        return {int(v) for v in np.unique(self.proposals) if v != 0}
+        """Ids present in the proposals volume (computed once: re-selection runs live)."""
+        if self._ids is None:
+            self._ids = set(present_labels(self.proposals))
+        return self._ids
 
 
 def scores_document(tables: Mapping[int, SliceScores], params: SelectionParams, axis: int, method: str,

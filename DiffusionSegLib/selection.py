@@ -228,13 +228,21 @@ def select_labels(proposals: np.ndarray, tables: Mapping[int, SliceScores], para
 
 
 def _hysteresis(candidates: np.ndarray, seeds: np.ndarray) -> np.ndarray:
-    """Candidate voxels 26-connected to a seed voxel."""
-    if not seeds.any():
-        return np.zeros_like(candidates)
-    components, _ = ndimage.label(candidates, structure=np.ones((3,) * candidates.ndim, bool))
-    kept = np.unique(components[seeds & candidates])
-    kept = kept[kept != 0]
-    return np.isin(components, kept)
+    """Candidate voxels 26-connected to a seed voxel.
+
+    Labelled inside the candidates' bounding box only (components never leave it) and kept
+    through a lookup table: the same voxels as labelling the whole array, several times faster
+    on a CT where the target fills a small part of the volume (`reselect` runs this live)."""
+    keep = np.zeros_like(candidates)
+    if not (seeds & candidates).any():
+        return keep
+    box = ndimage.find_objects(candidates.astype(np.uint8))[0]
+    components, count = ndimage.label(candidates[box], structure=np.ones((3,) * candidates.ndim, bool))
+    kept = np.zeros(count + 1, bool)
+    kept[components[seeds[box] & candidates[box]]] = True
+    kept[0] = False
+    keep[box] = kept[components]
+    return keep
 
 
 def _plane(array: np.ndarray, axis: int, index: int) -> np.ndarray:

@@ -81,8 +81,21 @@ def write_bundle(labelmap_path: str | Path, reference: sitk.Image, proposals: np
         written["scores"] = str(write_json(scores, bundle_path(labelmap_path, "scores")))
     for name in MAP_OUTPUTS:
         if maps.get(name) is not None:
-            written[name] = str(write_image(map_image(maps[name], reference), bundle_path(labelmap_path, name)))
+            written[name] = str(write_image(map_image(maps[name], reference), bundle_path(labelmap_path, name),
+                                            compress=compresses_well(maps[name])))
     return written
+
+
+def compresses_well(values: np.ndarray) -> bool:
+    """Whether gzip pays for a float map: only when runs of equal neighbours are common (ADZUS's
+    vote margin is constant over each proposal: 300 MiB → 2 MiB in 1 s). A continuous map
+    (probability, attention, residual) keeps ~80 % of its size for 10× the write time."""
+    values = np.asarray(values)
+    if values.shape[-1] < 2:
+        return True
+    step = max(1, values.shape[0] // 16)  # a sample of slices is enough to tell
+    sample = values[::step]
+    return bool(np.mean(sample[..., 1:] == sample[..., :-1]) > 0.5)
 
 
 def read_scores(path: str | Path) -> dict:

@@ -168,14 +168,16 @@ def map_image(values: np.ndarray, reference: sitk.Image) -> sitk.Image:
     return image
 
 
-def write_image(image: sitk.Image, path: str | Path) -> Path:
-    """Write any image atomically (temporary file in the same folder, then rename)."""
+def write_image(image: sitk.Image, path: str | Path, compress: bool = True) -> Path:
+    """Write any image atomically (temporary file in the same folder, then rename).
+    `compress`: gzip where the format has it (labelmaps shrink ~100×; continuous float maps
+    barely shrink and take ten times longer to write, so callers may turn it off)."""
     path = Path(path)
     suffix = _suffix(path)
     handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(handle)
     try:
-        sitk.WriteImage(image, temp, suffix not in (".png", ".tif", ".tiff"))
+        sitk.WriteImage(image, temp, compress and suffix not in (".png", ".tif", ".tiff"))
         os.replace(temp, path)
     finally:
         if os.path.exists(temp):

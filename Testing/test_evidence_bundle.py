@@ -139,17 +139,25 @@ def test_a_failed_bundle_write_leaves_no_files(tmp_path, methods, monkeypatch):
 
     calls = []
 
-    def failing(image, path):
+    def failing(image, path, **kwargs):
         calls.append(path)
         if len(calls) == 2:
             raise OSError("disk full")
-        return original(image, path)
+        return original(image, path, **kwargs)
 
     original = bundle.write_image
     monkeypatch.setattr(bundle, "write_image", failing)
     with pytest.raises(OSError, match="disk full"):
         run(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ct.nrrd"]
+
+
+def test_float_maps_are_compressed_only_when_it_pays():
+    from DiffusionSegLib.bundle import compresses_well
+
+    piecewise = np.repeat(np.arange(8, dtype=np.float32), 16).reshape(1, 8, 16)
+    assert compresses_well(piecewise)
+    assert not compresses_well(np.random.default_rng(0).random((4, 8, 16)).astype(np.float32))
 
 
 def test_request_versions(tmp_path):
@@ -218,3 +226,23 @@ def test_adzus_bundle_reselects_bit_for_bit(tmp_path, tiny_sd_path):
     assert stricter.sum() == 0 < labels.sum()
     proposals = array(outputs["proposals"])
     assert proposals[labels > 0].min() > 0  # every chosen voxel lies on a proposal
+
+
+def test_diffugts_bundle_holds_residual_anomaly_and_pseudo_healthy(tmp_path, tiny_sd_path):
+    source = tmp_path / "ct.nrrd"
+    sitk.WriteImage(ct_like_volume(size=(40, 36, 3)), str(source))
+    events: list[dict] = []
+    run_job(JobRequest.from_dict({
+        "input": str(source), "output": str(tmp_path / "tumour.nii.gz"), "method": "diffugts",
+        "prompt": "liver tumour", "model": str(tiny_sd_path), "device": "cpu", "evidence": True,
+        "params": {"organ": "liver", "steps": 4, "strength": 0.5}}), events.append)
+    outputs = events[-1]["outputs"]
+    assert {"labelmap", "evidence", "anomaly", "pseudo_healthy"} <= set(outputs)
+    assert outputs["pseudo_healthy"] == str(tmp_path / "tumour.pseudo_healthy.nrrd")
+    reference = sitk.ReadImage(str(source))
+    for name in ("evidence", "anomaly", "pseudo_healthy"):
+        assert same_grid(sitk.ReadImage(outputs[name]), reference), name
+    healthy = array(outputs["pseudo_healthy"])
+    hu = sitk.GetArrayFromImage(reference).astype(np.float32)
+    assert -160 - 1e-3 <= healthy.min() and healthy.max() <= 240 + 1e-3  # the CT window, inverted
+    assert array(outputs["evidence"]).min() >= 0  # R is a weighted sum of non-negative residuals

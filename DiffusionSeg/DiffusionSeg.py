@@ -103,13 +103,29 @@ class DiffusionSegLogic(ScriptedLoadableModuleLogic):
         ScriptedLoadableModuleLogic.__init__(self)
         from DiffusionSegSlicerLib.Logic import DiffusionSegLogic as CoreLogic
 
+        import qt
+        from DiffusionSegSlicerLib.WorkerSettings import WorkerPythonSettings
+
         self.core = CoreLogic(slicer.mrmlScene, temporaryRoot=slicer.app.temporaryPath,
-                              cleanEnvironment=slicer.util.startupEnvironment())
+                              cleanEnvironment=slicer.util.startupEnvironment(),
+                              workerSettings=WorkerPythonSettings(qt.QSettings(), confirmWorkerPython))
+        from DiffusionSegSlicerLib.TempFolders import cleanupAllJobs
+
+        # closing Slicer ends running workers and removes their temporary folders (patient data)
+        slicer.app.connect("aboutToQuit()", cleanupAllJobs)
 
     def getParameterNode(self):
         from DiffusionSegSlicerLib.ParameterNode import DiffusionSegParameterNode
 
         return DiffusionSegParameterNode(super().getParameterNode())
+
+
+def confirmWorkerPython(path):
+    """Shown before a worker Python that was not chosen in the settings runs for the first time."""
+    return bool(slicer.util.confirmOkCancelDisplay(
+        _("DiffusionSeg is about to run this program as its worker Python:\n\n{path}\n\n"
+          "It was not chosen in the DiffusionSeg settings (Advanced > Worker Python). Run it?").format(path=path),
+        windowTitle=_("Confirm worker Python")))
 
 
 class DiffusionSegTest(ScriptedLoadableModuleTest):

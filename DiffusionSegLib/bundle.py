@@ -8,8 +8,6 @@ What each map means: docs/evidence.md.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InvalidRequest
-from .imageio import check_output_path, labelmap_image, map_image, write_image
+from .imageio import check_output_path, labelmap_image, map_image, stage_image
+from .output_files import StagedFile, check_output_target, stage_file
 
 SCORES_FORMAT = "diffusionseg-scores"
 # Volume outputs in the order they are written; "scores" is JSON, the labelmap is the job's output.
@@ -42,48 +41,50 @@ def bundle_path(labelmap_path: str | Path, name: str) -> Path:
     return stem.with_name(f"{stem.name}.{name}.json" if name == "scores" else f"{stem.name}.{name}.nrrd")
 
 
-def check_bundle_paths(labelmap_path: str | Path, names: tuple[str, ...] = OUTPUT_NAMES[1:],
-                       overwrite: bool = True) -> None:
-    """Refuse, before any model work, to replace bundle files that exist unless allowed."""
-    if overwrite:
-        return
-    taken = [str(bundle_path(labelmap_path, n)) for n in names if bundle_path(labelmap_path, n).exists()]
-    if taken:
-        raise InvalidRequest(f"Evidence files already exist: {', '.join(taken)}.",
-                             hint="Choose another output name or pass --overwrite.")
+def check_bundle_targets(labelmap_path: str | Path, *, inputs: tuple = (), overwrite: bool = False) -> None:
+    """Refuse, before any model work, bundle files that would replace an input or something the
+    user made without `overwrite` (the same rule as for the labelmap)."""
+    for name in OUTPUT_NAMES[1:]:
+        check_output_target(bundle_path(labelmap_path, name), inputs=inputs, overwrite=overwrite,
+                            what=f"{name.replace('_', '-')} file")
 
 
-def write_json(data: Any, path: str | Path) -> Path:
-    """Atomic JSON write (temporary file in the same folder, then rename), like the images."""
-    path = Path(path)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".json", dir=path.parent)
+def stage_json(data: Any, path: str | Path) -> StagedFile:
+    """The scores JSON written and read back like the images (temporary file, then rename)."""
+    text = json.dumps(data, indent=1, allow_nan=False)
+
+    def write(temp: str) -> None:
+        Path(temp).write_text(text, encoding="utf-8")
+
+    def verify(temp: str) -> None:
+        json.loads(Path(temp).read_text(encoding="utf-8"))
+
+    return stage_file(path, write, verify, suffix=".json")
+
+
+def stage_bundle(labelmap_path: str | Path, reference: sitk.Image, proposals: np.ndarray | None,
+                 maps: dict[str, np.ndarray], scores: dict | None, *, overwrite: bool = True) -> dict[str, StagedFile]:
+    """Write and verify every present part of the bundle beside `labelmap_path`; the caller
+    commits them (name → staged file) with the labelmap, or discards them. Maps are (K, J, I)
+    float or (K, J, I, 3) colour arrays on the input grid."""
+    check_output_path(labelmap_path, reference.GetDimension(), overwrite=overwrite)
+    check_bundle_targets(labelmap_path, overwrite=overwrite)
+    staged: dict[str, StagedFile] = {}
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(data, stream, indent=1, allow_nan=False)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
-    return path
-
-
-def write_bundle(labelmap_path: str | Path, reference: sitk.Image, proposals: np.ndarray | None,
-                 maps: dict[str, np.ndarray], scores: dict | None) -> dict[str, str]:
-    """Write every present part of the bundle beside `labelmap_path`; returns name → path (the
-    `outputs` of the result event, without the labelmap). Maps are (K, J, I) float or
-    (K, J, I, 3) colour arrays on the input grid."""
-    check_output_path(labelmap_path, reference.GetDimension())
-    written: dict[str, str] = {}
-    if proposals is not None:
-        path = bundle_path(labelmap_path, "proposals")
-        written["proposals"] = str(write_image(labelmap_image(proposals, reference), path))
-    if scores is not None:
-        written["scores"] = str(write_json(scores, bundle_path(labelmap_path, "scores")))
-    for name in MAP_OUTPUTS:
-        if maps.get(name) is not None:
-            written[name] = str(write_image(map_image(maps[name], reference), bundle_path(labelmap_path, name),
-                                            compress=compresses_well(maps[name])))
-    return written
+        if proposals is not None:
+            staged["proposals"] = stage_image(labelmap_image(proposals, reference),
+                                              bundle_path(labelmap_path, "proposals"))
+        if scores is not None:
+            staged["scores"] = stage_json(scores, bundle_path(labelmap_path, "scores"))
+        for name in MAP_OUTPUTS:
+            if maps.get(name) is not None:
+                staged[name] = stage_image(map_image(maps[name], reference), bundle_path(labelmap_path, name),
+                                           compress=compresses_well(maps[name]))
+    except BaseException:
+        for file in staged.values():
+            file.discard()
+        raise
+    return staged
 
 
 def compresses_well(values: np.ndarray) -> bool:

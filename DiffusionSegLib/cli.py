@@ -18,6 +18,7 @@ import argparse
 import importlib
 
 from . import __version__
+from .protocol import JsonErrorArgumentParser, cancel_before_job_starts
 
 # name → (module with add_arguments/main, one-line help). Modules import lightly at top level:
 # torch and the models are imported inside `main`, so `--help` and `methods` stay fast.
@@ -33,7 +34,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m DiffusionSegLib", description=__doc__,
+    # argument errors come as a JSON `invalid_request` event too (subparsers inherit the class)
+    parser = JsonErrorArgumentParser(prog="python -m DiffusionSegLib", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"DiffusionSegLib {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -44,5 +46,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    cancel_before_job_starts()
     args = build_parser().parse_args(argv)
     return importlib.import_module(COMMANDS[args.command][0]).main(args)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .bundle import bundle_path, write_bundle
+from .bundle import stage_bundle
 from .imageio import Volume
 from .intensity import IntensityMapping
 from .letterbox import Letterbox
+from .output_files import StagedFile
 from .methods.base import SliceSegmentation
 from .request import PipelineOptions
 from .reselection import SelectionBundle, scores_document, volume_proposals, vote_margin
@@ -88,19 +89,11 @@ class EvidenceCollector:
         return proposals, maps, scores
 
 
-def write_evidence(collector: EvidenceCollector, method: str, options: PipelineOptions, reference,
-                   labelmap_path) -> dict[str, str]:
-    """Write the bundle beside `labelmap_path` (before the labelmap itself, which marks a
-    complete result); on failure remove what was written, so no half bundle is left."""
-    paths = [bundle_path(labelmap_path, name) for name in ("proposals", "scores", *SCALAR_MAPS, "pseudo_healthy")]
-    existed = {path for path in paths if path.exists()}
-    try:
-        return write_bundle(labelmap_path, reference, *collector.bundle_parts(method, options))
-    except BaseException:
-        for path in paths:
-            if path not in existed:
-                path.unlink(missing_ok=True)
-        raise
+def stage_evidence(collector: EvidenceCollector, method: str, options: PipelineOptions, reference,
+                   labelmap_path, *, overwrite: bool = True) -> dict[str, StagedFile]:
+    """The bundle written and verified beside `labelmap_path`, waiting to be committed with the
+    labelmap (the job commits them together under its cancel guard)."""
+    return stage_bundle(labelmap_path, reference, *collector.bundle_parts(method, options), overwrite=overwrite)
 
 
 def to_input_units(image: np.ndarray, mapping: IntensityMapping) -> np.ndarray:

@@ -7,8 +7,11 @@ from dataclasses import dataclass, field
 
 from .errors import InvalidRequest
 from .events import CancelToken, EventCallback, JobContext
-from .imageio import check_output_path, read_volume, write_labelmap
+from .bundle import check_bundle_targets
+from .imageio import check_input_path, check_output_path, read_volume, stage_labelmap
 from .methods import Method, get_method
+from .methods.base import check_image_size
+from .output_files import claim_output
 from .request import JobRequest
 
 
@@ -39,39 +42,60 @@ def create_method(name: str, params: dict, prompt: str | None, model: str | None
 
 
 def run_job(request: JobRequest, emit: EventCallback, cancel_token: CancelToken | None = None) -> JobResult:
+    """The order of checks is the contract: the request itself, then the method, then the files
+    (input kind, output target, claim), then the image (size, ROI, slice range) — all before the
+    model loads; the output is renamed into place only after a verified write."""
     from .models import resolve_device
     from .pipeline import VolumeSegmenter
+    from .slicing import plan_slices
 
+    request.validate()
     context = JobContext(emit=emit, cancel_token=cancel_token or CancelToken(), seed=request.seed)
     method = create_method(request.method, request.params, request.prompt, request.model, context)
-    output = check_output_path(request.output)
-    context.device = str(resolve_device(request.device))
-    context.log(f"DiffusionSeg job: method {method.info.name}, device {context.device}, "
-                f"request {json.dumps(request.to_dict(), default=str)}")
-    with context.timed("read"):
-        volume = read_volume(request.input)
-    check_output_path(output, volume.reference.GetDimension())
-    context.check_cancelled()
-    context.progress("load", 0, 1)
-    with context.timed("load"):
-        method.load()
-    context.progress("load", 1, 1)
-    result = VolumeSegmenter(method, request.pipeline, context, collect_evidence=request.evidence).segment(
-        volume, request.roi, request.slice_range)
-    context.check_cancelled()
-    outputs = {}
-    with context.timed("write"):
-        if result.evidence is not None:  # the bundle first: the labelmap marks a complete result
-            from .evidence import write_evidence
+    check_input_path(request.input)
+    output = check_output_path(request.output, inputs=(request.input,), overwrite=request.overwrite)
+    if request.evidence:
+        check_bundle_targets(output, inputs=(request.input,), overwrite=request.overwrite)
+    with claim_output(output):
+        context.device = str(resolve_device(request.device))
+        context.log(f"DiffusionSeg job: method {method.info.name}, device {context.device}, "
+                    f"request {json.dumps(request.to_dict(), default=str)}")
+        with context.timed("read"):
+            volume = read_volume(request.input)
+        for note in volume.notes:
+            context.log(note, "warning")
+        check_output_path(output, volume.reference.GetDimension(), inputs=(request.input,),
+                          overwrite=request.overwrite)
+        plan_slices(volume, request.pipeline.axis, request.roi, request.slice_range)
+        context.check_cancelled()
+        context.progress("load", 0, 1)
+        with context.timed("load"):
+            method.load()
+        check_image_size(method.image_size, f"The model {method.model or method.info.name}")
+        context.progress("load", 1, 1)
+        result = VolumeSegmenter(method, request.pipeline, context, collect_evidence=request.evidence).segment(
+            volume, request.roi, request.slice_range)
+        context.check_cancelled()
+        bundle = {}
+        try:
+            with context.timed("write"):
+                if result.evidence is not None:
+                    from .evidence import stage_evidence
 
-            outputs = write_evidence(result.evidence, method.info.name, request.pipeline, volume.reference, output)
-        write_labelmap(result.labels, volume.reference, output)
-    if result.warning:
-        emit({"event": "warning", "message": result.warning})
-    emit({"event": "result", "version": request.version, "output": str(output),
-          "outputs": {"labelmap": str(output), **outputs}, "segments": result.segments,
-          "slices_segmented": result.slices_segmented, "slices_skipped": result.slices_skipped,
-          "timings": {k: round(v, 4) for k, v in context.timings.items()}})
-    return JobResult(str(output), result.segments, dict(context.timings), {"labelmap": str(output), **outputs})
-
-
+                    bundle = stage_evidence(result.evidence, method.info.name, request.pipeline, volume.reference,
+                                            output, overwrite=request.overwrite)
+                staged = stage_labelmap(result.labels, volume.reference, output, overwrite=request.overwrite)
+                bundle["labelmap"] = staged
+            with context.cancel_token.final():   # cancelled before this line: nothing is written
+                # the bundle first, the labelmap last: a labelmap on disk means a complete result
+                outputs = {name: str(file.commit()) for name, file in bundle.items()}
+                if result.warning:
+                    emit({"event": "warning", "message": result.warning})
+                emit({"event": "result", "version": request.version, "output": str(output), "outputs": outputs,
+                      "segments": result.segments, "slices_segmented": result.slices_segmented,
+                      "slices_skipped": result.slices_skipped,
+                      "timings": {k: round(v, 4) for k, v in context.timings.items()}})
+        finally:
+            for file in bundle.values():
+                file.discard()
+    return JobResult(str(output), result.segments, dict(context.timings), outputs)

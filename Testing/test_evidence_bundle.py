@@ -106,7 +106,8 @@ def test_reselect_refuses_bad_requests_before_writing(tmp_path, methods):
     event, _ = run(tmp_path)
     seg = event["outputs"]["labelmap"]
     for kwargs, needle in [({"include": "999"}, "999"), ({"exclude": "a,b"}, "whole numbers"),
-                           ({"output": seg}, "must differ")]:
+                           ({"output": seg}, "is the input"),
+                           ({"output": bundle_path(seg, "proposals")}, "is the input")]:
         args = {"output": tmp_path / "new.nrrd", **kwargs}
         with pytest.raises(InvalidRequest, match=needle):
             reselect_files(seg, **args)
@@ -136,20 +137,32 @@ def test_pseudo_healthy_returns_in_hounsfield_units_inside_the_window(tmp_path, 
 
 def test_a_failed_bundle_write_leaves_no_files(tmp_path, methods, monkeypatch):
     import DiffusionSegLib.bundle as bundle
+    from DiffusionSegLib.errors import WriteFailed
 
     calls = []
 
     def failing(image, path, **kwargs):
         calls.append(path)
         if len(calls) == 2:
-            raise OSError("disk full")
+            raise WriteFailed("disk full")
         return original(image, path, **kwargs)
 
-    original = bundle.write_image
-    monkeypatch.setattr(bundle, "write_image", failing)
-    with pytest.raises(OSError, match="disk full"):
+    original = bundle.stage_image
+    monkeypatch.setattr(bundle, "stage_image", failing)
+    with pytest.raises(WriteFailed, match="disk full"):
         run(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ct.nrrd"]
+
+
+def test_existing_bundle_files_are_refused_before_any_work_unless_overwrite(tmp_path, methods):
+    from DiffusionSegLib.errors import OutputExists
+
+    (tmp_path / "seg.evidence.nrrd").write_bytes(b"mine")
+    with pytest.raises(OutputExists, match="evidence"):
+        run(tmp_path)
+    assert (tmp_path / "seg.evidence.nrrd").read_bytes() == b"mine" and not (tmp_path / "seg.nrrd").exists()
+    event, source = run(tmp_path, overwrite=True)
+    assert same_grid(sitk.ReadImage(event["outputs"]["evidence"]), source)
 
 
 def test_float_maps_are_compressed_only_when_it_pays():

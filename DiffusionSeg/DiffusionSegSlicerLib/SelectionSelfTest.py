@@ -64,7 +64,7 @@ def buildSteerableResult(scene, folder: str) -> SteerableResult:
     """Write a result bundle for the generated volume with the backend's code and import it."""
     import SimpleITK as sitk
 
-    from DiffusionSegLib.bundle import write_bundle
+    from DiffusionSegLib.bundle import stage_bundle
     from DiffusionSegLib.imageio import write_labelmap
     from DiffusionSegLib.postprocess import match_labels_across_slices
     from DiffusionSegLib.reselection import scores_document, volume_proposals
@@ -82,8 +82,9 @@ def buildSteerableResult(scene, folder: str) -> SteerableResult:
     labels = select_labels(proposals, tables, params, 0)
     globalProposals, globalTables = volume_proposals(proposals, match_labels_across_slices(proposals, 0), 0, tables)
     outputPath = os.path.join(folder, "result.nrrd")
-    outputs = write_bundle(outputPath, reference, globalProposals, {"evidence": grey / 0.1},
-                           scores_document(globalTables, params, 0, "adzus", False, False))
+    staged = stage_bundle(outputPath, reference, globalProposals, {"evidence": grey / 0.1},
+                          scores_document(globalTables, params, 0, "adzus", False, False))
+    outputs = {name: str(file.commit()) for name, file in staged.items()}
     write_labelmap(labels, reference, outputPath)
     segmentationNode, segmentIds = SegmentationImporter().importLabelmap(
         scene, outputPath, volume, {1: "lesion"}, nodeName=f"{volume.GetName()} lesion")

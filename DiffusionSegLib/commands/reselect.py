@@ -33,7 +33,7 @@ def reselect_files(result: str | Path, output: str | Path, vote_threshold: float
     """Re-select from a bundle on disk and write the labelmap; returns what the result event says."""
     import numpy as np
 
-    from ..bundle import bundle_path, read_scores
+    from ..bundle import OUTPUT_NAMES, bundle_path, read_scores
     from ..errors import InvalidRequest
     from ..imageio import check_output_path, read_volume, write_labelmap
     from ..reselection import SelectionBundle, parse_ids, reselect_labels
@@ -43,11 +43,8 @@ def reselect_files(result: str | Path, output: str | Path, vote_threshold: float
         include_ids, exclude_ids = parse_ids(include), parse_ids(exclude)
     except ValueError as exc:
         raise InvalidRequest(f"--include/--exclude: {exc}.") from None
-    if result.resolve() == output.resolve():
-        raise InvalidRequest("--output must differ from --result: the original stays as it was.",
-                             hint="Write the re-selection to a new file.")
-    if output.exists() and not overwrite:
-        raise InvalidRequest(f"{output} already exists.", hint="Choose another name or pass --overwrite.")
+    bundle_files = (result, *(bundle_path(result, name) for name in OUTPUT_NAMES[1:]))
+    check_output_path(output, inputs=bundle_files, overwrite=overwrite)  # never the result or its bundle
     document = read_scores(bundle_path(result, "scores"))
     proposals_path = bundle_path(result, "proposals")
     if not proposals_path.exists():
@@ -58,7 +55,7 @@ def reselect_files(result: str | Path, output: str | Path, vote_threshold: float
     if proposals_volume.shape != labels_volume.shape:
         raise InvalidRequest(f"{proposals_path.name} ({proposals_volume.shape}) and {result.name} "
                              f"({labels_volume.shape}) are not on the same grid.")
-    check_output_path(output, labels_volume.reference.GetDimension())
+    check_output_path(output, labels_volume.reference.GetDimension(), inputs=bundle_files, overwrite=overwrite)
     try:
         bundle = SelectionBundle.from_document(proposals_volume.array.astype(np.int64), document)
         start = time.perf_counter()
@@ -66,7 +63,7 @@ def reselect_files(result: str | Path, output: str | Path, vote_threshold: float
         seconds = time.perf_counter() - start
     except ValueError as exc:
         raise InvalidRequest(f"Cannot re-select {result.name}: {exc}.") from None
-    write_labelmap(labels, labels_volume.reference, output)
+    write_labelmap(labels, labels_volume.reference, output, overwrite=overwrite)
     changed = int(np.count_nonzero((labels > 0) != (labels_volume.array > 0)))
     return {"event": "result", "output": str(output), "outputs": {"labelmap": str(output)},
             "voxels": int(np.count_nonzero(labels)), "voxels_changed": changed,

@@ -13,6 +13,7 @@ from ..request import JobRequest
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", required=True, help="image file or DICOM series folder")
     parser.add_argument("--output", required=True, help="labelmap to write (.nrrd, .nii.gz, .mha, .png)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     add_model_arguments(parser)
     parser.add_argument("--roi", help="i0,j0,k0,i1,j1,k1 inclusive voxel box")
     parser.add_argument("--slices", help="first:last slice indices along the slice axis (inclusive)")
@@ -27,7 +28,8 @@ def request_from_args(args: argparse.Namespace) -> JobRequest:
     request = JobRequest(input=args.input, output=args.output, method=args.method, prompt=args.prompt,
                          model=args.model, device=args.device, params=parse_params(args.param),
                          pipeline=pipeline_from_args(args), roi=parse_roi(args.roi),
-                         slice_range=parse_slices(args.slices), seed=args.seed, evidence=args.evidence)
+                         slice_range=parse_slices(args.slices), seed=args.seed, evidence=args.evidence,
+                         overwrite=args.overwrite)
     request.validate()
     return request
 

@@ -50,12 +50,11 @@ def fill_holes(labels: np.ndarray, axis: int) -> np.ndarray:
 
 
 def present_labels(labels: np.ndarray) -> list[int]:
-    """The non-zero values of a labelmap, ascending (a histogram: faster than np.unique on a
-    CT-sized volume of small label values)."""
-    if labels.size == 0:
-        return []
-    if labels.dtype.kind in "ui" and labels.min() >= 0 and labels.max() < 2**20:
-        return [int(v) for v in np.flatnonzero(np.bincount(labels.ravel())) if v != 0]
+    """The non-zero values of a labelmap, ascending. A few labels (the usual case) are found
+    with one comparison pass each, far faster than sorting a CT-sized volume in np.unique."""
+    top = int(labels.max(initial=0))
+    if labels.dtype.kind in "ui" and top <= 16:
+        return [v for v in range(1, top + 1) if (labels == v).any()]
     return [int(v) for v in np.unique(labels) if v != 0]
 
 

@@ -72,6 +72,9 @@ def main() -> None:
     axes[0][2].set_title("uncertainty: std over seeds", fontsize=9)
     fig.tight_layout()
     fig.savefig(args.output, dpi=80)
+    from PIL import Image  # a 256-colour palette keeps the picture small for the docs
+
+    Image.open(args.output).convert("RGB").quantize(256).save(args.output, optimize=True)
     print(f"wrote {args.output} ({args.output.stat().st_size} bytes)")
 
 

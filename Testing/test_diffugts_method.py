@@ -46,7 +46,7 @@ def test_registry_metadata_lists_every_parameter():
     ("", {"organ": "brain"}, "needs a text prompt"),
     ("   ", {"organ": "brain"}, "needs a text prompt"),
     (None, {"organ": "brain"}, "needs a text prompt"),
-    ("brain tumour", {}, "normal prompt"),
+    ("enhancing tumour", {}, "organ"),  # no organ word left: the message names organ= and normal_prompt=
     ("healthy brain", {"organ": "brain"}, "must differ"),
     ("brain tumour", {"organ": "brain", "aova_timesteps": "0, 2000"}, "aova_timesteps"),
     ("brain tumour", {"organ": "brain", "aova_timesteps": "soon"}, "aova_timesteps"),
@@ -69,13 +69,16 @@ def test_synthetic_lesion_run_end_to_end(tiny_sd_path):
     images, masks = synthetic_lesions(3, seed=5)
     valid = torch.ones(3, 64, 64, dtype=torch.bool)
     valid[:, :, :4] = False
-    method = make(tiny_sd_path, organ="brain", steps=6, strength=0.5)
+    # floor, seed and gate off: the random-weight model's maps go through every stage
+    method = make(tiny_sd_path, organ="brain", steps=6, strength=0.5, anomaly_floor=0.0, anomaly_seed=0.0,
+                  gate_threshold=0.0)
     method.load()
     context = method.context
     result = method.segment(images, valid)
     out = method.pipeline(images, valid)
-    assert result.labels.shape == (3, 64, 64) and result.labels.dtype == torch.uint8
+    assert result.labels.shape == (3, 64, 64) and result.labels.dtype == torch.int64
     assert torch.equal(result.labels.bool(), out.refined)  # seeded: the same twice
+    assert torch.equal(result.segment_map, out.proposals) and torch.equal(out.proposals > 0, out.refined)
     assert torch.equal(out.refined, (result.probabilities > 0.5))
     assert not (out.refined & ~out.dilated).any() and not (out.refined & ~out.region).any()
     assert not (out.coarse & ~out.region).any() and not out.refined[:, :, :4].any()
@@ -114,7 +117,8 @@ def test_heads_train_save_load_and_are_used(tiny_sd_path, tmp_path):
     loaded = make(tiny_sd_path, organ="brain", steps=4, strength=0.5, heads=str(folder))
     loaded.load()
     again = loaded.segment(images, valid)
-    assert torch.equal(again.labels.bool(), trained.refined)
+    assert torch.equal(again.segment_map, trained.proposals)  # the same refined components
+    assert not (again.labels.bool() & ~trained.refined).any()
 
     _, a2, h2 = load_heads(folder)
     assert all(torch.equal(x, y) for x, y in zip(adapter.state_dict().values(), a2.state_dict().values()))

@@ -44,11 +44,10 @@ def checked_setting(name: str, flag: str, value: object) -> object:
     """`value` checked against the range of DiffuGTS's inference parameter `name` (the heads must
     be trained with settings inference accepts); InvalidParameter naming the CLI flag otherwise."""
     from ..errors import InvalidParameter
-    from ..methods.diffugts import DiffuGTS
+    from .spec import param
 
-    param = next(p for p in DiffuGTS.info.params if p.name == name)
     try:
-        return param.coerce(value)
+        return param(name).coerce(value)
     except InvalidParameter as error:
         raise InvalidParameter(f"{flag}: {error.message}", hint=error.hint) from None
 
@@ -56,7 +55,7 @@ def checked_setting(name: str, flag: str, value: object) -> object:
 def train(args: argparse.Namespace, context: JobContext) -> dict:
     import torch
 
-    from ..methods.diffugts import DiffuGTS, parse_timesteps
+    from .spec import INFO, parse_timesteps
     from ..models import load_stable_diffusion
     from ..training.checkpoint import write_model_card
     from ..training.data import load_slices, split_cases
@@ -79,7 +78,7 @@ def train(args: argparse.Namespace, context: JobContext) -> dict:
                                 steps=checked_setting("steps", "--inpaint-steps", args.inpaint_steps),
                                 dilation=checked_setting("dilation", "--dilation", args.dilation),
                                 aova_timesteps=parse_timesteps(args.aova_timesteps))
-    model = args.model or DiffuGTS.info.default_model
+    model = args.model or INFO.default_model
     context.seed = args.seed
     with context.timed("load"):
         parts = load_stable_diffusion(model, args.device)

@@ -6,10 +6,11 @@ to `DiffusionSegLib.diffugts` (imported inside `load`, so reading `info` needs n
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ..errors import InvalidParameter
-from .base import Method, MethodInfo, Param, SliceSegmentation
+from ..diffugts.spec import INFO, parse_timesteps
+from .base import Method, SliceSegmentation
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -17,58 +18,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..events import JobContext
 
 
-def parse_timesteps(text: str) -> tuple[int, ...]:
-    """'100' or '100, 300' → (100, 300); each in [1, 999]."""
-    try:
-        values = tuple(int(v) for v in str(text).replace(";", ",").split(",") if v.strip())
-    except ValueError:
-        values = ()
-    if not values or any(not 1 <= v <= 999 for v in values):
-        raise InvalidParameter(f"Parameter 'aova_timesteps' must be comma-separated integers in [1, 999]; "
-                               f"got {text!r}.")
-    return values
-
-
 class DiffuGTS(Method):
-    info = MethodInfo(
-        name="diffugts",
-        label="DiffuGTS",
-        description="Tumour segmentation from a text prompt: anomaly-aware attention maps of a frozen "
-                    "text-to-image diffusion model, pseudo-healthy inpainting, and residuals.",
-        prompt="required",
-        needs_checkpoint=False,
-        default_model="CompVis/stable-diffusion-v1-4",
-        trainable=True,
-        prompt_examples=("liver tumour", "brain tumour", "kidney tumour", "lung tumour"),
-        reference="Jiang et al., Generalizable Tumor Segmentation with Anomaly-Aware Open-Vocabulary "
-                  "Attention Maps and Frozen Foundation Diffusion Models, CVPR 2025 (re-implemented "
-                  "slice-wise on a 2D Stable-Diffusion-layout model; no official code exists).",
-        params=(
-            Param("organ", "str", "", "Organ the tumour lies in; the normal prompt becomes 'healthy <organ>'.",
-                  label="Organ", advanced=False),
-            Param("normal_prompt", "str", "", "Explicit normal (healthy) prompt; overrides 'organ'.",
-                  label="Normal prompt", advanced=False),
-            Param("heads", "str", "", "Folder of trained DiffuGTS heads (`train diffugts`); empty: "
-                  "training-free attention maps and Otsu.", label="Trained heads", advanced=False),
-            Param("strength", "float", 0.6, "Noise strength of the pseudo-healthy inpainting "
-                  "(fraction of the schedule re-generated).", minimum=0.05, maximum=1.0),
-            Param("steps", "int", 20, "Inference steps of the full schedule (about steps × strength "
-                  "UNet calls per slice).", minimum=1, maximum=200),
-            Param("dilation", "int", 3, "Dilation of the coarse mask before inpainting, in pixels of the "
-                  "model grid.", minimum=0, maximum=64),
-            Param("beta1", "float", 0.5, "Weight of the pixel residual |I - H|.", minimum=0.0, maximum=1.0),
-            Param("beta2", "float", 0.5, "Weight of the feature residual (UNet feature cosine distance).",
-                  minimum=0.0, maximum=1.0),
-            Param("threshold_method", "choice", "auto", "Coarse-mask threshold: Otsu, or a fixed level; "
-                  "auto = Otsu on the attention map, fixed 0.5 on a trained adapter's probability.",
-                  choices=("auto", "otsu", "fixed")),
-            Param("threshold", "float", 0.5, "Level for threshold_method=fixed.", minimum=0.0, maximum=1.0),
-            Param("aova_timesteps", "str", "100", "Diffusion timesteps (comma-separated) whose "
-                  "cross-attention is averaged; the first also gives the UNet features."),
-            Param("body_level", "float", 0.05, "Normalised intensity above which a pixel is body/organ; "
-                  "masks stay inside that region.", minimum=0.0, maximum=1.0),
-        ),
-    )
+    info = INFO
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -110,7 +61,22 @@ class DiffuGTS(Method):
             strength=p.get("strength", 0.6), steps=p.get("steps", 20), dilation=p.get("dilation", 3),
             beta1=p.get("beta1", 0.5), beta2=p.get("beta2", 0.5),
             threshold_method=p.get("threshold_method", "auto"), threshold=p.get("threshold", 0.5),
-            aova_timesteps=parse_timesteps(p.get("aova_timesteps", "100")), body_level=p.get("body_level", 0.05))
+            aova_timesteps=parse_timesteps(p.get("aova_timesteps", "100")), body_level=p.get("body_level", 0.05),
+            anomaly_floor=p.get("anomaly_floor", 0.5))
+
+    def selection(self) -> Any:
+        """The volume-level decision's parameters: absolute anomaly floor and seed, image gate.
+        With a trained adapter the evidence is its probability, decided at 0.5."""
+        from ..selection import SelectionParams
+
+        gate = float(self.params.get("gate_threshold", 4.0))
+        gate_threshold = gate if gate > 0 else None
+        if (self.params.get("heads") or "").strip():
+            return SelectionParams(mode="anomaly", vote_threshold=0.5, seed_threshold=0.5,
+                                   gate_threshold=gate_threshold)
+        return SelectionParams(mode="anomaly", vote_threshold=float(self.params.get("anomaly_floor", 0.5)),
+                               seed_threshold=float(self.params.get("anomaly_seed", 1.0)),
+                               gate_threshold=gate_threshold)
 
     def _check_heads(self, config: dict, parts: Any) -> None:
         from ..errors import ModelLoadFailed
@@ -128,11 +94,19 @@ class DiffuGTS(Method):
             self.context.log(f"Heads were trained at {config['image_size']} px; the model runs at "
                              f"{parts.image_size} px.", level="warning")
 
-    def segment(self, images: "torch.Tensor", valid: "torch.Tensor") -> SliceSegmentation:
+    def segment(self, images: "torch.Tensor", valid: "torch.Tensor",
+                indices: "Sequence[int] | None" = None) -> SliceSegmentation:
         import torch
 
-        out = self.pipeline(images, valid)
-        return SliceSegmentation(labels=out.refined.to(torch.uint8), probabilities=out.probability)
+        from ..selection import select_labels
+
+        out = self.pipeline(images, valid, indices)
+        selection = self.selection()
+        # each slice's own decision here; the pipeline decides the volume from proposals + scores
+        labels = torch.stack([torch.from_numpy(select_labels(p.numpy(), {0: t}, selection).astype("int64"))
+                              for p, t in zip(out.proposals, out.scores)])
+        return SliceSegmentation(labels=labels, probabilities=out.probability * (labels > 0),
+                                 segment_map=out.proposals, scores=out.scores, selection=selection)
 
     @classmethod
     def add_train_arguments(cls, parser: Any) -> None:

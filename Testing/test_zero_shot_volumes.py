@@ -101,32 +101,41 @@ def test_diffugts_no_lesion_gives_empty_labelmap_and_warning(tmp_path, tiny_sd_p
 
 @pytest.fixture()
 def float64_models(monkeypatch):
-    """The tiny model in float64. Batched fp32 kernels reassociate sums differently for 1 and 4
-    images (about 1e-7 here), which can move a pixel across an Otsu cut; in float64 that cannot
-    happen, so what the test sees is whether any random draw depends on the batch."""
+    """Every model in float64. Batched fp32 kernels reassociate sums differently for 1 and 4
+    images (about 1e-7 here), which can move a pixel across an Otsu cut or SDSeg's 0.5; in float64
+    that does not happen, so what the test sees is whether any random draw depends on the batch."""
     import DiffusionSegLib.models as models
 
-    original = models.load_stable_diffusion
+    monkeypatch.setattr(models, "resolve_dtype", lambda device, requested=None: torch.float64)
 
-    def load(*args, **kwargs):
-        parts = original(*args, **kwargs)
-        for name in ("unet", "vae", "text_encoder"):
-            setattr(parts, name, getattr(parts, name).to(torch.float64))
-        parts.dtype = torch.float64
-        return parts
 
-    monkeypatch.setattr(models, "load_stable_diffusion", load)
+@pytest.fixture(scope="module")
+def tiny_sdseg(tmp_path_factory):
+    """An untrained tiny SDSeg checkpoint (32 px, latent 8), written by the real save path."""
+    from diffusers import AutoencoderKL
+
+    from DiffusionSegLib.sdseg.build import build_from_scratch, small_unet_config, small_vae_config
+    from DiffusionSegLib.sdseg.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(**small_vae_config(32, (8, 16, 16), 4))
+    model = build_from_scratch(vae, small_unet_config(8, 4, (16, 32), 1, 0.0), 0.0, denoiser_skip=True)
+    return str(save_checkpoint(model, tmp_path_factory.mktemp("sdseg"),
+                               {"kind": "sdseg", "image_size": 32, "num_classes": 0, "class_values": []}))
 
 
 @pytest.mark.parametrize("method, prompt, params", [
     ("adzus", "lesion", {"latent_mode": "noise", "foreground": "all"}),
+    ("sdseg", "", {"sampler": "ddim", "steps": 3, "eta": 1.0}),  # eta 1: fresh noise at every step
     # floor, seed and gate off so the random-weight maps reach inpainting and the residuals
     ("diffugts", "brain tumour", {"steps": 2, "strength": 0.5, "anomaly_floor": 0.0, "anomaly_seed": 0.0,
                                   "gate_threshold": 0.0}),
 ])
-def test_batch_size_does_not_change_the_labelmap(tmp_path, tiny_sd_path, float64_models, method, prompt, params):
+def test_batch_size_does_not_change_the_labelmap(tmp_path, tiny_sd_path, tiny_sdseg, float64_models, method,
+                                                 prompt, params):
     image = lesion_volume(range(3, 6))
-    one, _ = run(tmp_path, image, method, prompt, 1, "one", model=str(tiny_sd_path), **params)
-    four, _ = run(tmp_path, image, method, prompt, 4, "four", model=str(tiny_sd_path), **params)
+    model = tiny_sdseg if method == "sdseg" else str(tiny_sd_path)
+    one, _ = run(tmp_path, image, method, prompt, 1, "one", model=model, **params)
+    four, _ = run(tmp_path, image, method, prompt, 4, "four", model=model, **params)
     assert one.any()
     assert np.array_equal(one, four)

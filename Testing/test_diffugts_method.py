@@ -127,3 +127,34 @@ def test_heads_train_save_load_and_are_used(tiny_sd_path, tmp_path):
     (folder / "config.json").write_text('{"format": "other"}')
     with pytest.raises(ModelLoadFailed):
         load_heads(folder)
+
+
+def test_image_head_learns_slice_labels_and_gates_the_pipeline(tiny_sd_path):
+    from DiffusionSegLib.diffugts.image_head import ImageHead, image_statistics, train_image_head
+
+    generator = torch.Generator().manual_seed(0)
+    region = torch.ones(40, 16, 16, dtype=torch.bool)
+    labels = torch.arange(40) % 2 == 0
+    probability = 0.2 * torch.rand(40, 16, 16, generator=generator)
+    probability[labels, 4:8, 4:8] = 0.9  # tumour slices: a confident blob
+    gate = torch.where(labels, torch.tensor(9.0), torch.tensor(2.3))
+    statistics = image_statistics(probability, region, gate)
+    head = train_image_head(statistics, labels, steps=200)
+    predicted = torch.sigmoid(head(statistics)) > 0.5
+    assert torch.equal(predicted, labels)
+
+    # in the pipeline, the head's probability is the slice's gate (here: a head that says "no")
+    images, _ = synthetic_lesions(2, seed=3)
+    valid = torch.ones(2, 64, 64, dtype=torch.bool)
+    method = make(tiny_sd_path, organ="brain", steps=2, strength=0.5)
+    method.load()
+    from DiffusionSegLib.diffugts.heads import AOVAAdapter
+
+    features = method.pipeline.frozen_inputs(images, valid).encoder_features
+    method.pipeline.adapter = AOVAAdapter([f.shape[1] for f in features], method.pipeline.text_vectors.shape[-1])
+    never = ImageHead().eval()
+    torch.nn.init.zeros_(never.net[2].weight)
+    torch.nn.init.constant_(never.net[2].bias, -20.0)
+    method.pipeline.image_head = never
+    out = method.pipeline(images, valid)
+    assert (out.gate < 1e-6).all() and all(t.gate == out.gate[b] for b, t in enumerate(out.scores))

@@ -48,7 +48,8 @@ def test_train_cli_writes_heads_that_a_job_uses(tiny_sd_path, tmp_path):
     assert 0.0 <= summary["metrics"]["refined_dice"] <= 1.0
     assert "Validation metrics" in (heads / "README.md").read_text()
     stages = {e.get("stage") for e in events if e["event"] == "progress"}
-    assert {"cache_backbone", "train_adapter", "cache_residuals", "train_residual_head"} <= stages
+    assert {"cache_backbone", "train_adapter", "train_image_head", "cache_residuals", "train_residual_head"} <= stages
+    assert config["image_head"] == {"in_features": 5, "width": 16}  # the image-level anomaly head (BCE)
 
     output = tmp_path / "out.nii.gz"
     request = JobRequest(input=str(tmp_path / "images" / "case0" / "images.nii.gz"), output=str(output),

@@ -61,14 +61,35 @@ def backbone_cache(pipeline: DiffuGTSPipeline, images: torch.Tensor, valid: torc
     """The adapter's frozen inputs (VAE encoder features) and the body region of every slice,
     computed by the same `frozen_inputs` call inference uses."""
     features: list[list[torch.Tensor]] = []
-    regions = []
+    regions, gates = [], []
     for start in range(0, images.shape[0], batch_size):
-        frozen = pipeline.frozen_inputs(images[start:start + batch_size], valid[start:start + batch_size])
+        indices = list(range(start, min(start + batch_size, images.shape[0])))
+        frozen = pipeline.frozen_inputs(images[start:start + batch_size], valid[start:start + batch_size], indices)
         features.append([f.cpu() for f in frozen.encoder_features])
         regions.append(frozen.region)
+        gates.append(frozen.gate)
         if progress:
             progress(min(start + batch_size, images.shape[0]), images.shape[0])
-    return {"features": [torch.cat(level) for level in zip(*features)], "region": torch.cat(regions)}
+    return {"features": [torch.cat(level) for level in zip(*features)], "region": torch.cat(regions),
+            "gate": torch.cat(gates)}
+
+
+@torch.no_grad()
+def image_head_inputs(pipeline: DiffuGTSPipeline, cache: dict, size: tuple[int, int], batch_size: int
+                      ) -> torch.Tensor:
+    """The image-level head's statistics for every cached slice, from the trained adapter."""
+    from .image_head import image_statistics
+
+    features: list[torch.Tensor] = cache["features"]  # type: ignore[assignment]
+    region: torch.Tensor = cache["region"]  # type: ignore[assignment]
+    device = next(pipeline.adapter.parameters()).device
+    rows = []
+    for start in range(0, region.shape[0], batch_size):
+        batch = [f[start:start + batch_size].to(device) for f in features]
+        probability = pipeline.adapter_probability(batch, size) * region[start:start + batch_size]
+        rows.append(image_statistics(probability, region[start:start + batch_size],
+                                     cache["gate"][start:start + batch_size]))
+    return torch.cat(rows)
 
 
 def train_adapter(pipeline: DiffuGTSPipeline, cache: dict, masks: torch.Tensor, options: FitOptions,
@@ -111,7 +132,8 @@ def residual_cache(pipeline: DiffuGTSPipeline, images: torch.Tensor, valid: torc
     """Run the whole pipeline (with the trained adapter) and keep the residual-head inputs."""
     inputs, inside, refined = [], [], []
     for start in range(0, images.shape[0], batch_size):
-        out = pipeline(images[start:start + batch_size], valid[start:start + batch_size])
+        indices = list(range(start, min(start + batch_size, images.shape[0])))
+        out = pipeline(images[start:start + batch_size], valid[start:start + batch_size], indices)
         inputs.append(residual_inputs(out.pixel, out.feature, out.fused, out.anomaly))
         inside.append(out.dilated & out.region)
         refined.append(out.refined)

@@ -83,10 +83,10 @@ class FrozenInputs:
 class DiffuGTSPipeline:
     def __init__(self, parts: Any, prompts: PromptPair, settings: DiffuGTSSettings,
                  context: JobContext | None = None, adapter: AOVAAdapter | None = None,
-                 residual_head: ResidualHead | None = None):
+                 residual_head: ResidualHead | None = None, image_head: Any = None):
         self.parts, self.prompts, self.settings = parts, prompts, settings
         self.context = context or JobContext()
-        self.adapter, self.residual_head = adapter, residual_head
+        self.adapter, self.residual_head, self.image_head = adapter, residual_head, image_head
         hidden = parts.encode_prompt([prompts.anomaly, prompts.normal])
         self.text_context = hidden  # (2, 77, D): [anomaly, normal]
         self.positions_anomaly, self.positions_normal = contrast_positions(parts.tokenizer, prompts)
@@ -153,6 +153,14 @@ class DiffuGTSPipeline:
         logits = F.interpolate(logits[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
         return torch.sigmoid(logits).float().cpu()
 
+    def image_probability(self, probability: torch.Tensor, region: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        """The image-level head's P(slice holds an anomaly), (B,) on the CPU."""
+        from .image_head import image_statistics
+
+        statistics = image_statistics(probability, region, gate)
+        device = next(self.image_head.parameters()).device
+        return torch.sigmoid(self.image_head(statistics.to(device))).float().cpu()
+
     # -- the whole method ------------------------------------------------------------------------
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, valid: torch.Tensor,
@@ -163,9 +171,12 @@ class DiffuGTSPipeline:
         frozen = self.frozen_inputs(images, valid, indices)
         latents, region, anomaly, features = (frozen.latents, frozen.region, frozen.attention_anomaly,
                                               frozen.unet_features)
+        gate = frozen.gate
         if self.adapter is not None:
             with ctx.timed("aova"):
                 anomaly = self.adapter_probability(frozen.encoder_features, size) * region
+                if self.image_head is not None:  # the trained image-level decision replaces the statistic
+                    gate = self.image_probability(anomaly, region, frozen.gate)
         with ctx.timed("otsu"):
             method = s.threshold_method
             if method == "auto":
@@ -204,11 +215,11 @@ class DiffuGTSPipeline:
             else:
                 refined = otsu_mask(fused, inside, min_level=1e-6)
                 probability = _otsu_probability(fused, refined, inside)
-        proposals, scores = slice_proposals(refined, anomaly, valid, frozen.gate)
+        proposals, scores = slice_proposals(refined, anomaly, valid, gate)
         return DiffuGTSOutput(region=region, anomaly=anomaly, coarse=coarse, dilated=dilated,
                               pseudo_healthy=healthy, pixel=pixel, feature=feature, fused=fused,
                               refined=refined, probability=probability, features=features,
-                              encoder_features=frozen.encoder_features, gate=frozen.gate,
+                              encoder_features=frozen.encoder_features, gate=gate,
                               proposals=proposals, scores=scores)
 
 

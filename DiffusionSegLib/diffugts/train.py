@@ -60,8 +60,10 @@ def train(args: argparse.Namespace, context: JobContext) -> dict:
     from ..training.checkpoint import write_model_card
     from ..training.data import load_slices, split_cases
     from ..training.loop import TimeBudget, apply_threads, log_metrics
-    from .fit import FitOptions, backbone_cache, heads_config, residual_cache, train_adapter, train_residual_head
-    from .heads import load_heads, save_heads
+    from .fit import (FitOptions, backbone_cache, heads_config, image_head_inputs, residual_cache, train_adapter,
+                      train_residual_head)
+    from .heads import load_heads, load_image_head, save_heads
+    from .image_head import train_image_head
     from .pipeline import DiffuGTSPipeline, DiffuGTSSettings
     from .prompts import resolve_prompts
     from .validation import validation_metrics
@@ -104,9 +106,10 @@ def train(args: argparse.Namespace, context: JobContext) -> dict:
         context.progress(f"train_{event['stage']}", event["epoch"], event["epochs"], loss=round(event["loss"], 5))
         context.check_cancelled()
 
-    adapter = None
+    adapter = image_head = None
     if args.resume and (output / "config.json").is_file():
         previous, adapter, _ = load_heads(output, parts.device)
+        image_head = load_image_head(output, parts.device)
         if previous.get("model") != model or previous.get("prompt") != prompts.anomaly:
             raise InvalidRequest(f"--resume: {output} holds heads for model '{previous.get('model')}' and prompt "
                                  f"'{previous.get('prompt')}', not '{model}' / '{prompts.anomaly}'.")
@@ -120,7 +123,14 @@ def train(args: argparse.Namespace, context: JobContext) -> dict:
     # The heads train on the CPU-cached backbone outputs; inference feeds them device features.
     adapter = adapter.to(parts.device)
     pipeline.adapter = adapter
-    save_heads(output, {**config, "stage": "adapter"}, adapter, None, "# DiffuGTS heads (adapter stage)\n")
+    if image_head is None and not args.resume:
+        with context.timed("train_image_head"):  # BCE on "this slice holds tumour"
+            statistics = image_head_inputs(pipeline, cache, tuple(masks.shape[-2:]), options.batch_size)
+            image_head = train_image_head(statistics, masks.flatten(1).any(1), seed=args.seed,
+                                          log=on_epoch).to(parts.device)
+    pipeline.image_head = image_head
+    save_heads(output, {**config, "stage": "adapter"}, adapter, None, "# DiffuGTS heads (adapter stage)\n",
+               image_head)
     head = None
     if options.train_residual_head and not budget.exhausted():
         with context.timed("cache_residuals"):
@@ -137,7 +147,7 @@ def train(args: argparse.Namespace, context: JobContext) -> dict:
     metrics["evaluated_on"] = "validation cases" if len(val_set) else "training cases (no validation split)"
     log_metrics(context, f"DiffuGTS heads: refined Dice {metrics['refined_dice']:.4f}",
                 **{k: v for k, v in metrics.items() if isinstance(v, float)})
-    save_heads(output, {**config, "stage": "complete", "validation": metrics}, adapter, head, "")
+    save_heads(output, {**config, "stage": "complete", "validation": metrics}, adapter, head, "", image_head)
     write_model_card(
         output, "DiffuGTS heads",
         f"AOVA adapter{' and residual head' if head is not None else ''} for the frozen base model "

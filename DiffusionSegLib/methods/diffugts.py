@@ -35,21 +35,23 @@ class DiffuGTS(Method):
 
     def load(self) -> None:
         prompts, settings = self._prompts(), self._settings()
-        from ..diffugts.heads import load_heads
+        from ..diffugts.heads import load_heads, load_image_head
         from ..diffugts.pipeline import DiffuGTSPipeline
         from ..models import load_stable_diffusion
 
         self.context.log(f"DiffuGTS prompts: anomaly '{prompts.anomaly}', normal '{prompts.normal}'.")
         # Half precision only when asked for explicitly; otherwise the loader's choice (fp16 on CUDA).
         parts = load_stable_diffusion(self.model or self.info.default_model, self.context.device, self.context.dtype)
-        adapter = residual_head = None
+        adapter = residual_head = image_head = None
         heads = (self.params.get("heads") or "").strip()
         if heads:
             config, adapter, residual_head = load_heads(heads, parts.device)
+            image_head = load_image_head(heads, parts.device) if adapter is not None else None
             self._check_heads(config, parts)
+        self._image_head = image_head is not None
         self.parts = parts  # read by `benchmark` (dtype) and by callers that reuse the model
         self.image_size = parts.image_size
-        self.pipeline = DiffuGTSPipeline(parts, prompts, settings, self.context, adapter, residual_head)
+        self.pipeline = DiffuGTSPipeline(parts, prompts, settings, self.context, adapter, residual_head, image_head)
 
     def _settings(self) -> Any:
         from ..diffugts.pipeline import DiffuGTSSettings
@@ -72,6 +74,8 @@ class DiffuGTS(Method):
         gate = float(self.params.get("gate_threshold", 4.0))
         gate_threshold = gate if gate > 0 else None
         if (self.params.get("heads") or "").strip():
+            if gate_threshold is not None and getattr(self, "_image_head", False):
+                gate_threshold = 0.5  # the trained image-level head's probability
             return SelectionParams(mode="anomaly", vote_threshold=0.5, seed_threshold=0.5,
                                    gate_threshold=gate_threshold)
         return SelectionParams(mode="anomaly", vote_threshold=float(self.params.get("anomaly_floor", 0.5)),

@@ -158,3 +158,37 @@ def test_image_head_learns_slice_labels_and_gates_the_pipeline(tiny_sd_path):
     method.pipeline.image_head = never
     out = method.pipeline(images, valid)
     assert (out.gate < 1e-6).all() and all(t.gate == out.gate[b] for b, t in enumerate(out.scores))
+
+
+def test_unet_feature_adapter_sees_fresh_noise_in_training_and_a_seeded_draw_at_inference(tiny_sd_path, tmp_path):
+    import dataclasses
+
+    from DiffusionSegLib.diffugts.fit import (FitOptions, adapter_inputs, backbone_cache, heads_config,
+                                              train_adapter)
+    from DiffusionSegLib.diffugts.heads import save_heads
+
+    images, masks = synthetic_lesions(6, seed=2)
+    valid = torch.ones(6, 64, 64, dtype=torch.bool)
+    method = make(tiny_sd_path, organ="brain", steps=2, strength=0.5)
+    method.load()
+    pipeline = method.pipeline
+    pipeline.settings = dataclasses.replace(pipeline.settings, adapter_features="unet")
+    cache = backbone_cache(pipeline, images, valid, 3)
+    index = torch.arange(3)
+    generator = torch.Generator().manual_seed(0)
+    first, second = adapter_inputs(pipeline, cache, index, generator), adapter_inputs(pipeline, cache, index, generator)
+    assert not torch.equal(first[0], second[0])  # a fresh draw at every training step
+    seeded = adapter_inputs(pipeline, cache, index, None)
+    frozen = pipeline.frozen_inputs(images[:3], valid[:3], [0, 1, 2])
+    for a, b in zip(seeded, frozen.unet_features):  # inference's per-slice seeded draw
+        torch.testing.assert_close(a, b.cpu(), rtol=1e-4, atol=1e-5)
+    adapter = train_adapter(pipeline, cache, masks, FitOptions(adapter_epochs=2, batch_size=3))
+    assert adapter.feature_channels == [f.shape[1] for f in frozen.unet_features]
+    config = heads_config(pipeline, str(tiny_sd_path))
+    assert config["adapter_features"] == "unet"
+    folder = save_heads(tmp_path / "heads", config, adapter, None, "# test\n")
+    loaded = make(tiny_sd_path, organ="brain", steps=2, strength=0.5, heads=str(folder))
+    loaded.load()
+    assert loaded.pipeline.settings.adapter_features == "unet"
+    pipeline.adapter = adapter
+    torch.testing.assert_close(loaded.pipeline(images[:3], valid[:3]).anomaly, pipeline(images[:3], valid[:3]).anomaly)

@@ -44,6 +44,9 @@ class DiffuGTSSettings:
     anomaly_floor: float = 0.5
     feature_blocks: tuple[int, ...] = DEFAULT_FEATURE_BLOCKS
     encoder_blocks: tuple[int, ...] = DEFAULT_ENCODER_BLOCKS
+    # what the trained adapter reads: frozen VAE-encoder features, or the frozen UNet's decoder
+    # features of I at the first AOVA timestep (the paper's choice; one seeded draw per slice)
+    adapter_features: str = "vae"
 
 
 @dataclass
@@ -174,7 +177,8 @@ class DiffuGTSPipeline:
         gate = frozen.gate
         if self.adapter is not None:
             with ctx.timed("aova"):
-                anomaly = self.adapter_probability(frozen.encoder_features, size) * region
+                source = frozen.unet_features if s.adapter_features == "unet" else frozen.encoder_features
+                anomaly = self.adapter_probability(source, size) * region
                 if self.image_head is not None:  # the trained image-level decision replaces the statistic
                     gate = self.image_probability(anomaly, region, frozen.gate)
         with ctx.timed("otsu"):

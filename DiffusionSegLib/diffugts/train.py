@@ -32,6 +32,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     method.add_argument("--inpaint-steps", type=int, default=20)
     method.add_argument("--dilation", type=int, default=3)
     method.add_argument("--aova-timesteps", default="100")
+    method.add_argument("--adapter-features", choices=("vae", "unet"), default="vae",
+                        help="what the AOVA adapter reads: frozen VAE-encoder features (default), or the frozen "
+                             "diffusion UNet's decoder features (the paper's choice; fresh noise at every "
+                             "training step, one seeded draw per slice at inference)")
     optim = add_run_arguments(parser, batch_size=8, lr=1e-3, max_minutes_help="wall-time budget for the epochs",
                               resume_help="reuse the adapter already in --output")
     optim.add_argument("--adapter-epochs", type=int, default=30)
@@ -79,7 +83,8 @@ def train(args: argparse.Namespace, context: JobContext) -> dict:
     settings = DiffuGTSSettings(strength=checked_setting("strength", "--strength", args.strength),
                                 steps=checked_setting("steps", "--inpaint-steps", args.inpaint_steps),
                                 dilation=checked_setting("dilation", "--dilation", args.dilation),
-                                aova_timesteps=parse_timesteps(args.aova_timesteps))
+                                aova_timesteps=parse_timesteps(args.aova_timesteps),
+                                adapter_features=args.adapter_features)
     model = args.model or INFO.default_model
     context.seed = args.seed
     with context.timed("load"):

@@ -6,6 +6,7 @@ to `DiffusionSegLib.diffugts` (imported inside `load`, so reading `info` needs n
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ..errors import InvalidParameter
@@ -48,6 +49,8 @@ class DiffuGTS(Method):
             config, adapter, residual_head = load_heads(heads, parts.device)
             image_head = load_image_head(heads, parts.device) if adapter is not None else None
             self._check_heads(config, parts)
+            # the adapter reads what it was trained on
+            settings = dataclasses.replace(settings, adapter_features=config.get("adapter_features", "vae"))
         self._image_head = image_head is not None
         self.parts = parts  # read by `benchmark` (dtype) and by callers that reuse the model
         self.image_size = parts.image_size
@@ -85,14 +88,15 @@ class DiffuGTS(Method):
     def _check_heads(self, config: dict, parts: Any) -> None:
         from ..errors import ModelLoadFailed
 
-        blocks = parts.vae.encoder.down_blocks
-        channels = [int(blocks[i].resnets[-1].conv2.out_channels) if i < len(blocks) else -1
-                    for i in config.get("encoder_blocks", [])]
+        unet = config.get("adapter_features", "vae") == "unet"
+        blocks = parts.unet.up_blocks if unet else parts.vae.encoder.down_blocks
+        taps = config.get("feature_blocks" if unet else "encoder_blocks", [])
+        channels = [int(blocks[i].resnets[-1].conv2.out_channels) if i < len(blocks) else -1 for i in taps]
         adapter = config.get("adapter") or {}
         if adapter and channels != list(adapter.get("feature_channels", [])):
             raise ModelLoadFailed(
-                f"The DiffuGTS heads were trained on VAE-encoder features with channels "
-                f"{adapter.get('feature_channels')} (model '{config.get('model')}'), but this model's VAE encoder "
+                f"The DiffuGTS heads were trained on {'UNet-decoder' if unet else 'VAE-encoder'} features with "
+                f"channels {adapter.get('feature_channels')} (model '{config.get('model')}'), but this model "
                 f"gives {channels}.", hint="Use the base model the heads were trained with.")
         if config.get("image_size") and int(config["image_size"]) != parts.image_size:
             self.context.log(f"Heads were trained at {config['image_size']} px; the model runs at "

@@ -117,10 +117,12 @@ def image_head_inputs(pipeline: DiffuGTSPipeline, cache: dict, size: tuple[int, 
 
 
 def train_adapter(pipeline: DiffuGTSPipeline, cache: dict, masks: torch.Tensor, options: FitOptions,
-                  log: Callable[[dict], None] | None = None, stop: Callable[[], bool] | None = None
-                  ) -> AOVAAdapter:
+                  log: Callable[[dict], None] | None = None, stop: Callable[[], bool] | None = None,
+                  pairs: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> AOVAAdapter:
     """Dice + BCE of the adapter's anomaly logit against the tumour mask inside the body region.
-    `stop` is checked after every epoch (time budget); the adapter trained so far is returned."""
+    `stop` is checked after every epoch (time budget); the adapter trained so far is returned.
+    pairs: several prompt pairs as (text vectors (1, 2, D), masks (N, S, S)); each batch trains on
+    one of them, drawn at random (default: the pipeline's pair and `masks`)."""
     region: torch.Tensor = cache["region"]  # type: ignore[assignment]
     torch.manual_seed(options.seed)
     noise_generator = torch.Generator().manual_seed(options.seed + 7)
@@ -129,16 +131,18 @@ def train_adapter(pipeline: DiffuGTSPipeline, cache: dict, masks: torch.Tensor, 
     optimiser = torch.optim.AdamW(adapter.parameters(), lr=options.lr, weight_decay=options.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, max(1, options.adapter_epochs))
     n, size = masks.shape[0], tuple(masks.shape[-2:])
-    text = pipeline.text_vectors.cpu()
+    pairs = pairs or [(pipeline.text_vectors, masks)]
     generator = torch.Generator().manual_seed(options.seed)
     adapter.train()
     for epoch in range(options.adapter_epochs):
         order, total = torch.randperm(n, generator=generator), 0.0
         for start in range(0, n, options.batch_size):
             idx = order[start:start + options.batch_size]
-            logits = adapter(adapter_inputs(pipeline, cache, idx, noise_generator), text.expand(len(idx), -1, -1))
+            text, targets = pairs[int(torch.randint(len(pairs), (1,), generator=generator))]
+            logits = adapter(adapter_inputs(pipeline, cache, idx, noise_generator),
+                             text.cpu().expand(len(idx), -1, -1))
             logits = F.interpolate(logits[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-            loss = dice_bce_loss(logits, masks[idx], region[idx])
+            loss = dice_bce_loss(logits, targets[idx], region[idx])
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()

@@ -30,6 +30,16 @@ from .prompts import PromptPair, contrast_positions, pooled_positions
 from .residual import feature_residual, fuse_residuals, otsu_mask, pixel_residual
 
 
+def text_vectors(parts: Any, prompts: PromptPair, hidden: torch.Tensor | None = None) -> torch.Tensor:
+    """The adapter's text input for a prompt pair, (1, 2, D): [normal, anomaly] vectors pooled over
+    each prompt's own words (any pair: the prompts are inputs of the adapter, not classes)."""
+    if hidden is None:
+        hidden = parts.encode_prompt([prompts.anomaly, prompts.normal])
+    positions_anomaly, positions_normal = contrast_positions(parts.tokenizer, prompts)
+    return torch.stack([pooled_positions(hidden[1], positions_normal),
+                        pooled_positions(hidden[0], positions_anomaly)])[None].float()
+
+
 @dataclass(frozen=True)
 class DiffuGTSSettings:
     strength: float = 0.6
@@ -93,9 +103,7 @@ class DiffuGTSPipeline:
         hidden = parts.encode_prompt([prompts.anomaly, prompts.normal])
         self.text_context = hidden  # (2, 77, D): [anomaly, normal]
         self.positions_anomaly, self.positions_normal = contrast_positions(parts.tokenizer, prompts)
-        # The adapter's text input: [normal, anomaly] vectors pooled over each prompt's own words.
-        self.text_vectors = torch.stack([pooled_positions(hidden[1], self.positions_normal),
-                                         pooled_positions(hidden[0], self.positions_anomaly)])[None].float()
+        self.text_vectors = text_vectors(parts, prompts, hidden)
         self.scheduler = type(parts.scheduler).from_config(parts.scheduler.config)
 
     # -- stage helpers -------------------------------------------------------------------------

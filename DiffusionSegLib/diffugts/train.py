@@ -36,6 +36,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="what the AOVA adapter reads: frozen VAE-encoder features (default), or the frozen "
                              "diffusion UNet's decoder features (the paper's choice; fresh noise at every "
                              "training step, one seeded draw per slice at inference)")
+    method.add_argument("--manifest", default=None,
+                        help="JSON of prompt pairs with the label values each names (e.g. DiffusionSegLib/data/"
+                             "manifests/brats_subregions.json): the adapter trains on all of them; --prompt is "
+                             "the run's main pair (residual and image heads, validation); masks keep their labels")
+    method.add_argument("--hold-out", default=None,
+                        help="a manifest prompt left out of training; its Dice is reported (unseen prompt)")
     optim = add_run_arguments(parser, batch_size=8, lr=1e-3, max_minutes_help="wall-time budget for the epochs",
                               resume_help="reuse the adapter already in --output")
     optim.add_argument("--adapter-epochs", type=int, default=30)
@@ -74,6 +80,15 @@ def train(args: argparse.Namespace, context: JobContext) -> dict:
 
     apply_threads(args.threads)
     prompts = resolve_prompts(args.prompt, args.organ, args.normal_prompt)
+    manifest = held = None
+    if args.manifest:
+        from .manifest import class_values, read_manifest, split_pairs
+
+        manifest = read_manifest(args.manifest)
+        main_pair, training_pairs, held = split_pairs(manifest, prompts.anomaly, args.hold_out)
+        prompts = main_pair.prompts
+    elif args.hold_out:
+        raise InvalidRequest("--hold-out needs --manifest (the prompt pairs to hold one out of).")
     if args.adapter_epochs < 1:
         raise InvalidRequest("--adapter-epochs must be at least 1.")
     if args.head_epochs < 0:
@@ -91,13 +106,25 @@ def train(args: argparse.Namespace, context: JobContext) -> dict:
         parts = load_stable_diffusion(model, args.device)
     output = Path(args.output).expanduser()
     with context.timed("load_data"):
-        data = load_slices(args.images, args.masks, parts.image_size, args.mask_map, None, args.intensity,
-                           key=args.key)
+        values = class_values(manifest) if manifest else None  # masks then hold classes 1..K
+        data = load_slices(args.images, args.masks, parts.image_size, None if manifest else args.mask_map, values,
+                           args.intensity, key=args.key)
     train_cases, val_cases = split_cases(data.cases, args.val_fraction, args.seed)
     train_set, val_set = data.subset(train_cases), data.subset(val_cases)
     context.log(f"{len(data)} slices from {len(set(data.cases))} cases: {len(train_cases)} training cases "
                 f"({len(train_set)} slices), {len(val_cases)} validation cases ({len(val_set)} slices).")
-    masks = train_set.masks > 0
+
+    def pair_masks(masks: torch.Tensor, pair: object) -> torch.Tensor:
+        return torch.isin(masks, torch.tensor([values.index(v) + 1 for v in pair.labels]))
+
+    masks = pair_masks(train_set.masks, main_pair) if manifest else train_set.masks > 0
+    pairs = None
+    if manifest:
+        from .pipeline import text_vectors
+
+        pairs = [(text_vectors(parts, p.prompts), pair_masks(train_set.masks, p)) for p in training_pairs]
+        context.log(f"Adapter prompt pairs: {', '.join(p.prompts.anomaly for p in training_pairs)}"
+                    + (f"; held out: {held.prompts.anomaly}" if held else "") + ".")
     valid = torch.ones_like(masks)
     options = FitOptions(adapter_epochs=args.adapter_epochs, head_epochs=args.head_epochs,
                          batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
@@ -106,6 +133,10 @@ def train(args: argparse.Namespace, context: JobContext) -> dict:
     budget = TimeBudget(args.max_minutes)
     config = {**heads_config(pipeline, model), "mask_map": args.mask_map, "intensity": args.intensity,
               "split": {"train": train_cases, "validation": val_cases, "seed": args.seed}}
+    if manifest:
+        config["manifest"] = {"pairs": [{"prompt": p.prompts.anomaly, "normal_prompt": p.prompts.normal,
+                                         "labels": list(p.labels)} for p in manifest],
+                              "held_out": held.prompts.anomaly if held else None}
 
     def on_epoch(event: dict) -> None:
         context.progress(f"train_{event['stage']}", event["epoch"], event["epochs"], loss=round(event["loss"], 5))
@@ -124,7 +155,7 @@ def train(args: argparse.Namespace, context: JobContext) -> dict:
             cache = backbone_cache(pipeline, train_set.images, valid, options.batch_size,
                                    lambda i, n: context.progress("cache_backbone", i, n))
         with context.timed("train_adapter"):
-            adapter = train_adapter(pipeline, cache, masks, options, on_epoch, budget.exhausted)
+            adapter = train_adapter(pipeline, cache, masks, options, on_epoch, budget.exhausted, pairs)
     # The heads train on the CPU-cached backbone outputs; inference feeds them device features.
     adapter = adapter.to(parts.device)
     pipeline.adapter = adapter
@@ -147,8 +178,14 @@ def train(args: argparse.Namespace, context: JobContext) -> dict:
     with context.timed("validate"):
         evaluated = val_set if len(val_set) else train_set
         keep = torch.linspace(0, len(evaluated) - 1, min(len(evaluated), max(1, args.val_max_slices))).long()
-        metrics = validation_metrics(pipeline, evaluated.images[keep], evaluated.masks[keep] > 0,
-                                     options.batch_size)
+        truth = pair_masks(evaluated.masks, main_pair) if manifest else evaluated.masks > 0
+        metrics = validation_metrics(pipeline, evaluated.images[keep], truth[keep], options.batch_size)
+        if held is not None:  # the unseen prompt: the same heads, the held-out pair's text
+            unseen = DiffuGTSPipeline(parts, held.prompts, settings, context, adapter, head, image_head)
+            scores = validation_metrics(unseen, evaluated.images[keep], pair_masks(evaluated.masks, held)[keep],
+                                        options.batch_size)
+            metrics.update({f"unseen_{k}": v for k, v in scores.items() if k != "slices"},
+                           unseen_prompt=held.prompts.anomaly)
     metrics["evaluated_on"] = "validation cases" if len(val_set) else "training cases (no validation split)"
     log_metrics(context, f"DiffuGTS heads: refined Dice {metrics['refined_dice']:.4f}",
                 **{k: v for k, v in metrics.items() if isinstance(v, float)})

@@ -128,7 +128,8 @@ class SelectionParams:
 
 # -- per-slice evidence (numpy; the methods use these on their own maps) ------------------------
 
-def proposal_table(proposals: np.ndarray, evidence: np.ndarray | None, valid: np.ndarray) -> dict[int, dict[str, float]]:
+def proposal_table(proposals: np.ndarray, evidence: np.ndarray | None,
+                   valid: np.ndarray) -> dict[int, dict[str, float]]:
     """Per proposal id: mean `evidence` over its valid pixels, its valid area and border share."""
     proposals = np.asarray(proposals)
     valid = np.asarray(valid, dtype=bool)

@@ -160,7 +160,8 @@ def test_a_bad_manifest_or_hold_out_is_refused_before_loading(tmp_path):
     with pytest.raises(InvalidRequest, match="no label values"):
         read_manifest(bad)
     good = tmp_path / "good.json"
-    good.write_text('{"pairs": [{"prompt": "brain tumour", "labels": [1, 2]}, {"prompt": "liver lesion", "labels": [3]}]}')
+    good.write_text('{"pairs": [{"prompt": "brain tumour", "labels": [1, 2]}, '
+                    '{"prompt": "liver lesion", "labels": [3]}]}')
     pairs = read_manifest(good)
     assert pairs[0].prompts.normal == "healthy brain"  # prompt-only pairs work in manifests too
     with pytest.raises(InvalidRequest, match="--hold-out must differ"):

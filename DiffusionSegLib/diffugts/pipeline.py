@@ -206,7 +206,8 @@ class DiffuGTSPipeline:
                 latent_mask = mask_to_latent(dilated[todo], tuple(sub.shape[-2:]))
                 z_h = pseudo_healthy_inpaint(
                     parts.unet, self.scheduler, sub, latent_mask, self.text_context[1:], s.strength, s.steps,
-                    noise=self._noise(sub, [indices[b] for b in todo], stream=1), step_callback=lambda i, n: (ctx.progress("inpaint", i, n), ctx.check_cancelled()))
+                    noise=self._noise(sub, [indices[b] for b in todo], stream=1),
+                    step_callback=lambda i, n: (ctx.progress("inpaint", i, n), ctx.check_cancelled()))
                 healthy[todo] = parts.decode_latent(z_h).float().cpu()
         with ctx.timed("residual"):
             if todo:

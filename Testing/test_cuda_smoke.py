@@ -18,7 +18,7 @@ from DiffusionSegLib.methods import get_method
 from DiffusionSegLib.request import JobRequest
 
 from sdseg_synthetic import write_png_pairs
-from test_diffugts_train_cli import _write_case
+from test_diffugts_train_cli import heads_run
 from test_zero_shot_volumes import lesion_volume, tiny_sdseg  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.cuda
@@ -55,14 +55,8 @@ def test_sdseg_segments_on_cuda(tmp_path, tiny_sdseg):  # noqa: F811
 
 
 def test_train_diffugts_heads_on_cuda_then_segment(tmp_path, tiny_sd_path):
-    for n in range(3):
-        _write_case(tmp_path, f"case{n}", seed=n)
     heads = tmp_path / "heads"
-    args = build_parser().parse_args([
-        "train", "diffugts", "--images", str(tmp_path / "images"), "--masks", str(tmp_path / "masks"),
-        "--mask-map", ">0", "--output", str(heads), "--model", str(tiny_sd_path), "--prompt", "brain tumour",
-        "--val-fraction", "0.34", "--adapter-epochs", "2", "--head-epochs", "2", "--inpaint-steps", "4",
-        "--device", "cuda", "--batch-size", "4"])
+    args = heads_run(tmp_path, tiny_sd_path, "cuda", "--adapter-epochs", "2", "--head-epochs", "2")
     summary = get_method("diffugts").train(args, JobContext(seed=0))
     assert json.loads((heads / "config.json").read_text())["stage"] == "complete"
     assert 0.0 <= summary["metrics"]["refined_dice"] <= 1.0

@@ -30,15 +30,19 @@ def _write_case(folder, case, seed):
         sitk.WriteImage(volume, str(folder / sub / case / f"{sub}.nii.gz"))
 
 
-def test_train_cli_writes_heads_that_a_job_uses(tiny_sd_path, tmp_path):
+def heads_run(tmp_path, model, device: str, *extra: str):
+    """Three synthetic cases in tmp_path and parsed `train diffugts` arguments writing tmp_path/heads."""
     for n in range(3):
         _write_case(tmp_path, f"case{n}", seed=n)
-    heads = tmp_path / "heads"
-    args = build_parser().parse_args([
+    return build_parser().parse_args([
         "train", "diffugts", "--images", str(tmp_path / "images"), "--masks", str(tmp_path / "masks"),
-        "--mask-map", ">0", "--output", str(heads), "--model", str(tiny_sd_path), "--prompt", "brain tumour",
-        "--organ", "brain", "--val-fraction", "0.34", "--adapter-epochs", "3", "--head-epochs", "2",
-        "--inpaint-steps", "4", "--device", "cpu", "--batch-size", "4"])
+        "--mask-map", ">0", "--output", str(tmp_path / "heads"), "--model", str(model), "--prompt", "brain tumour",
+        "--val-fraction", "0.34", "--inpaint-steps", "4", "--device", device, "--batch-size", "4", *extra])
+
+
+def test_train_cli_writes_heads_that_a_job_uses(tiny_sd_path, tmp_path):
+    heads = tmp_path / "heads"
+    args = heads_run(tmp_path, tiny_sd_path, "cpu", "--organ", "brain", "--adapter-epochs", "3", "--head-epochs", "2")
     events = []
     summary = get_method("diffugts").train(args, JobContext(emit=events.append, seed=0))
     config = json.loads((heads / "config.json").read_text())

@@ -112,10 +112,15 @@ class SelectionParams:
             raise ValueError(f"selection mode must be one of {', '.join(MODES)}; got {self.mode!r}")
 
     @classmethod
-    def from_dict(cls, params: Mapping[str, Any], mode: str | None = None) -> "SelectionParams":
-        """From a method's resolved parameters (ADZUS or DiffuGTS names)."""
+    def from_dict(cls, params: Mapping[str, Any], mode: str | None = None,
+                  has_prompt: bool = True) -> "SelectionParams":
+        """From a method's resolved parameters (ADZUS or DiffuGTS names). ADZUS's foreground 'auto'
+        is 'prompt' with a prompt, else 'border'. (DiffuGTS with trained heads decides at the
+        adapter's 0.5: use the `selection` a scores file records, or `DiffuGTS.selection()`.)"""
         if mode is None:
             mode = str(params.get("foreground", "prompt"))
+        if mode == "auto":
+            mode = "prompt" if has_prompt else "border"
         if mode == "anomaly":
             gate = params.get("gate_threshold")
             return cls(mode="anomaly", vote_threshold=float(params.get("anomaly_floor", 0.25)),
@@ -128,7 +133,8 @@ class SelectionParams:
 
 # -- per-slice evidence (numpy; the methods use these on their own maps) ------------------------
 
-def proposal_table(proposals: np.ndarray, evidence: np.ndarray | None, valid: np.ndarray) -> dict[int, dict[str, float]]:
+def proposal_table(proposals: np.ndarray, evidence: np.ndarray | None,
+                   valid: np.ndarray) -> dict[int, dict[str, float]]:
     """Per proposal id: mean `evidence` over its valid pixels, its valid area and border share."""
     proposals = np.asarray(proposals)
     valid = np.asarray(valid, dtype=bool)

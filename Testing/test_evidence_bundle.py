@@ -250,8 +250,10 @@ def test_diffugts_bundle_holds_residual_anomaly_and_pseudo_healthy(tmp_path, tin
         "prompt": "liver tumour", "model": str(tiny_sd_path), "device": "cpu", "evidence": True,
         "params": {"organ": "liver", "steps": 4, "strength": 0.5}}), events.append)
     outputs = events[-1]["outputs"]
-    assert {"labelmap", "evidence", "anomaly", "pseudo_healthy"} <= set(outputs)
+    assert set(outputs) == {"labelmap", "proposals", "scores", "evidence", "uncertainty", "anomaly", "pseudo_healthy"}
     assert outputs["pseudo_healthy"] == str(tmp_path / "tumour.pseudo_healthy.nrrd")
+    same = reselect_files(outputs["labelmap"], tmp_path / "same.nii.gz")  # anomaly mode re-selects too
+    assert np.array_equal(array(same["output"]), array(outputs["labelmap"]))
     reference = sitk.ReadImage(str(source))
     for name in ("evidence", "anomaly", "pseudo_healthy"):
         assert same_grid(sitk.ReadImage(outputs[name]), reference), name

@@ -110,6 +110,8 @@ def test_anomaly_mode_floor_and_gate():
     params = SelectionParams.from_dict({"anomaly_floor": 0.25, "anomaly_seed": 0.5, "gate_threshold": 0.0},
                                        mode="anomaly")
     assert params.gate_threshold is None
+    assert SelectionParams.from_dict({"foreground": "auto"}).mode == "prompt"
+    assert SelectionParams.from_dict({"foreground": "auto"}, has_prompt=False).mode == "border"
     assert select_labels(proposals, tables, params)[1].any()
 
 

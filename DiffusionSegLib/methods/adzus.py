@@ -232,6 +232,7 @@ class Adzus(Method):
             segment_maps.append(compact)
             # this slice alone; the pipeline redoes the decision over the volume
             labels.append(torch.from_numpy(select_labels(proposals, {0: table}, selection).astype("int64")))
-        return SliceSegmentation(labels=torch.stack(labels), segment_map=torch.stack(segment_maps).cpu().to(torch.int64),
+        return SliceSegmentation(labels=torch.stack(labels),
+                                 segment_map=torch.stack(segment_maps).cpu().to(torch.int64),
                                  consistent_ids=mode != "all", scores=tables, selection=selection,
                                  evidence=attention)

@@ -5,7 +5,7 @@ No torch at module level: the Slicer panel reads `Sdseg.info` in a light process
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .base import Method, MethodInfo, Param, SliceSegmentation
 
@@ -55,7 +55,10 @@ class Sdseg(Method):
         self.image_size = int(self._config["image_size"])
         self._n_classes = int(self._config.get("num_classes", 0))
 
-    def segment(self, images: "torch.Tensor", valid: "torch.Tensor", indices: Any = None) -> SliceSegmentation:
+    def segment(self, images: "torch.Tensor", valid: "torch.Tensor",
+                indices: "Sequence[int] | None" = None) -> SliceSegmentation:
+        """x_T (and DDIM's step noise) is one draw shared by every slice, so `indices` is not needed:
+        a slice's result depends on the seed alone, whatever batch it is in."""
         import torch
 
         from ..sdseg.predict import labels_from_probabilities, predict_probabilities

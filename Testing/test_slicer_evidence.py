@@ -47,9 +47,8 @@ def runJob(scene, volume, tmp_path, method="grey-proposals"):
     return job
 
 
-def addUserSegment(segmentationNode, volume, mask, name="My edit"):
-    """A segment the user made, overlapping the result."""
-    segmentId = segmentationNode.GetSegmentation().AddEmptySegment("", name)
+def setSegmentMask(segmentationNode, segmentId, volume, mask):
+    """Replace a segment by a (K, J, I) mask on the volume's grid, as a Segment Editor edit does."""
     image = slicer.vtkOrientedImageData()
     image.SetDimensions(*volume.GetImageData().GetDimensions())
     matrix = vtk.vtkMatrix4x4()
@@ -58,6 +57,12 @@ def addUserSegment(segmentationNode, volume, mask, name="My edit"):
     image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(mask.astype(np.uint8).ravel(), deep=True))
     assert slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
         image, segmentationNode, segmentId, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE, image.GetExtent())
+
+
+def addUserSegment(segmentationNode, volume, mask, name="My edit"):
+    """A segment the user made, overlapping the result."""
+    segmentId = segmentationNode.GetSegmentation().AddEmptySegment("", name)
+    setSegmentMask(segmentationNode, segmentId, volume, mask)
     return segmentId
 
 
@@ -129,14 +134,7 @@ def test_a_segment_the_user_edited_is_never_overwritten(tmp_path):
     selection = ProposalSelection(seg)
     edited = sphere.copy()
     edited[5] = False  # the user erased one slice of the result in the Segment Editor
-    image = slicer.vtkOrientedImageData()
-    image.SetDimensions(*volume.GetImageData().GetDimensions())
-    matrix = vtk.vtkMatrix4x4()
-    volume.GetIJKToRASMatrix(matrix)
-    image.SetImageToWorldMatrix(matrix)
-    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(edited.astype(np.uint8).ravel(), deep=True))
-    slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
-        image, seg, resultId, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE, image.GetExtent())
+    setSegmentMask(seg, resultId, volume, edited)
     with pytest.raises(SelectionError, match="edited"):
         selection.setVoteThreshold(3.0)
     assert sameRasPointSets(segmentVoxelsRas(seg, resultId), voxelCentersRas(volume, edited))

@@ -12,13 +12,13 @@ loaded again.
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import slicer
 from vtk.util import numpy_support
 
 from .SegmentationImport import placeBesideInSubjectHierarchy
+from .VolumeIO import readVolumeFile
 
 MAP_NAMES = ("evidence", "uncertainty", "anomaly", "pseudo_healthy")
 PROPOSALS_ROLE = "DiffusionSeg.proposals"
@@ -45,17 +45,6 @@ TITLES = {  # (method or "*", map) -> legend/node label
 
 def mapTitle(method: str, name: str) -> str:
     return TITLES.get((method, name)) or TITLES.get(("*", name)) or name.replace("_", " ")
-
-
-def readVolumeFile(path: str, name: str, labelmap: bool = False):
-    """A volume file read by Slicer's storage node into a node NOT yet in the scene."""
-    node = slicer.vtkMRMLLabelMapVolumeNode() if labelmap else slicer.vtkMRMLScalarVolumeNode()
-    node.SetName(name)
-    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
-    storage.SetFileName(str(path))
-    if not os.path.isfile(path) or not storage.ReadData(node) or node.GetImageData() is None:
-        raise OSError(f"The worker's output {path} could not be read.")
-    return node
 
 
 def volumeArray(volumeNode) -> np.ndarray:

@@ -9,17 +9,16 @@ oblique volume with three grey levels, then imported exactly as a finished job i
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 
 import numpy as np
 import vtk
-from vtk.util import numpy_support
 
 from .EvidenceImport import EvidenceImporter, volumeArray
 from .JobSettings import JobSettings
 from .SegmentationImport import SegmentationImporter
+from .SelfTest import addTestVolume
 from .VolumeIO import exportVolume
 
 VOTE, SEED = 1.5, 2.0
@@ -38,26 +37,17 @@ class SteerableResult:
     box: np.ndarray | None = None
 
 
-def addSteerableVolume(scene, name: str = "DiffusionSegSelectionTest"):
-    """4 slices of 48×40 voxels, oblique and anisotropic: background 200-240, a box at 560 and
-    an ellipse at 900."""
-    k, j, i = np.mgrid[0:4, 0:40, 0:48]
-    array = (200 + 40 * np.random.default_rng(0).random((4, 40, 48))).astype(np.int16)
-    ellipse = ((i - 20) / 11.0) ** 2 + ((j - 20) / 9.0) ** 2 < 1
-    box = (i >= 37) & (i <= 44) & (j >= 5) & (j <= 12)
-    array[ellipse], array[box] = 900, 560
-    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode")
-    node.SetName(scene.GenerateUniqueName(name))
-    image = vtk.vtkImageData()
-    image.SetDimensions(48, 40, 4)
-    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(array.ravel(), deep=True))
-    node.SetAndObserveImageData(image)
-    node.SetSpacing(0.8, 0.6, 3.0)
-    node.SetOrigin(-20.0, 15.0, 7.5)
-    c, s = math.cos(math.radians(20)), math.sin(math.radians(20))
-    node.SetIJKToRASDirections([[c, -s, 0], [s, c, 0], [0, 0, 1]])
-    node.CreateDefaultDisplayNodes()
-    return node, array, ellipse, box
+def addSteerableVolume(scene):
+    """The module self-test's oblique, anisotropic volume (a bright ellipse at 900 on a 200-240
+    background) with a box at 560 added: three grey levels, three proposals."""
+    volume = addTestVolume(scene, "DiffusionSegSelectionTest")
+    array = volumeArray(volume)      # a view of the node's voxels
+    k, j, i = np.indices(array.shape)
+    ellipse = array == 900
+    box = (i >= 38) & (i <= 45) & (j >= 5) & (j <= 12)
+    array[box] = 560
+    volume.GetImageData().Modified()
+    return volume, np.array(array), ellipse, box
 
 
 def buildSteerableResult(scene, folder: str) -> SteerableResult:
@@ -129,5 +119,5 @@ def exerciseSelection(result: SteerableResult, setVoteThreshold, toggleAt, undo)
     assert np.array_equal(segmentMask(result), both), "undo must restore the previous segment"
     toggleAt(rasOfVoxel(result.inputVolumeNode, 40, 8, 1))   # a click on the box in slice 1
     assert np.array_equal(segmentMask(result), ellipse), "the click must remove the box from every slice"
-    toggleAt(rasOfVoxel(result.inputVolumeNode, 41, 9, 3))
+    toggleAt(rasOfVoxel(result.inputVolumeNode, 41, 9, 2))
     assert np.array_equal(segmentMask(result), both), "a second click must add it back"

@@ -261,3 +261,18 @@ def test_diffugts_bundle_holds_residual_anomaly_and_pseudo_healthy(tmp_path, tin
     hu = sitk.GetArrayFromImage(reference).astype(np.float32)
     assert -160 - 1e-3 <= healthy.min() and healthy.max() <= 240 + 1e-3  # the CT window, inverted
     assert array(outputs["evidence"]).min() >= 0  # R is a weighted sum of non-negative residuals
+
+
+def test_a_2d_image_bundle_and_reselect(tmp_path, methods):
+    slice_2d = sitk.GetArrayFromImage(ct_like_volume())[4]
+    image = sitk.GetImageFromArray(slice_2d)
+    image.SetSpacing((0.5, 0.7))
+    event, source = run(tmp_path, image=image)
+    outputs = event["outputs"]
+    for name in ("labelmap", "proposals", "evidence", "uncertainty"):
+        written = sitk.ReadImage(outputs[name])
+        assert written.GetDimension() == 2 and same_grid(written, source), name
+    same = reselect_files(outputs["labelmap"], tmp_path / "same.nrrd")
+    assert np.array_equal(array(same["output"]), array(outputs["labelmap"]))
+    assert 0 < array(reselect_files(outputs["labelmap"], tmp_path / "strict.nrrd", vote_threshold=3.0)["output"]).sum() \
+        < array(outputs["labelmap"]).sum()

@@ -35,7 +35,7 @@ def reselect_files(result: str | Path, output: str | Path, vote_threshold: float
 
     from ..bundle import OUTPUT_NAMES, bundle_path, read_scores
     from ..errors import InvalidRequest
-    from ..imageio import check_output_path, read_volume, write_labelmap
+    from ..imageio import check_output_path, write_labelmap
     from ..reselection import SelectionBundle, parse_ids, reselect_labels
 
     result, output = Path(result).expanduser(), Path(output).expanduser()
@@ -50,24 +50,47 @@ def reselect_files(result: str | Path, output: str | Path, vote_threshold: float
     if not proposals_path.exists():
         raise InvalidRequest(f"The proposals volume {proposals_path} is missing.",
                              hint="Segment with --evidence to write the whole bundle.")
-    labels_volume = read_volume(result, allow_constant=True)
-    proposals_volume = read_volume(proposals_path, allow_constant=True)
-    if proposals_volume.shape != labels_volume.shape:
-        raise InvalidRequest(f"{proposals_path.name} ({proposals_volume.shape}) and {result.name} "
-                             f"({labels_volume.shape}) are not on the same grid.")
-    check_output_path(output, labels_volume.reference.GetDimension(), inputs=bundle_files, overwrite=overwrite)
+    labels_image = _read(result)
+    proposals_image = _read(proposals_path)
+    if proposals_image.GetSize() != labels_image.GetSize():
+        raise InvalidRequest(f"{proposals_path.name} ({proposals_image.GetSize()}) and {result.name} "
+                             f"({labels_image.GetSize()}) are not on the same grid.")
+    check_output_path(output, labels_image.GetDimension(), inputs=bundle_files, overwrite=overwrite)
+    proposals = _volume_array(proposals_image)  # integer ids as stored: no float copy of the volume
     try:
-        bundle = SelectionBundle.from_document(proposals_volume.array.astype(np.int64), document)
+        bundle = SelectionBundle.from_document(proposals, document)
         start = time.perf_counter()
         labels = reselect_labels(bundle, vote_threshold, seed_threshold, include_ids, exclude_ids)
         seconds = time.perf_counter() - start
     except ValueError as exc:
         raise InvalidRequest(f"Cannot re-select {result.name}: {exc}.") from None
-    write_labelmap(labels, labels_volume.reference, output, overwrite=overwrite)
-    changed = int(np.count_nonzero((labels > 0) != (labels_volume.array > 0)))
+    write_labelmap(labels, labels_image, output, overwrite=overwrite)
+    changed = int(np.count_nonzero((labels > 0) != (_volume_array(labels_image) > 0)))
     return {"event": "result", "output": str(output), "outputs": {"labelmap": str(output)},
             "voxels": int(np.count_nonzero(labels)), "voxels_changed": changed,
             "timings": {"select": round(seconds, 4)}}
+
+
+def _read(path: Path):
+    """A bundle volume as stored (SimpleITK image), with the input checks' messages."""
+    import SimpleITK as sitk
+
+    from ..errors import InvalidImage
+    from ..imageio import check_input_path
+
+    check_input_path(path)
+    try:
+        return sitk.ReadImage(str(path))
+    except RuntimeError:
+        raise InvalidImage(f"Could not read {path}.", hint="Pass the labelmap `segment --evidence` wrote.") from None
+
+
+def _volume_array(image):
+    """(K, J, I) array of a 2D or 3D image: a 2D image is a one-slice volume, as in the pipeline."""
+    import SimpleITK as sitk
+
+    array = sitk.GetArrayFromImage(image)
+    return array[None] if image.GetDimension() == 2 else array
 
 
 def main(args: argparse.Namespace) -> int:

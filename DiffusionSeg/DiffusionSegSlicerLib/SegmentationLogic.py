@@ -81,6 +81,8 @@ class SegmentationJob(WorkerJob):
         listed = (self.result or {}).get("outputs") or {}
         paths = {name: str(bundle_path(outputPath, name)) for name in OUTPUT_NAMES[1:] if name in listed}
         paths = {name: path for name, path in paths.items() if os.path.isfile(path)}
+        if self.segmentationNode is None:  # nothing to steer: keep the maps, not the selection data
+            paths = {name: path for name, path in paths.items() if name not in ("proposals", "scores")}
         if not paths:
             return {}
         segmentId = self.segmentIds[0] if len(self.segmentIds) == 1 else None

@@ -79,7 +79,7 @@ class SelectionPanel:
     def setResult(self, job):
         """Called when a job succeeded: steer its result if it carries its evidence."""
         self.setClickMode(False)
-        self.logic, self.evidenceNode = None, (job.evidenceNodes or {}).get("evidence")
+        self.logic, self.evidenceNode = None, (getattr(job, "evidenceNodes", None) or {}).get("evidence")
         segmentation = job.segmentationNode
         try:
             if segmentation is not None and segmentation.GetNodeReference(PROPOSALS_ROLE) is not None:

@@ -101,16 +101,15 @@ class DiffusionSegLogic(ScriptedLoadableModuleLogic):
 
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
-        from DiffusionSegSlicerLib.Logic import DiffusionSegLogic as CoreLogic
-
         import qt
+        from DiffusionSegSlicerLib.Logic import DiffusionSegLogic as CoreLogic
+        from DiffusionSegSlicerLib.TempFolders import cleanupAllJobs
         from DiffusionSegSlicerLib.WorkerSettings import WorkerPythonSettings
 
+        # the worker Python is a per-user application setting (never the scene's)
         self.core = CoreLogic(slicer.mrmlScene, temporaryRoot=slicer.app.temporaryPath,
                               cleanEnvironment=slicer.util.startupEnvironment(),
                               workerSettings=WorkerPythonSettings(qt.QSettings(), confirmWorkerPython))
-        from DiffusionSegSlicerLib.TempFolders import cleanupAllJobs
-
         # closing Slicer ends running workers and removes their temporary folders (patient data)
         slicer.app.connect("aboutToQuit()", cleanupAllJobs)
 

@@ -6,6 +6,8 @@ methods   the method registry with parameters (JSON for tools)
 evaluate  a method over an image folder and a mask folder: Dice, IoU, HD95
 benchmark per-stage time and peak memory on real architectures
 train     train a trainable method (see `train <method> --help`)
+serve     a warm worker over HTTP: models stay loaded between jobs (docs/service.md)
+batch     a method over a cohort (manifest or folder): resumable, sharded, optionally on Ray
 reselect  re-choose a result's foreground proposals from its evidence bundle, without the model
 
 `segment` and `run` speak the job contract: JSON-lines events on stdout and nothing else there
@@ -29,6 +31,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("DiffusionSegLib.evaluate", "Dice/IoU/HD95 over image and mask folders"),
     "benchmark": ("DiffusionSegLib.benchmark", "per-stage time and peak memory"),
     "train": ("DiffusionSegLib.commands.train", "train a method"),
+    "serve": ("DiffusionSegLib.commands.serve", "a warm worker over HTTP (jobs, events, cancel, results)"),
+    "batch": ("DiffusionSegLib.commands.batch", "a method over a cohort: manifest or folder, resume, shards, Ray"),
     "reselect": ("DiffusionSegLib.commands.reselect", "re-choose a result's proposals without the model"),
 }
 

@@ -14,6 +14,7 @@ EXIT_MODEL = 4
 EXIT_DEVICE = 5
 EXIT_WRITE_FAILED = 6
 EXIT_CANCELLED = 130
+EXIT_CASES_FAILED = 7  # `batch`: the run finished, but some cases failed (see its summary)
 
 OUT_OF_MEMORY_HINT = ("Close other GPU programs, lower the batch size or the model resolution, "
                       "or choose device 'cpu'.")
@@ -104,6 +105,13 @@ class DeviceUnavailable(DiffusionSegError):
 class OutOfMemory(DiffusionSegError):
     code = "out_of_memory"
     exit_code = EXIT_DEVICE
+
+
+class CasesFailed(DiffusionSegError):
+    """A batch ran to the end but some of its cases failed; each is in the summary."""
+
+    code = "cases_failed"
+    exit_code = EXIT_CASES_FAILED
 
 
 class JobCancelled(DiffusionSegError):

@@ -46,12 +46,18 @@ def run_job(request: JobRequest, emit: EventCallback, cancel_token: CancelToken 
     (input kind, output target, claim), then the image (size, ROI, slice range) — all before the
     model loads; the output is renamed into place only after a verified write."""
     from .models import resolve_device
-    from .pipeline import VolumeSegmenter
+    from .multi_prompt import check_several_prompts, segment_prompts
     from .slicing import plan_slices
 
     request.validate()
     context = JobContext(emit=emit, cancel_token=cancel_token or CancelToken(), seed=request.seed)
-    method = create_method(request.method, request.params, request.prompt, request.model, context)
+    methods = [create_method(request.method, request.params, prompt, request.model, context)
+               for prompt in request.prompt_list()]
+    check_several_prompts(methods)
+    if request.evidence and len(methods) > 1:
+        raise InvalidRequest("The evidence bundle holds one prompt's evidence; this request has several prompts.",
+                             hint="Ask for evidence with one prompt per job.")
+    method = methods[0]
     check_input_path(request.input)
     output = check_output_path(request.output, inputs=(request.input,), overwrite=request.overwrite)
     if request.evidence:
@@ -70,11 +76,11 @@ def run_job(request: JobRequest, emit: EventCallback, cancel_token: CancelToken 
         context.check_cancelled()
         context.progress("load", 0, 1)
         with context.timed("load"):
-            method.load()
+            for each in methods:  # the same model for every prompt: loaded once (the runner's cache)
+                each.load()
         check_image_size(method.image_size, f"The model {method.model or method.info.name}")
         context.progress("load", 1, 1)
-        result = VolumeSegmenter(method, request.pipeline, context, collect_evidence=request.evidence).segment(
-            volume, request.roi, request.slice_range)
+        result, overlaps = segment_prompts(methods, request, volume, context, collect_evidence=request.evidence)
         context.check_cancelled()
         bundle = {}
         try:
@@ -93,7 +99,7 @@ def run_job(request: JobRequest, emit: EventCallback, cancel_token: CancelToken 
                     emit({"event": "warning", "message": result.warning})
                 emit({"event": "result", "version": request.version, "output": str(output), "outputs": outputs,
                       "segments": result.segments, "slices_segmented": result.slices_segmented,
-                      "slices_skipped": result.slices_skipped,
+                      "slices_skipped": result.slices_skipped, **({"overlaps": overlaps} if overlaps else {}),
                       "timings": {k: round(v, 4) for k, v in context.timings.items()}})
         finally:
             for file in bundle.values():

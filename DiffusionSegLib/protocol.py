@@ -235,20 +235,25 @@ def run_with_events(work: Callable[[Callable[[dict], None], CancelToken], Any],
             signal.signal(sig, handler)
 
 
-def _report(error: Exception, emit: _Events) -> int:
+def error_for(error: BaseException) -> tuple[dict, int]:
+    """The error event and exit status a job ends with, for any exception (shared by the
+    one-shot commands and `serve`, so every front door reports failures alike)."""
     if isinstance(error, DiffusionSegError):
-        emit.last(error_event(error.code, error.message, error.hint))
-        return error.exit_code
+        return error_event(error.code, error.message, error.hint), error.exit_code
     if "out of memory" in str(error).lower():  # wherever it happens: load, merge, decode…
         oom = OutOfMemory("The device ran out of memory.", hint=OUT_OF_MEMORY_HINT)
-        emit.last(error_event(oom.code, oom.message, oom.hint))
-        return oom.exit_code
+        return error_event(oom.code, oom.message, oom.hint), oom.exit_code
     import traceback
 
-    traceback.print_exc(file=sys.stderr)
-    emit.last(error_event("internal", f"Unexpected error: {type(error).__name__}: {str(error)[:500]}",
-                          "This is a bug; the log on stderr has the details."))
-    return EXIT_INTERNAL
+    traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
+    return error_event("internal", f"Unexpected error: {type(error).__name__}: {str(error)[:500]}",
+                       "This is a bug; the log on stderr has the details."), EXIT_INTERNAL
+
+
+def _report(error: Exception, emit: _Events) -> int:
+    event, status = error_for(error)
+    emit.last(event)
+    return status
 
 
 def exit_when_stdin_closes() -> threading.Thread | None:

@@ -62,6 +62,7 @@ class JobRequest:
     output: str
     method: str
     prompt: str | None = None
+    prompts: list[str] | None = None  # several prompts: one named segment each (instead of `prompt`)
     model: str | None = None          # HF repo id or local folder; None: the method's default
     device: str = "auto"
     params: dict[str, Any] = field(default_factory=dict)
@@ -115,6 +116,26 @@ class JobRequest:
             raise InvalidRequest(f"Request file {path} is not valid JSON: {str(exc)[:200]}") from None
         return cls.from_dict(data)
 
+    def prompt_list(self) -> list[str | None]:
+        """The prompts of this job, in priority order (a single `prompt`, possibly None)."""
+        return list(self.prompts) if self.prompts else [self.prompt]
+
+    def _validate_prompts(self) -> None:
+        if self.prompts is None:
+            return
+        if not isinstance(self.prompts, list) or not all(isinstance(p, str) and p.strip() for p in self.prompts):
+            raise InvalidRequest("'prompts' must be a list of non-empty texts, e.g. [\"liver\", \"liver tumour\"].")
+        for prompt in self.prompts:
+            if len(prompt) > MAX_PROMPT_CHARS:
+                raise InvalidRequest(f"A prompt is {len(prompt)} characters long; at most {MAX_PROMPT_CHARS} "
+                                     f"are read: {describe(prompt)}.", hint="Describe the target in a few words.")
+        _check_text({f"prompts[{i}]": p for i, p in enumerate(self.prompts)}, "request")
+        self.prompts = [p.strip() for p in self.prompts]
+        if len(set(self.prompts)) != len(self.prompts):
+            raise InvalidRequest("'prompts' lists the same prompt twice; each prompt becomes one segment.")
+        if self.prompt and self.prompts != [self.prompt.strip()]:
+            raise InvalidRequest("Give either 'prompt' or 'prompts', not both.")
+
     def validate(self) -> None:
         for name in ("input", "output", "method"):
             value = getattr(self, name)
@@ -146,6 +167,7 @@ class JobRequest:
         if not isinstance(self.device, str) or self.device not in DEVICES:
             raise InvalidRequest(f"Device must be one of {', '.join(DEVICES)}; got {describe(self.device)}.")
         _check_params(self.params)
+        self._validate_prompts()
         if self.roi is not None:
             self.roi = _roi(self.roi)
         if self.slice_range is not None:

@@ -74,6 +74,18 @@ class PlantedEvidence(BrightThreshold):
                                  consistent_ids=params.mode != "all", scores=tables, selection=params)
 
 
+class PromptThreshold(BrightThreshold):
+    """Prompt-driven test method: the prompt 'above 0.4' keeps pixels brighter than 0.4, so
+    several prompts give different, nested masks."""
+
+    info = MethodInfo(name="prompt-threshold", label="Prompt threshold (test)", description="test method",
+                      prompt="required", needs_checkpoint=False, default_model=None, params=BrightThreshold.info.params)
+
+    def segment(self, images: torch.Tensor, valid: torch.Tensor, indices=None) -> SliceSegmentation:
+        level = float(self.prompt.split()[-1])
+        return SliceSegmentation(labels=(images.mean(1) > level).long())
+
+
 class SlowLoad(BrightThreshold):
     """Loads like a big diffusers model: a long stretch of library code without any safe point
     (sleep resumes after a signal handler, PEP 475) and an exception wrapper like diffusers'

@@ -32,7 +32,8 @@ WORKER_CODE = (
     "import sys; sys.path.insert(0, {testing!r}); "
     "import fake_methods, slicer_worker_methods as w; from DiffusionSegLib import methods as m; "
     "r = dict(m.available_methods()); "
-    "r.update({{c.info.name: c for c in (fake_methods.BrightThreshold, fake_methods.SlowLoad, w.SlowBrightThreshold)}}); "
+    "r.update({{c.info.name: c for c in (fake_methods.BrightThreshold, fake_methods.PromptThreshold, "
+    "fake_methods.SlowLoad, w.SlowBrightThreshold)}}); "
     "m._REGISTRY = r; from DiffusionSegLib.worker_entry import main; sys.exit(main(sys.argv[1:]))"
 )
 

@@ -27,7 +27,7 @@ LOAD_POINTS = (0.0, 0.3, 0.8, 1.5)   # seconds into the load when the cancel arr
 
 
 def cancel_during_load(command: list[str], delay: float, env: dict | None = None) -> tuple[int, list[dict], float]:
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, encoding="utf-8",
                                env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
     lines = []
     for line in process.stdout:
@@ -113,7 +113,7 @@ def test_error_after_a_cancel_is_reported_as_cancelled():
          "def work(emit, token):\n"
          "    token.cancel(); raise OSError('no file named diffusion_pytorch_model.bin')\n"
          "sys.exit(run_with_events(work))"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60)
+        cwd=ROOT, capture_output=True, text=True, encoding="utf-8", timeout=60)
     assert done.returncode == EXIT_CANCELLED
     assert json.loads(done.stdout.splitlines()[-1])["code"] == "cancelled"
 

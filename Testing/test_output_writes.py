@@ -135,7 +135,7 @@ def test_two_jobs_racing_for_one_output_the_second_fails_clearly(tmp_path):
     slow = ["segment", "--method", "slow-load", "--input", str(source), "--output", str(output), "--device", "cpu",
             "--param", "load_seconds=20"]
     first = subprocess.Popen(fake_cli_command(*slow),
-                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, encoding="utf-8")
     try:
         for line in first.stdout:   # the first job holds the output once it is loading
             if json.loads(line).get("stage") == "load":

@@ -157,7 +157,7 @@ def test_checkpoint_image_size_is_bounded(tmp_path):
     ["no-such-command"],
 ])
 def test_argument_errors_are_json_error_events(arguments):
-    done = subprocess.run(fake_cli_command(*arguments), cwd=ROOT, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(fake_cli_command(*arguments), cwd=ROOT, capture_output=True, text=True, encoding="utf-8", timeout=120)
     assert done.returncode == 2
     events = [json.loads(line) for line in done.stdout.splitlines()]
     assert len(events) == 1 and events[0]["event"] == "error" and events[0]["code"] == "invalid_request"

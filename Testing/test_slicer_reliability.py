@@ -167,7 +167,7 @@ def test_worker_ends_when_slicer_is_killed_and_its_folder_goes_at_next_start(tmp
                "method": "slow-bright-threshold", "device": "cpu", "pipeline": {"batch_size": 1}}
     (workDir / "request.json").write_text(json.dumps(request))
     parent = subprocess.Popen([sys.executable, "-c", PARENT.format(testing=str(TESTING), request=str(
-        workDir / "request.json"), workDir=str(workDir))], stdout=subprocess.PIPE, text=True)
+        workDir / "request.json"), workDir=str(workDir))], stdout=subprocess.PIPE, text=True, encoding="utf-8")
     writeOwner(workDir, parent.pid)
     worker = psutil.Process(int(parent.stdout.readline()))
     claim = workDir / ".output.nrrd.diffusionseg-lock"

@@ -16,6 +16,7 @@ from .JobSettings import DEVICES, SLICE_AXES, JobSettings, storedParameterValue
 from .ParameterNode import applySettingsToParameterNode, settingsFromParameterNode
 from .ParameterWidgets import createParameterWidget
 from .SelectionWidget import SelectionPanel
+from .ServiceWidget import ServicePanel
 
 SETTINGS_KEY = "DiffusionSeg/LastSettings"
 POLL_INTERVAL_MS = 100
@@ -61,15 +62,19 @@ class DiffusionSegPanel:
         ui.pythonInterpreterPathLineEdit.currentPath = self.logic.workerSettings.chosenPython()
         ui.pythonInterpreterPathLineEdit.currentPathChanged.connect(self.logic.workerSettings.choosePython)
         ui.applyButton.clicked.connect(self.onApplyButton)
+        ui.promptLineEdit.toolTip = _("What to segment. Several segments in one run: separate the prompts with ';' "
+                                      "(e.g. 'liver; liver tumour'); where they overlap, the first listed wins.")
         ui.checkInterpreterButton.clicked.connect(self.onCheckInterpreter)
         ui.progressBar.hide()
         self.fineTune = FineTunePanel(ui, self.logic, self)
+        self.service = ServicePanel(ui, self.logic, self)  # warm server rows in Advanced (ServiceWidget.py)
         self.selection = SelectionPanel(ui, self)
 
     def cleanup(self):
         self.cancelJob()
         if self.fineTune is not None:
             self.fineTune.cleanup()
+        self.service.cleanup()
         if self.selection is not None:
             self.selection.cleanup()
         self._pollTimer.stop()

@@ -137,6 +137,8 @@ class DiffusionSegTest(ScriptedLoadableModuleTest):
     def runTest(self):
         self.setUp()
         self.test_EndToEndWithTinyModel()
+        self.setUp()
+        self.test_SelectionPanel()
 
     def test_EndToEndWithTinyModel(self):
         from DiffusionSegSlicerLib.SelfTest import runEndToEndScenario
@@ -147,3 +149,32 @@ class DiffusionSegTest(ScriptedLoadableModuleTest):
         leftovers = [n for n in os.listdir(slicer.app.temporaryPath) if n.startswith("DiffusionSeg-")]
         self.assertEqual(leftovers, [], "temporary job folders were not removed")
         self.delayDisplay("Test passed")
+
+    def test_SelectionPanel(self):
+        """The "Evidence and selection" widgets on a steerable result built without a model:
+        slider re-selection, click-toggle, Undo, overlay (SelectionSelfTest.py)."""
+        import shutil
+        import tempfile
+
+        from DiffusionSegSlicerLib.SelectionSelfTest import buildSteerableResult, exerciseSelection
+
+        self.delayDisplay("Steering a result through the Evidence and selection section")
+        panel = slicer.modules.diffusionseg.widgetRepresentation().self().panel.selection
+        folder = tempfile.mkdtemp(prefix="DiffusionSeg-selection-", dir=slicer.app.temporaryPath)
+        try:
+            result = buildSteerableResult(slicer.mrmlScene, folder)
+            panel.setResult(result)
+            self.assertTrue(panel.slider.enabled and panel.clickButton.visible and panel.overlayCheckBox.checked)
+
+            def setThreshold(value):
+                panel.slider.value = value
+                panel._applyPending()  # what the debounce timer does when the slider rests
+
+            exerciseSelection(result, setThreshold, panel.toggleAt, panel.undoButton.click)
+            panel.clickButton.checked = True
+            self.assertEqual(len(panel._clickObservations), len(slicer.app.layoutManager().sliceViewNames()))
+            panel.clickButton.checked = False
+            self.assertEqual(panel._clickObservations, [])
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        self.delayDisplay("Selection test passed")

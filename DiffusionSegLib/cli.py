@@ -8,6 +8,7 @@ benchmark per-stage time and peak memory on real architectures
 train     train a trainable method (see `train <method> --help`)
 serve     a warm worker over HTTP: models stay loaded between jobs (docs/service.md)
 batch     a method over a cohort (manifest or folder): resumable, sharded, optionally on Ray
+reselect  re-choose a result's foreground proposals from its evidence bundle, without the model
 demo      offline plumbing check: synthetic inputs, random-weight models, every method
 
 `segment` and `run` speak the job contract: JSON-lines events on stdout and nothing else there
@@ -33,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("DiffusionSegLib.commands.train", "train a method"),
     "serve": ("DiffusionSegLib.commands.serve", "a warm worker over HTTP (jobs, events, cancel, results)"),
     "batch": ("DiffusionSegLib.commands.batch", "a method over a cohort: manifest or folder, resume, shards, Ray"),
+    "reselect": ("DiffusionSegLib.commands.reselect", "re-choose a result's proposals without the model"),
     "demo": ("DiffusionSegLib.commands.demo", "offline plumbing check of every method (random weights)"),
 }
 

@@ -205,6 +205,29 @@ def stage_labelmap(labels: np.ndarray, reference: sitk.Image, path: str | Path, 
                       suffix=suffix)
 
 
+def map_image(values: np.ndarray, reference: sitk.Image) -> sitk.Image:
+    """A float map (K, J, I) or a colour map (K, J, I, 3) as a float32 image with the
+    reference's exact geometry (evidence, uncertainty, pseudo-healthy volumes)."""
+    values = np.asarray(values, dtype=np.float32)
+    vector = values.ndim == 4
+    if reference.GetDimension() == 2:
+        values = values[0]
+    image = sitk.GetImageFromArray(values, isVector=vector)
+    image.CopyInformation(reference)
+    return image
+
+
+def stage_image(image: sitk.Image, path: str | Path, *, compress: bool = True) -> StagedFile:
+    """Write and verify any image (a bundle map) beside `path` like the labelmap; commit()
+    renames it. `compress`: gzip where the format has it (labelmaps shrink ~100×; continuous
+    float maps barely shrink and take ten times longer to write, so callers may turn it off)."""
+    path = Path(path)
+    suffix = _suffix(path)
+    compress = compress and suffix not in PICTURE_SUFFIXES
+    return stage_file(path, lambda temp: sitk.WriteImage(image, temp, compress), _verifier(image, suffix),
+                      suffix=suffix)
+
+
 def write_labelmap(labels: np.ndarray, reference: sitk.Image, path: str | Path, *, overwrite: bool = True,
                    guard: Callable[[], ContextManager] | None = None) -> Path:
     """Write atomically and verified: a temporary file in the same folder, read back, renamed

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import InvalidRequest
 from .events import CancelToken, EventCallback, JobContext
+from .bundle import check_bundle_targets
 from .imageio import check_input_path, check_output_path, read_volume, stage_labelmap
 from .methods import Method, get_method
 from .methods.base import check_image_size
@@ -19,6 +20,7 @@ class JobResult:
     output: str
     segments: list[dict]
     timings: dict[str, float]
+    outputs: dict[str, str] = field(default_factory=dict)  # the result bundle: name -> path
 
 
 def create_method(name: str, params: dict, prompt: str | None, model: str | None,
@@ -52,9 +54,14 @@ def run_job(request: JobRequest, emit: EventCallback, cancel_token: CancelToken 
     methods = [create_method(request.method, request.params, prompt, request.model, context)
                for prompt in request.prompt_list()]
     check_several_prompts(methods)
+    if request.evidence and len(methods) > 1:
+        raise InvalidRequest("The evidence bundle holds one prompt's evidence; this request has several prompts.",
+                             hint="Ask for evidence with one prompt per job.")
     method = methods[0]
     check_input_path(request.input)
     output = check_output_path(request.output, inputs=(request.input,), overwrite=request.overwrite)
+    if request.evidence:
+        check_bundle_targets(output, inputs=(request.input,), overwrite=request.overwrite)
     with claim_output(output):
         context.device = str(resolve_device(request.device))
         context.log(f"DiffusionSeg job: method {method.info.name}, device {context.device}, "
@@ -73,17 +80,28 @@ def run_job(request: JobRequest, emit: EventCallback, cancel_token: CancelToken 
                 each.load()
         check_image_size(method.image_size, f"The model {method.model or method.info.name}")
         context.progress("load", 1, 1)
-        result, overlaps = segment_prompts(methods, request, volume, context)
+        result, overlaps = segment_prompts(methods, request, volume, context, collect_evidence=request.evidence)
         context.check_cancelled()
-        with context.timed("write"):
-            staged = stage_labelmap(result.labels, volume.reference, output, overwrite=request.overwrite)
+        bundle = {}
         try:
+            with context.timed("write"):
+                if result.evidence is not None:
+                    from .evidence import stage_evidence
+
+                    bundle = stage_evidence(result.evidence, method.info.name, request.pipeline, volume.reference,
+                                            output, overwrite=request.overwrite)
+                staged = stage_labelmap(result.labels, volume.reference, output, overwrite=request.overwrite)
+                bundle["labelmap"] = staged
             with context.cancel_token.final():   # cancelled before this line: nothing is written
-                staged.commit()
-                emit({"event": "result", "output": str(output), "segments": result.segments,
-                      "slices_segmented": result.slices_segmented, "slices_skipped": result.slices_skipped,
-                      **({"overlaps": overlaps} if overlaps else {}),
+                # the bundle first, the labelmap last: a labelmap on disk means a complete result
+                outputs = {name: str(file.commit()) for name, file in bundle.items()}
+                if result.warning:
+                    emit({"event": "warning", "message": result.warning})
+                emit({"event": "result", "version": request.version, "output": str(output), "outputs": outputs,
+                      "segments": result.segments, "slices_segmented": result.slices_segmented,
+                      "slices_skipped": result.slices_skipped, **({"overlaps": overlaps} if overlaps else {}),
                       "timings": {k: round(v, 4) for k, v in context.timings.items()}})
         finally:
-            staged.discard()
-    return JobResult(str(output), result.segments, dict(context.timings))
+            for file in bundle.values():
+                file.discard()
+    return JobResult(str(output), result.segments, dict(context.timings), outputs)

@@ -13,8 +13,8 @@ from typing import Any
 
 from .errors import InvalidParameter, InvalidRequest, describe
 
-REQUEST_VERSION = 1
-SUPPORTED_VERSIONS = {1}          # versions this worker reads (the result bundle adds 2)
+REQUEST_VERSION = 2
+SUPPORTED_VERSIONS = {1, 2}       # 2 adds `evidence` (the result bundle); 1 means evidence = false
 MAX_SEED = 2**32 - 1              # numpy and torch generators both accept [0, 2^32)
 MAX_PROMPT_CHARS = 1000           # CLIP reads 77 tokens; a longer prompt is a mistake, not a prompt
 MAX_PATH_CHARS = 4096
@@ -70,6 +70,7 @@ class JobRequest:
     roi: dict[str, list[int]] | None = None   # {"ijk_min": [i, j, k], "ijk_max": [i, j, k]}, inclusive
     slice_range: list[int] | None = None      # [first, last] along the slice axis, inclusive
     seed: int = 0
+    evidence: bool = False                    # also write the result bundle (docs/evidence.md)
     overwrite: bool = False           # replace an existing output file
     version: int = REQUEST_VERSION
 
@@ -157,6 +158,10 @@ class JobRequest:
         check_version(self.version)
         if not _is_int(self.seed) or not 0 <= self.seed <= MAX_SEED:
             raise InvalidRequest(f"seed must be a whole number from 0 to {MAX_SEED}; got {describe(self.seed)}.")
+        if not isinstance(self.evidence, bool):
+            raise InvalidRequest(f"'evidence' must be true or false; got {describe(self.evidence)}.")
+        if self.evidence and self.version < 2:
+            raise InvalidRequest("'evidence' needs a version 2 request.", hint='Set "version": 2.')
         if not isinstance(self.overwrite, bool):
             raise InvalidRequest(f"'overwrite' must be true or false; got {describe(self.overwrite)}.")
         if not isinstance(self.device, str) or self.device not in DEVICES:

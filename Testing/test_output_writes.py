@@ -31,8 +31,9 @@ def volume_file(folder: Path, name: str = "ct.nrrd") -> Path:
 
 
 def fake_cli(*args, preexec_fn=None, timeout=300) -> tuple[int, list[dict], str]:
-    done = subprocess.run(fake_cli_command(*args), cwd=ROOT, capture_output=True, text=True, encoding="utf-8", timeout=timeout,
-                          preexec_fn=preexec_fn)
+    # utf-8 whatever locale a library left the test process in (events carry "×", "→" …)
+    done = subprocess.run(fake_cli_command(*args), cwd=ROOT, capture_output=True, text=True, encoding="utf-8",
+                          timeout=timeout, preexec_fn=preexec_fn)
     return done.returncode, [json.loads(line) for line in done.stdout.splitlines()], done.stderr
 
 

@@ -57,13 +57,14 @@ def test_malformed_fields_are_invalid_requests_naming_the_field(change, field):
 
 
 def test_version_message_is_consistent_and_versions_are_a_set():
-    assert SUPPORTED_VERSIONS == {1}
-    for bad in ("1", True, 2, 1.0):
+    assert SUPPORTED_VERSIONS == {1, 2}  # 2: the result bundle (docs/evidence.md)
+    for bad in ("1", True, 3, 1.0):
         with pytest.raises(InvalidRequest) as caught:
             JobRequest.from_dict({**BASE, "version": bad})
         message = str(caught.value)
-        assert "reads version 1" in message and f"{bad!r}" in message
-    assert JobRequest.from_dict(BASE).version == 1
+        assert "reads version 1, 2" in message and f"{bad!r}" in message
+    assert JobRequest.from_dict({k: v for k, v in BASE.items() if k != "version"}).version == 2
+    assert JobRequest.from_dict({**BASE, "version": 1}).version == 1
 
 
 def test_long_values_are_cut_in_messages():

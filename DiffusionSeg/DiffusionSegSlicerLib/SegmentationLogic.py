@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 
 from .JobSettings import JobSettings, buildJobRequest
-from .SegmentationImport import SegmentationImporter
+from .EvidenceImport import EvidenceImporter
+from .SegmentationImport import SegmentationImporter, removeNodeAndDisplay
 from .VolumeIO import checkInputVolume, exportVolume, roiToIjkBox
 from .Worker import WorkerLauncher
 from .WorkerSettings import WorkerPythonSettings
@@ -37,6 +38,7 @@ class SegmentationJob(WorkerJob):
         self.methodInfo = methodInfo
         self.segmentationNode = None
         self.segmentIds: list[str] = []
+        self.evidenceNodes: dict = {}     # the result bundle's nodes (EvidenceImport.py)
 
     # -- start -----------------------------------------------------------------------------------
 
@@ -70,12 +72,43 @@ class SegmentationJob(WorkerJob):
         nodeName = f"{self.inputVolumeNode.GetName()} {fallback}"
         self.segmentationNode, self.segmentIds = self.importer.importLabelmap(
             self.scene, outputPath, self.inputVolumeNode, names, self.targetSegmentationNode, nodeName)
+        self.evidenceNodes = self._importEvidence(outputPath, fallback)
         if self.segmentationNode is None:
             self.log.emit("warning", "The model found nothing to segment; no segmentation was added.")
             return
         self.log.emit("info", f"Imported {len(self.segmentIds)} segment(s) into "
                               f"'{self.segmentationNode.GetName()}' in {self.elapsed:.1f} s.")
 
+    def _importEvidence(self, outputPath: str, label: str) -> dict:
+        """The bundle files the worker listed (paths derived from ours, not taken from the
+        event), as nodes beside the result; the scene is left as it was if this fails."""
+        from DiffusionSegLib.bundle import OUTPUT_NAMES, bundle_path
+
+        listed = (self.result or {}).get("outputs") or {}
+        paths = {name: str(bundle_path(outputPath, name)) for name in OUTPUT_NAMES[1:] if name in listed}
+        paths = {name: path for name, path in paths.items() if os.path.isfile(path)}
+        if self.segmentationNode is None:  # nothing to steer: keep the maps, not the selection data
+            paths = {name: path for name, path in paths.items() if name not in ("proposals", "scores")}
+        if not paths:
+            return {}
+        segmentId = self.segmentIds[0] if len(self.segmentIds) == 1 else None
+        try:
+            return EvidenceImporter().importBundle(self.scene, paths, self.inputVolumeNode, self.segmentationNode,
+                                                   segmentId, self.settings.method,
+                                                   f"{self.inputVolumeNode.GetName()} {label}")
+        except Exception:
+            self._removeImportedSegments()
+            raise
+
+    def _removeImportedSegments(self) -> None:
+        if self.segmentationNode is None:
+            return
+        if self.targetSegmentationNode is None:
+            removeNodeAndDisplay(self.scene, self.segmentationNode)
+        else:
+            for segmentId in self.segmentIds:
+                self.segmentationNode.GetSegmentation().RemoveSegment(segmentId)
+        self.segmentationNode, self.segmentIds = None, []
 
 def segmentNames(segments, log=lambda level, message: None) -> dict[int, str]:
     """label -> name from the result event's `segments`; entries that are not

@@ -15,6 +15,7 @@ from .FineTuneWidget import FineTunePanel
 from .JobSettings import DEVICES, SLICE_AXES, JobSettings, storedParameterValue
 from .ParameterNode import applySettingsToParameterNode, settingsFromParameterNode
 from .ParameterWidgets import createParameterWidget
+from .SelectionWidget import SelectionPanel
 from .ServiceWidget import ServicePanel
 
 SETTINGS_KEY = "DiffusionSeg/LastSettings"
@@ -33,6 +34,7 @@ class DiffusionSegPanel:
         self._paramGetters = {}
         self._stageText = ""
         self.fineTune = None              # the "Learn from corrections" section (FineTuneWidget.py)
+        self.selection = None             # the "Evidence and selection" section (SelectionWidget.py)
         self._pollTimer = qt.QTimer()
         self._pollTimer.setInterval(POLL_INTERVAL_MS)
         self._pollTimer.timeout.connect(self._poll)
@@ -66,12 +68,15 @@ class DiffusionSegPanel:
         ui.progressBar.hide()
         self.fineTune = FineTunePanel(ui, self.logic, self)
         self.service = ServicePanel(ui, self.logic, self)  # warm server rows in Advanced (ServiceWidget.py)
+        self.selection = SelectionPanel(ui, self)
 
     def cleanup(self):
         self.cancelJob()
         if self.fineTune is not None:
             self.fineTune.cleanup()
         self.service.cleanup()
+        if self.selection is not None:
+            self.selection.cleanup()
         self._pollTimer.stop()
         self.setParameterNode(None)
 
@@ -310,9 +315,12 @@ class DiffusionSegPanel:
         if job.state == job.SUCCEEDED:
             count = len(job.segmentIds)
             self.ui.statusLabel.text = _("Done: {count} segment(s) in {elapsed}.").format(count=count, elapsed=elapsed)
+            if job.warnings:  # the worker's own warning (empty or whole-tissue result) in the message area
+                self.ui.statusLabel.text += " " + _("Warning: {message}").format(message=job.warnings[-1])
             if job.segmentationNode is not None:
                 slicer.util.setSliceViewerLayers(background=job.inputVolumeNode, fit=False)
                 job.segmentationNode.GetDisplayNode().SetVisibility(True)
+            self.selection.setResult(job)
         elif job.state == job.CANCELLED:
             self.ui.statusLabel.text = _("Cancelled after {elapsed}; the scene was not changed.").format(elapsed=elapsed)
         else:

@@ -44,6 +44,7 @@ class WorkerJob:
         self.state = self.IDLE
         self.error: JobFailed | None = None
         self.result: dict | None = None       # the worker's result event
+        self.warnings: list[str] = []         # the worker's warning events (e.g. an empty result)
         self.workDir: str | None = None
         self.process = None
         self._errorEvent: dict | None = None
@@ -143,6 +144,9 @@ class WorkerJob:
                                int(event.get("total", 0)), float(event.get("elapsed", self.elapsed)))
         elif kind == "log":
             self.log.emit(str(event.get("level", "info")), str(event.get("message", "")))
+        elif kind == "warning":
+            self.warnings.append(str(event.get("message", "")))
+            self.log.emit("warning", self.warnings[-1])
         elif kind == "result":
             self.result = event
         elif kind == "error":

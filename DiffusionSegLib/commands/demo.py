@@ -31,7 +31,7 @@ The real path, with your own labelled images (a folder of images and a folder of
 the same file names; volumes with label volumes work too; to try it first, use the demo's
 labelled/train and labelled/test folders):
   python -m DiffusionSegLib train sdseg --images IMAGES/ --masks MASKS/ --mask-map '>0' \\
-      --output my-sdseg --denoiser-skip --max-minutes 10
+      --output my-sdseg --max-minutes 10
   python -m DiffusionSegLib segment --method sdseg --model my-sdseg --input IMAGE --output seg.nrrd
   python -m DiffusionSegLib evaluate --method sdseg --model my-sdseg --images TEST_IMAGES/ \\
       --masks TEST_MASKS/ --mask-map '>0' --output my-eval

@@ -19,6 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--roi", help="i0,j0,k0,i1,j1,k1 inclusive voxel box")
     parser.add_argument("--slices", help="first:last slice indices along the slice axis (inclusive)")
     add_pipeline_arguments(parser)
+    parser.add_argument("--evidence", action="store_true",
+                        help="also write the result bundle beside the output: <stem>.proposals.nrrd, "
+                             "<stem>.scores.json, <stem>.evidence.nrrd, <stem>.uncertainty.nrrd, "
+                             "<stem>.pseudo_healthy.nrrd (what the method has; docs/evidence.md)")
     add_quiet_argument(parser)
 
 
@@ -28,7 +32,7 @@ def request_from_args(args: argparse.Namespace) -> JobRequest:
                          prompt=prompts[0] if len(prompts) == 1 else None, prompts=prompts if len(prompts) > 1 else None,
                          model=args.model, device=args.device, params=parse_params(args.param),
                          pipeline=pipeline_from_args(args), roi=parse_roi(args.roi),
-                         slice_range=parse_slices(args.slices), seed=args.seed,
+                         slice_range=parse_slices(args.slices), seed=args.seed, evidence=args.evidence,
                          overwrite=args.overwrite)
     request.validate()
     return request

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 from ..errors import InvalidParameter, ModelLoadFailed, describe
 
@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from ..events import JobContext
+    from ..selection import SelectionParams, SliceScores
 
 PARAM_TYPES = ("int", "float", "bool", "choice", "str")
 
@@ -157,12 +158,33 @@ class SliceSegmentation:
     segment_map: optional map of every unsupervised segment (ADZUS), for oracle evaluation.
     consistent_ids: False when label values are arbitrary per slice and the volume pipeline must
     match them across slices.
+    scores, selection: when given, `segment_map` holds the proposals (ids local to each slice),
+    `scores[b]` their evidence and `labels` only each slice's own decision; the pipeline then
+    decides the whole volume at once with `selection.select_labels` (absent targets, the
+    volume-level step), the same call `reselect` makes on a saved bundle.
+
+    The evidence a method computed on the way (the result bundle, docs/evidence.md), each
+    optional and collected only when a job asks for it (the pipeline streams it onto the
+    input grid batch by batch):
+    evidence: (B, S, S) float, why a pixel was chosen (ADZUS absolute prompt attention, which the
+    bundle divides by the volume's reference as the vote does; SDSeg mean foreground
+    probability over the x_T seeds; DiffuGTS fused residual R).
+    uncertainty: (B, S, S) float (SDSeg std over seeds; ADZUS's vote margin is computed by the
+    bundle from the scores).
+    anomaly: (B, S, S) float, DiffuGTS's anomaly (AOVA) map.
+    pseudo_healthy: (B, 3, S, S) in [0, 1] model-input units, DiffuGTS's repainted image.
     """
 
     labels: "torch.Tensor"
     probabilities: "torch.Tensor | None" = None
     segment_map: "torch.Tensor | None" = None
     consistent_ids: bool = True
+    scores: "list[SliceScores] | None" = None
+    selection: "SelectionParams | None" = None
+    evidence: "torch.Tensor | None" = None
+    uncertainty: "torch.Tensor | None" = None
+    anomaly: "torch.Tensor | None" = None
+    pseudo_healthy: "torch.Tensor | None" = None
 
 
 @dataclass
@@ -186,11 +208,14 @@ class Method(ABC):
         """Load weights onto `context.device` and set `image_size` (model input side, px)."""
 
     @abstractmethod
-    def segment(self, images: "torch.Tensor", valid: "torch.Tensor") -> SliceSegmentation:
+    def segment(self, images: "torch.Tensor", valid: "torch.Tensor",
+                indices: Sequence[int] | None = None) -> SliceSegmentation:
         """Segment a batch.
 
         images: (B, 3, S, S) float32 in [0, 1], S = `image_size`, on the CPU.
         valid: (B, S, S) bool, True on real pixels, False on letterbox padding.
+        indices: each image's slice index in the volume (None: 0..B-1). Random draws are seeded
+        from (job seed, slice index) so a slice's result does not depend on the batch it is in.
         """
 
     @classmethod

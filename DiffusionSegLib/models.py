@@ -180,12 +180,14 @@ class StableDiffusionParts:
         hidden = self.text_encoder(tokens.input_ids.to(self.device))[0]
         return hidden.to(self.dtype)
 
-    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+    def encode_image(self, images: torch.Tensor, use_cache: bool = True) -> torch.Tensor:
         """Posterior mean × scaling factor (deterministic, as DiffSeg's encoder): images in [0, 1].
-        Kept per slice in the runner's feature cache, keyed by the slice's content."""
+        Kept per slice in the runner's feature cache, keyed by the slice's content. A caller
+        that captures the encoder's inner features (DiffuGTS) needs the encoder to run: it passes
+        use_cache=False, since a cached latent comes without them."""
         from .feature_cache import cached_rows
 
-        if not self.identity:
+        if not self.identity or not use_cache:
             return self._encode_image(images)
         return cached_rows(("vae-latent", self.identity), images, self._encode_image)
 

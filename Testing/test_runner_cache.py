@@ -111,3 +111,18 @@ def test_cancel_in_the_middle_of_a_unet_pass(tmp_path, tiny_sd_path):
     assert all(not m._forward_pre_hooks for m in block_modules(parts.unet))  # no hook left behind
     runner.run(request(tmp_path, tiny_sd_path, "after.nrrd"), lambda e: None)
     assert runner.models.loads == 1 and (tmp_path / "after.nrrd").exists()
+
+
+def test_diffugts_after_adzus_on_the_same_image_encodes_again(tmp_path, tiny_sd_path):
+    """DiffuGTS reads the VAE encoder's inner features: a latent cached by an earlier ADZUS job
+    on the same image comes without them, so DiffuGTS must not take it (it crashed with KeyError)."""
+    runner = Runner()
+    runner.run(request(tmp_path, tiny_sd_path, "a.nrrd", latent_mode="clean"), lambda e: None)
+    tumour = JobRequest(input=str(tmp_path / "cell.png"), output=str(tmp_path / "t.nrrd"), method="diffugts",
+                        prompt="cell tumour", model=str(tiny_sd_path), device="cpu",
+                        params={"organ": "cell", "steps": 4, "gate_threshold": 0.0, "anomaly_floor": 0.0})
+    warm = runner.run(tumour, lambda e: None)
+    cold = Runner().run(JobRequest(**{**tumour.to_dict(), "output": str(tmp_path / "c.nrrd"),
+                                      "pipeline": tumour.pipeline}), lambda e: None)
+    assert warm.output and cold.output
+    np.testing.assert_array_equal(labels(tmp_path / "t.nrrd"), labels(tmp_path / "c.nrrd"))

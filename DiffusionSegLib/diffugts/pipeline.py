@@ -150,7 +150,7 @@ class DiffuGTSPipeline:
         with ctx.timed("encode"):
             with capture_block_outputs(parts.vae.encoder.down_blocks, s.encoder_blocks) as encoder:
                 # The VAE stays fp32 on GPU (models.py); the UNet may be fp16.
-                latents = parts.encode_image(images).to(parts.unet.dtype)
+                latents = parts.encode_image(images, use_cache=False).to(parts.unet.dtype)
         region = body_region(images, valid, s.body_level)
         with ctx.timed("aova"):
             difference, features = self.attention_maps(latents, region, indices)

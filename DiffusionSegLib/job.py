@@ -39,10 +39,13 @@ def create_method(name: str, params: dict, prompt: str | None, model: str | None
 
 def run_job(request: JobRequest, emit: EventCallback, cancel_token: CancelToken | None = None) -> JobResult:
     from .models import resolve_device
-    from .pipeline import VolumeSegmenter
+    from .multi_prompt import check_several_prompts, segment_prompts
 
     context = JobContext(emit=emit, cancel_token=cancel_token or CancelToken(), seed=request.seed)
-    method = create_method(request.method, request.params, request.prompt, request.model, context)
+    methods = [create_method(request.method, request.params, prompt, request.model, context)
+               for prompt in request.prompt_list()]
+    check_several_prompts(methods)
+    method = methods[0]
     output = check_output_path(request.output)
     context.device = str(resolve_device(request.device))
     context.log(f"DiffusionSeg job: method {method.info.name}, device {context.device}, "
@@ -53,9 +56,10 @@ def run_job(request: JobRequest, emit: EventCallback, cancel_token: CancelToken 
     context.check_cancelled()
     context.progress("load", 0, 1)
     with context.timed("load"):
-        method.load()
+        for each in methods:  # the same model for every prompt: loaded once (the runner's cache)
+            each.load()
     context.progress("load", 1, 1)
-    result = VolumeSegmenter(method, request.pipeline, context).segment(volume, request.roi, request.slice_range)
+    result, overlaps = segment_prompts(methods, request, volume, context)
     context.check_cancelled()
     with context.timed("write"):
         write_labelmap(result.labels, volume.reference, output)
@@ -63,6 +67,7 @@ def run_job(request: JobRequest, emit: EventCallback, cancel_token: CancelToken 
         emit({"event": "warning", "message": result.warning})
     emit({"event": "result", "output": str(output), "segments": result.segments,
           "slices_segmented": result.slices_segmented, "slices_skipped": result.slices_skipped,
+          **({"overlaps": overlaps} if overlaps else {}),
           "timings": {k: round(v, 4) for k, v in context.timings.items()}})
     return JobResult(str(output), result.segments, dict(context.timings))
 

@@ -72,3 +72,15 @@ class PlantedEvidence(BrightThreshold):
             labels.append(torch.from_numpy(select_labels(proposals, {0: table}, params).astype(np.int64)))
         return SliceSegmentation(labels=torch.stack(labels), segment_map=torch.stack(maps),
                                  consistent_ids=params.mode != "all", scores=tables, selection=params)
+
+
+class PromptThreshold(BrightThreshold):
+    """Prompt-driven test method: the prompt 'above 0.4' keeps pixels brighter than 0.4, so
+    several prompts give different, nested masks."""
+
+    info = MethodInfo(name="prompt-threshold", label="Prompt threshold (test)", description="test method",
+                      prompt="required", needs_checkpoint=False, default_model=None, params=BrightThreshold.info.params)
+
+    def segment(self, images: torch.Tensor, valid: torch.Tensor, indices=None) -> SliceSegmentation:
+        level = float(self.prompt.split()[-1])
+        return SliceSegmentation(labels=(images.mean(1) > level).long())

@@ -25,6 +25,7 @@ class Sdseg(Method):
         needs_checkpoint=True,
         default_model=None,
         trainable=True,
+        prompt_conditioned=False,  # the prompt only names the segment
         reference="Lin et al., Stable Diffusion Segmentation for Biomedical Images with Single-step "
                   "Reverse Process, MICCAI 2024",
         params=(

@@ -101,15 +101,30 @@ class DiffusionSegLogic(ScriptedLoadableModuleLogic):
 
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
+        import qt
         from DiffusionSegSlicerLib.Logic import DiffusionSegLogic as CoreLogic
+        from DiffusionSegSlicerLib.TempFolders import cleanupAllJobs
+        from DiffusionSegSlicerLib.WorkerSettings import WorkerPythonSettings
 
+        # the worker Python is a per-user application setting (never the scene's)
         self.core = CoreLogic(slicer.mrmlScene, temporaryRoot=slicer.app.temporaryPath,
-                              cleanEnvironment=slicer.util.startupEnvironment())
+                              cleanEnvironment=slicer.util.startupEnvironment(),
+                              workerSettings=WorkerPythonSettings(qt.QSettings(), confirmWorkerPython))
+        # closing Slicer ends running workers and removes their temporary folders (patient data)
+        slicer.app.connect("aboutToQuit()", cleanupAllJobs)
 
     def getParameterNode(self):
         from DiffusionSegSlicerLib.ParameterNode import DiffusionSegParameterNode
 
         return DiffusionSegParameterNode(super().getParameterNode())
+
+
+def confirmWorkerPython(path):
+    """Shown before a worker Python that was not chosen in the settings runs for the first time."""
+    return bool(slicer.util.confirmOkCancelDisplay(
+        _("DiffusionSeg is about to run this program as its worker Python:\n\n{path}\n\n"
+          "It was not chosen in the DiffusionSeg settings (Advanced > Worker Python). Run it?").format(path=path),
+        windowTitle=_("Confirm worker Python")))
 
 
 class DiffusionSegTest(ScriptedLoadableModuleTest):

@@ -7,8 +7,10 @@ from dataclasses import dataclass
 
 from .errors import InvalidRequest
 from .events import CancelToken, EventCallback, JobContext
-from .imageio import check_output_path, read_volume, write_labelmap
+from .imageio import check_input_path, check_output_path, read_volume, stage_labelmap
 from .methods import Method, get_method
+from .methods.base import check_image_size
+from .output_files import claim_output
 from .request import JobRequest
 
 
@@ -38,37 +40,52 @@ def create_method(name: str, params: dict, prompt: str | None, model: str | None
 
 
 def run_job(request: JobRequest, emit: EventCallback, cancel_token: CancelToken | None = None) -> JobResult:
+    """The order of checks is the contract: the request itself, then the method, then the files
+    (input kind, output target, claim), then the image (size, ROI, slice range) — all before the
+    model loads; the output is renamed into place only after a verified write."""
     from .models import resolve_device
     from .multi_prompt import check_several_prompts, segment_prompts
+    from .slicing import plan_slices
 
+    request.validate()
     context = JobContext(emit=emit, cancel_token=cancel_token or CancelToken(), seed=request.seed)
     methods = [create_method(request.method, request.params, prompt, request.model, context)
                for prompt in request.prompt_list()]
     check_several_prompts(methods)
     method = methods[0]
-    output = check_output_path(request.output)
-    context.device = str(resolve_device(request.device))
-    context.log(f"DiffusionSeg job: method {method.info.name}, device {context.device}, "
-                f"request {json.dumps(request.to_dict(), default=str)}")
-    with context.timed("read"):
-        volume = read_volume(request.input)
-    check_output_path(output, volume.reference.GetDimension())
-    context.check_cancelled()
-    context.progress("load", 0, 1)
-    with context.timed("load"):
-        for each in methods:  # the same model for every prompt: loaded once (the runner's cache)
-            each.load()
-    context.progress("load", 1, 1)
-    result, overlaps = segment_prompts(methods, request, volume, context)
-    context.check_cancelled()
-    with context.timed("write"):
-        write_labelmap(result.labels, volume.reference, output)
-    if result.warning:
-        emit({"event": "warning", "message": result.warning})
-    emit({"event": "result", "output": str(output), "segments": result.segments,
-          "slices_segmented": result.slices_segmented, "slices_skipped": result.slices_skipped,
-          **({"overlaps": overlaps} if overlaps else {}),
-          "timings": {k: round(v, 4) for k, v in context.timings.items()}})
+    check_input_path(request.input)
+    output = check_output_path(request.output, inputs=(request.input,), overwrite=request.overwrite)
+    with claim_output(output):
+        context.device = str(resolve_device(request.device))
+        context.log(f"DiffusionSeg job: method {method.info.name}, device {context.device}, "
+                    f"request {json.dumps(request.to_dict(), default=str)}")
+        with context.timed("read"):
+            volume = read_volume(request.input)
+        for note in volume.notes:
+            context.log(note, "warning")
+        check_output_path(output, volume.reference.GetDimension(), inputs=(request.input,),
+                          overwrite=request.overwrite)
+        plan_slices(volume, request.pipeline.axis, request.roi, request.slice_range)
+        context.check_cancelled()
+        context.progress("load", 0, 1)
+        with context.timed("load"):
+            for each in methods:  # the same model for every prompt: loaded once (the runner's cache)
+                each.load()
+        check_image_size(method.image_size, f"The model {method.model or method.info.name}")
+        context.progress("load", 1, 1)
+        result, overlaps = segment_prompts(methods, request, volume, context)
+        context.check_cancelled()
+        with context.timed("write"):
+            staged = stage_labelmap(result.labels, volume.reference, output, overwrite=request.overwrite)
+        try:
+            with context.cancel_token.final():   # cancelled before this line: nothing is written
+                staged.commit()
+                if result.warning:  # an empty or whole-tissue result: say so and what it usually means
+                    emit({"event": "warning", "message": result.warning})
+                emit({"event": "result", "output": str(output), "segments": result.segments,
+                      "slices_segmented": result.slices_segmented, "slices_skipped": result.slices_skipped,
+                      **({"overlaps": overlaps} if overlaps else {}),
+                      "timings": {k: round(v, 4) for k, v in context.timings.items()}})
+        finally:
+            staged.discard()
     return JobResult(str(output), result.segments, dict(context.timings))
-
-

@@ -84,3 +84,39 @@ class PromptThreshold(BrightThreshold):
     def segment(self, images: torch.Tensor, valid: torch.Tensor, indices=None) -> SliceSegmentation:
         level = float(self.prompt.split()[-1])
         return SliceSegmentation(labels=(images.mean(1) > level).long())
+
+
+class SlowLoad(BrightThreshold):
+    """Loads like a big diffusers model: a long stretch of library code without any safe point
+    (sleep resumes after a signal handler, PEP 475) and an exception wrapper like diffusers'
+    around it, so a cancel can only end it through the protocol's watchdog."""
+
+    info = MethodInfo(name="slow-load", label="Slow load (test)", description="never checks cancel while loading",
+                      prompt="optional", needs_checkpoint=False, default_model=None,
+                      params=BrightThreshold.info.params + (
+                          Param("load_seconds", "float", 30.0, "load time", minimum=0.0, maximum=600.0),))
+
+    def load(self) -> None:
+        import time
+
+        try:
+            time.sleep(self.params["load_seconds"])
+        except Exception as error:  # what diffusers does to errors inside a load
+            raise OSError(f"Error no file named diffusion_pytorch_model.bin found: {error}") from error
+        super().load()
+
+
+FAKE_CLI_CODE = (
+    "import sys; sys.path.insert(0, {testing!r}); import fake_methods as f; from DiffusionSegLib import methods as m; "
+    "r = dict(m.available_methods()); r.update({{c.info.name: c for c in (f.BrightThreshold, f.SlowLoad)}}); "
+    "m._REGISTRY = r; from DiffusionSegLib.cli import main; sys.exit(main(sys.argv[1:]))")
+
+
+def fake_cli_command(*arguments: str) -> list[str]:
+    """`python -m DiffusionSegLib ARGS` with the model-free test methods registered (a real CLI
+    process: argument parsing, protocol, signals, job, image IO)."""
+    import sys
+    from pathlib import Path
+
+    return [sys.executable, "-c", FAKE_CLI_CODE.format(testing=str(Path(__file__).resolve().parent)),
+            *map(str, arguments)]

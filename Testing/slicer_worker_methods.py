@@ -33,8 +33,8 @@ WORKER_CODE = (
     "import fake_methods, slicer_worker_methods as w; from DiffusionSegLib import methods as m; "
     "r = dict(m.available_methods()); "
     "r.update({{c.info.name: c for c in (fake_methods.BrightThreshold, fake_methods.PromptThreshold, "
-    "w.SlowBrightThreshold)}}); "
-    "m._REGISTRY = r; from DiffusionSegLib.cli import main; sys.exit(main(sys.argv[1:]))"
+    "fake_methods.SlowLoad, w.SlowBrightThreshold)}}); "
+    "m._REGISTRY = r; from DiffusionSegLib.worker_entry import main; sys.exit(main(sys.argv[1:]))"
 )
 
 

@@ -31,7 +31,7 @@ class JobSettings:
     batchSize: int = 0
     sliceRange: list[int] | None = None   # [first, last] along the slice axis, inclusive
     seed: int = 0
-    pythonInterpreter: str = ""       # "" = Slicer's own Python; else a path (e.g. a conda env)
+    pythonInterpreter: str = ""       # "" = the worker Python chosen in the user settings (WorkerSettings.py)
 
     def toDict(self) -> dict[str, Any]:
         return asdict(self)

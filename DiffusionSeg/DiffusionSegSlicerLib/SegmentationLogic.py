@@ -14,6 +14,7 @@ from .JobSettings import JobSettings, buildJobRequest
 from .SegmentationImport import SegmentationImporter
 from .VolumeIO import checkInputVolume, exportVolume, roiToIjkBox
 from .Worker import WorkerLauncher
+from .WorkerSettings import WorkerPythonSettings
 from .WorkerJob import WorkerJob
 
 
@@ -31,7 +32,7 @@ class SegmentationJob(WorkerJob):
         self.inputVolumeNode = inputVolumeNode
         self.roiNode = roiNode
         self.targetSegmentationNode = targetSegmentationNode
-        self.launcher = launcher or WorkerLauncher(settings.pythonInterpreter)
+        self.launcher = launcher or WorkerLauncher(WorkerPythonSettings().resolve(settings.pythonInterpreter))
         self.importer = importer or SegmentationImporter()
         self.methodInfo = methodInfo
         self.segmentationNode = None
@@ -48,7 +49,7 @@ class SegmentationJob(WorkerJob):
         request = self._prepareRequest(roiIjk)
         requestPath = os.path.join(self.workDir, "request.json")
         request.save(requestPath)
-        return self.launcher.runCommand(requestPath, self.settings.device)
+        return self.launcher.runCommand(requestPath, self.settings.device, self.workDir)
 
     def _prepareRequest(self, roiIjk):
         """Export the input volume into the job folder; returns the request that reads it (shared
@@ -63,12 +64,7 @@ class SegmentationJob(WorkerJob):
 
     def _onSuccess(self) -> None:
         outputPath = os.path.join(self.workDir, "output.nrrd")   # ours, whatever the event says
-        names = {}
-        for segment in self.result.get("segments") or []:
-            try:
-                names[int(segment["label"])] = str(segment.get("name") or "")
-            except (KeyError, TypeError, ValueError):
-                continue
+        names = segmentNames(self.result.get("segments"), self.log.emit)
         fallback = self.settings.prompt.strip() or self.settings.method
         names = {label: name or fallback for label, name in names.items()} or {1: fallback}
         nodeName = f"{self.inputVolumeNode.GetName()} {fallback}"
@@ -79,3 +75,23 @@ class SegmentationJob(WorkerJob):
             return
         self.log.emit("info", f"Imported {len(self.segmentIds)} segment(s) into "
                               f"'{self.segmentationNode.GetName()}' in {self.elapsed:.1f} s.")
+
+
+def segmentNames(segments, log=lambda level, message: None) -> dict[int, str]:
+    """label -> name from the result event's `segments`; entries that are not
+    {"label": whole number >= 1, "name": text} are logged and skipped, never fatal."""
+    names = {}
+    if segments is None:
+        return names
+    if not isinstance(segments, list):
+        log("warning", f"Ignored the worker's segment list: expected a list, got {type(segments).__name__}.")
+        return names
+    for entry in segments:
+        label = entry.get("label") if isinstance(entry, dict) else None
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if isinstance(label, bool) or not isinstance(label, int) or label < 1 or \
+                not (name is None or isinstance(name, str)):
+            log("warning", f"Ignored a malformed segment entry from the worker: {str(entry)[:200]}")
+            continue
+        names[label] = (name or "").strip()
+    return names

@@ -14,7 +14,7 @@ import os
 import slicer
 import vtk
 
-SUPPORTED_COMPONENTS = (1, 3)
+SUPPORTED_COMPONENTS = (1, 3, 4)   # RGBA: the worker drops alpha and says so, as the CLI does
 
 
 def checkInputVolume(volumeNode) -> None:
@@ -31,7 +31,7 @@ def checkInputVolume(volumeNode) -> None:
     components = image.GetNumberOfScalarComponents()
     if components not in SUPPORTED_COMPONENTS:
         raise ValueError(f"'{volumeNode.GetName()}' has {components} components per voxel; "
-                         "DiffusionSeg reads grey-scale or RGB images.")
+                         "DiffusionSeg reads grey-scale, RGB or RGBA images.")
 
 
 def exportVolume(volumeNode, path: str) -> str:

@@ -56,8 +56,9 @@ class DiffusionSegPanel:
             ui.methodComboBox.addItem(_("No method found: check the DiffusionSegLib installation"), "")
         ui.methodComboBox.currentIndexChanged.connect(self.onMethodChanged)
         ui.modelPathLineEdit.currentPathChanged.connect(lambda path: self._setField("model", path))
-        ui.pythonInterpreterPathLineEdit.currentPathChanged.connect(
-            lambda path: self._setField("pythonInterpreter", path))
+        # the worker Python is a per-user setting, never stored in the scene (WorkerSettings.py)
+        ui.pythonInterpreterPathLineEdit.currentPath = self.logic.workerSettings.chosenPython()
+        ui.pythonInterpreterPathLineEdit.currentPathChanged.connect(self.logic.workerSettings.choosePython)
         ui.applyButton.clicked.connect(self.onApplyButton)
         ui.promptLineEdit.toolTip = _("What to segment. Several segments in one run: separate the prompts with ';' "
                                       "(e.g. 'liver; liver tumour'); where they overlap, the first listed wins.")
@@ -96,7 +97,6 @@ class DiffusionSegPanel:
         self.ui.methodComboBox.setCurrentIndex(max(index, 0))
         self.ui.intensityComboBox.setCurrentIndex(max(self.ui.intensityComboBox.findData(parameterNode.intensity), 0))
         self.ui.modelPathLineEdit.currentPath = parameterNode.model
-        self.ui.pythonInterpreterPathLineEdit.currentPath = parameterNode.pythonInterpreter
         self.onMethodChanged()
 
     def parameterNode(self):

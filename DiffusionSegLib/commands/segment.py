@@ -12,7 +12,9 @@ from ..request import JobRequest
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", required=True, help="image file or DICOM series folder")
-    parser.add_argument("--output", required=True, help="labelmap to write (.nrrd, .nii.gz, .mha, .png)")
+    parser.add_argument("--output", required=True,
+                        help="labelmap to write: .nrrd, .nii.gz, .mha keep label values; .png/.bmp/.tif show them")
+    parser.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     add_model_arguments(parser, several_prompts=True)
     parser.add_argument("--roi", help="i0,j0,k0,i1,j1,k1 inclusive voxel box")
     parser.add_argument("--slices", help="first:last slice indices along the slice axis (inclusive)")
@@ -25,7 +27,8 @@ def request_from_args(args: argparse.Namespace) -> JobRequest:
                          prompt=prompts[0] if len(prompts) == 1 else None, prompts=prompts if len(prompts) > 1 else None,
                          model=args.model, device=args.device, params=parse_params(args.param),
                          pipeline=pipeline_from_args(args), roi=parse_roi(args.roi),
-                         slice_range=parse_slices(args.slices), seed=args.seed)
+                         slice_range=parse_slices(args.slices), seed=args.seed,
+                         overwrite=args.overwrite)
     request.validate()
     return request
 

@@ -7,11 +7,12 @@ process); they import their model code inside `load`.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
-from ..errors import InvalidParameter
+from ..errors import InvalidParameter, ModelLoadFailed, describe
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -53,14 +54,16 @@ class Param:
                 value = int(value)
             elif self.type == "float":
                 value = float(value)
+                if not math.isfinite(value):  # NaN passes every range check below
+                    raise ValueError
             else:
                 value = str(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise InvalidParameter(
-                f"Parameter '{self.name}' must be of type {self.type}, got {value!r}.") from None
+                f"Parameter '{self.name}' must be a finite {self.type}, got {describe(value)}.") from None
         if self.type == "choice" and value not in self.choices:
             raise InvalidParameter(
-                f"Parameter '{self.name}' must be one of {', '.join(self.choices)}; got {value!r}.")
+                f"Parameter '{self.name}' must be one of {', '.join(self.choices)}; got {describe(value)}.")
         if self.type in ("int", "float"):
             if self.minimum is not None and value < self.minimum or \
                     self.maximum is not None and value > self.maximum:
@@ -128,6 +131,21 @@ class MethodInfo:
             "prompt_conditioned": self.prompt_conditioned,
             "params": [p.to_dict() for p in self.params],
         }
+
+
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 2048
+
+
+def check_image_size(size: Any, source: str, multiple: int = 1) -> int:
+    """The model side a checkpoint asks for, bounded: a crafted config must not make the job
+    allocate an arbitrarily large canvas per slice (latent models also need a multiple of 8)."""
+    if isinstance(size, bool) or not isinstance(size, int) or not MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE \
+            or size % multiple:
+        rule = f"multiples of {multiple} " if multiple > 1 else ""
+        raise ModelLoadFailed(f"{source} asks for an image size of {describe(size, 30)} pixels; supported are "
+                              f"{rule}from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}.",
+                              hint="The model's configuration is damaged or was not made for DiffusionSeg.")
+    return size
 
 
 @dataclass

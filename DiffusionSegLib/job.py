@@ -95,7 +95,7 @@ def run_job(request: JobRequest, emit: EventCallback, cancel_token: CancelToken 
             with context.cancel_token.final():   # cancelled before this line: nothing is written
                 # the bundle first, the labelmap last: a labelmap on disk means a complete result
                 outputs = {name: str(file.commit()) for name, file in bundle.items()}
-                if result.warning:
+                if result.warning:  # an empty or whole-tissue result: say so and what it usually means
                     emit({"event": "warning", "message": result.warning})
                 emit({"event": "result", "version": request.version, "output": str(output), "outputs": outputs,
                       "segments": result.segments, "slices_segmented": result.slices_segmented,

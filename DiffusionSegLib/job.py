@@ -38,14 +38,20 @@ def create_method(name: str, params: dict, prompt: str | None, model: str | None
 
 
 def run_job(request: JobRequest, emit: EventCallback, cancel_token: CancelToken | None = None) -> JobResult:
+    from .dtypes import resolve_policy
     from .models import resolve_device
     from .pipeline import VolumeSegmenter
+    from .threads import configure_threads
 
-    context = JobContext(emit=emit, cancel_token=cancel_token or CancelToken(), seed=request.seed)
+    context = JobContext(emit=emit, cancel_token=cancel_token or CancelToken(), seed=request.seed,
+                         dtype=request.dtype)
     method = create_method(request.method, request.params, request.prompt, request.model, context)
     output = check_output_path(request.output)
     context.device = str(resolve_device(request.device))
-    context.log(f"DiffusionSeg job: method {method.info.name}, device {context.device}, "
+    policy = resolve_policy(context.device, request.dtype)
+    threads = configure_threads(request.threads)
+    context.log(f"DiffusionSeg job: method {method.info.name}, device {context.device}, dtype {policy.name} "
+                f"({policy.reason}; VAE float32), {threads} CPU thread(s), "
                 f"request {json.dumps(request.to_dict(), default=str)}")
     with context.timed("read"):
         volume = read_volume(request.input)

@@ -48,14 +48,10 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def resolve_dtype(device: torch.device, requested: str | None = None) -> torch.dtype:
-    """fp16 on CUDA (half the memory, tensor cores), fp32 elsewhere (CPU fp16 is slow and lossy)."""
-    if requested:
-        try:
-            return {"float16": torch.float16, "fp16": torch.float16, "bfloat16": torch.bfloat16,
-                    "bf16": torch.bfloat16, "float32": torch.float32, "fp32": torch.float32}[requested]
-        except KeyError:
-            raise ModelLoadFailed(f"Unknown dtype {requested!r}; use float16, bfloat16 or float32.") from None
-    return torch.float16 if device.type == "cuda" else torch.float32
+    """The compute dtype (UNet, text encoder) for a device: see `dtypes.resolve_policy`."""
+    from .dtypes import resolve_policy
+
+    return resolve_policy(device, requested).compute
 
 
 def is_local_reference(reference: str) -> bool:
@@ -168,13 +164,13 @@ class StableDiffusionParts:
     @torch.no_grad()
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """Posterior mean × scaling factor (deterministic, as DiffSeg's encoder): images in [0, 1]."""
-        x = images.to(self.device, self.vae.dtype) * 2.0 - 1.0
-        return self.vae.encode(x).latent_dist.mean * self.vae.config.scaling_factor
+        x = images.to(self.device, self.vae.encoder.conv_in.weight.dtype) * 2.0 - 1.0
+        return self.vae.encode(x).latent_dist.mean.float() * self.vae.config.scaling_factor
 
     @torch.no_grad()
     def decode_latent(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents back to images in [0, 1]."""
-        x = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
+        x = self.vae.decode(latents.to(self.vae.decoder.conv_in.weight.dtype) / self.vae.config.scaling_factor).sample
         return ((x.float() + 1.0) / 2.0).clamp(0.0, 1.0)
 
 
@@ -184,11 +180,13 @@ def load_stable_diffusion(reference: str, device: str | torch.device = "auto", d
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
+    from .dtypes import resolve_policy
+
     device = device if isinstance(device, torch.device) else resolve_device(device)
-    torch_dtype = resolve_dtype(device, dtype)
-    parts = StableDiffusionParts(reference=reference, device=device, dtype=torch_dtype)
+    policy = resolve_policy(device, dtype)
+    parts = StableDiffusionParts(reference=reference, device=device, dtype=policy.compute)
     if reference.startswith(RANDOM_PREFIX):
-        return _random_stable_diffusion(parts, components)
+        return _random_stable_diffusion(parts, components, policy)
     classes = {"unet": UNet2DConditionModel, "vae": AutoencoderKL, "text_encoder": CLIPTextModel,
                "tokenizer": CLIPTokenizer, "scheduler": DDIMScheduler}
     for name in components:
@@ -198,19 +196,31 @@ def load_stable_diffusion(reference: str, device: str | torch.device = "auto", d
         if name in ("tokenizer", "scheduler"):
             value = load_component(cls, reference, name)
         else:
-            value = load_component(cls, reference, name, dtype=component_dtype(name, torch_dtype))
+            value = load_component(cls, reference, name, dtype=component_dtype(name, policy.compute))
             value = value.to(device).eval().requires_grad_(False)
         setattr(parts, name, value)
+    if parts.vae is not None:
+        encoder_dtype(parts.vae, policy.vae_encoder)
     return parts
 
 
+def encoder_dtype(vae: Any, dtype: torch.dtype) -> Any:
+    """Run the VAE encoder half (encoder + quant_conv) in `dtype`; the decoder stays as loaded."""
+    vae.encoder.to(dtype)
+    if getattr(vae, "quant_conv", None) is not None:
+        vae.quant_conv.to(dtype)
+    return vae
+
+
 def component_dtype(name: str, dtype: torch.dtype) -> torch.dtype:
-    """SD's VAE overflows in fp16 on bright images: it always runs in fp32 (loaded so, never
-    rounded to fp16 first), which costs little for one encode/decode per slice."""
-    return torch.float32 if name == "vae" and dtype == torch.float16 else dtype
+    """The VAE is loaded in fp32 (never rounded to fp16 first: SD's VAE overflows in fp16 on
+    bright images); only its encoder may then follow a bf16 compute dtype (`encoder_dtype`,
+    dtypes.py). Every other network runs in the compute dtype."""
+    return torch.float32 if name == "vae" else dtype
 
 
-def _random_stable_diffusion(parts: StableDiffusionParts, components: Iterable[str]) -> StableDiffusionParts:
+def _random_stable_diffusion(parts: StableDiffusionParts, components: Iterable[str],
+                             policy: Any) -> StableDiffusionParts:
     import tempfile
 
     from transformers import CLIPTokenizer
@@ -233,4 +243,6 @@ def _random_stable_diffusion(parts: StableDiffusionParts, components: Iterable[s
                     .requires_grad_(False))
         elif name == "scheduler":
             parts.scheduler = built["scheduler"]
+    if parts.vae is not None:
+        encoder_dtype(parts.vae, policy.vae_encoder)
     return parts

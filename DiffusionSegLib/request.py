@@ -53,6 +53,8 @@ class JobRequest:
     prompt: str | None = None
     model: str | None = None          # HF repo id or local folder; None: the method's default
     device: str = "auto"
+    dtype: str = "auto"               # auto, float32, bfloat16, float16 (see dtypes.py)
+    threads: int = 0                  # CPU threads; 0 = the physical cores (see threads.py)
     params: dict[str, Any] = field(default_factory=dict)
     pipeline: PipelineOptions = field(default_factory=PipelineOptions)
     roi: dict[str, list[int]] | None = None   # {"ijk_min": [i, j, k], "ijk_max": [i, j, k]}, inclusive
@@ -104,6 +106,13 @@ class JobRequest:
             raise InvalidRequest(f"seed must be a whole number; got {self.seed!r}.")
         if self.device not in DEVICES:
             raise InvalidRequest(f"Device must be one of {', '.join(DEVICES)}; got {self.device!r}.")
+        from .dtypes import normalise_dtype_name
+
+        if not isinstance(self.dtype, str):
+            raise InvalidRequest(f"dtype must be a string such as 'auto' or 'float32'; got {self.dtype!r}.")
+        self.dtype = normalise_dtype_name(self.dtype)
+        if not isinstance(self.threads, int) or isinstance(self.threads, bool) or self.threads < 0:
+            raise InvalidRequest(f"threads must be a whole number >= 0 (0 = all physical cores); got {self.threads!r}.")
         if not isinstance(self.params, dict):
             raise InvalidRequest("'params' must be an object of parameter values.")
         if self.roi is not None:

@@ -21,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def request_from_args(args: argparse.Namespace) -> JobRequest:
     request = JobRequest(input=args.input, output=args.output, method=args.method, prompt=args.prompt,
-                         model=args.model, device=args.device, params=parse_params(args.param),
+                         model=args.model, device=args.device, dtype=args.dtype,
+                         threads=args.threads, params=parse_params(args.param),
                          pipeline=pipeline_from_args(args), roi=parse_roi(args.roi),
                          slice_range=parse_slices(args.slices), seed=args.seed)
     request.validate()

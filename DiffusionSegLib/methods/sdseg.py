@@ -46,7 +46,7 @@ class Sdseg(Method):
         from ..sdseg.checkpoint import load_checkpoint
 
         device = torch.device(self.context.device)
-        dtype = resolve_dtype(device, self.context.dtype)
+        dtype = resolve_dtype(device, self.context.dtype)  # the VAE stays fp32 (checkpoint.py)
         self._model, self._config = load_checkpoint(self.model, device, dtype)
         self._device, self._dtype = device, dtype
         self.image_size = int(self._config["image_size"])

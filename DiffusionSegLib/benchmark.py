@@ -101,6 +101,7 @@ def run_benchmark(args: argparse.Namespace, emit, cancel_token: CancelToken | No
     with context.timed("load"):
         method.load()
     load_seconds = context.timings.pop("load")
+    policy = getattr(getattr(method, "parts", None), "policy", None) or getattr(method, "policy", None) or policy
     networks = method_networks(method)
     if args.compile:
         for module in networks.values():

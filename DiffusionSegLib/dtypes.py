@@ -38,6 +38,12 @@ if TYPE_CHECKING:  # pragma: no cover
 DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
 ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+# Below this UNet size `auto` keeps fp32 on a CPU: oneDNN's bf16 path converts activations and
+# weights around every small op, which costs more than it saves. Measured on the AMD EPYC
+# (AVX512-BF16) of docs/benchmarks-cpu.md: a 1.4 M-parameter SDSeg UNet at 64 px and the 1.7 M tiny
+# SD run 1.3-2x slower in bf16; the 860 M SD v1 UNet at 512 px 4.7x faster. Sizes in between
+# were not measured; the threshold sits between the two and can be overridden with --dtype.
+CPU_BF16_MIN_PARAMETERS = 20_000_000
 
 
 def normalise_dtype_name(name: str | None) -> str:
@@ -93,6 +99,18 @@ class DtypePolicy:
         return str(self.compute).replace("torch.", "")
 
 
+def parameter_count(module: "torch.nn.Module") -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def needs_size(device: "torch.device | str", requested: str | None) -> bool:
+    """True when `auto` on a CPU depends on the model size: load in fp32, then `resolve_policy`
+    with the UNet's parameter count and cast (`apply_compute_dtype`)."""
+    import torch
+
+    return normalise_dtype_name(requested) == "auto" and torch.device(device).type == "cpu"
+
+
 def auto_compute_dtype(device: "torch.device | str") -> tuple["torch.dtype", str]:
     import torch
 
@@ -108,16 +126,36 @@ def auto_compute_dtype(device: "torch.device | str") -> tuple["torch.dtype", str
     return torch.float32, "CPU without native bf16"
 
 
-def resolve_policy(device: "torch.device | str", requested: str | None = "auto") -> DtypePolicy:
-    """The dtype of each part for a device and a request ('auto', 'float32', 'bfloat16', 'float16')."""
+def resolve_policy(device: "torch.device | str", requested: str | None = "auto",
+                   unet_parameters: int | None = None) -> DtypePolicy:
+    """The dtype of each part for a device and a request ('auto', 'float32', 'bfloat16', 'float16').
+
+    unet_parameters: the size of the model's denoiser, when known; `auto` keeps small models in
+    fp32 on a CPU (`CPU_BF16_MIN_PARAMETERS`)."""
     import torch
 
     name = normalise_dtype_name(requested)
     if name == "auto":
         compute, reason = auto_compute_dtype(device)
+        small = unet_parameters is not None and unet_parameters < CPU_BF16_MIN_PARAMETERS
+        if compute == torch.bfloat16 and torch.device(device).type == "cpu" and small:
+            compute = torch.float32
+            reason = f"small UNet ({unet_parameters / 1e6:.1f} M parameters): bf16 is slower on a CPU at this size"
     else:
         compute, reason = getattr(torch, name), "requested"
         if name == "float16" and torch.device(device).type == "cpu":
             reason = "requested (fp16 on CPU is emulated and slow)"
     encoder = torch.bfloat16 if compute == torch.bfloat16 else torch.float32
     return DtypePolicy(requested=name, compute=compute, vae_encoder=encoder, vae=torch.float32, reason=reason)
+
+
+def apply_sdseg_policy(model: "torch.nn.Module", device: "torch.device | str", requested: str | None) -> DtypePolicy:
+    """Cast a loaded (fp32) SDSeg model's UNet and conditioner to the compute dtype; its VAE
+    stays fp32 whatever the UNet runs in (the mask decode is cheap and exact)."""
+    unet = getattr(model, "unet", model)
+    policy = resolve_policy(device, requested, unet_parameters=parameter_count(unet))
+    unet.to(policy.compute)
+    conditioner = getattr(model, "conditioner", None)
+    if conditioner is not None:
+        conditioner.to(policy.compute)
+    return policy

@@ -61,6 +61,9 @@ def run_job(request: JobRequest, emit: EventCallback, cancel_token: CancelToken 
     with context.timed("load"):
         method.load()
     context.progress("load", 1, 1)
+    applied = getattr(getattr(method, "parts", None), "policy", None) or getattr(method, "policy", None)
+    if applied is not None and applied.compute != policy.compute:
+        context.log(f"Precision {applied.name}: {applied.reason}.")
     result = VolumeSegmenter(method, request.pipeline, context).segment(volume, request.roi, request.slice_range)
     context.check_cancelled()
     with context.timed("write"):

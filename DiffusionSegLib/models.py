@@ -134,6 +134,7 @@ class StableDiffusionParts:
     reference: str
     device: torch.device
     dtype: torch.dtype
+    policy: Any = None  # the dtypes.DtypePolicy applied (set by load_stable_diffusion)
     unet: Any = None
     vae: Any = None
     text_encoder: Any = None
@@ -180,25 +181,35 @@ def load_stable_diffusion(reference: str, device: str | torch.device = "auto", d
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    from .dtypes import resolve_policy
+    from .dtypes import needs_size, parameter_count, resolve_policy
 
     device = device if isinstance(device, torch.device) else resolve_device(device)
     policy = resolve_policy(device, dtype)
-    parts = StableDiffusionParts(reference=reference, device=device, dtype=policy.compute)
+    # auto on a CPU depends on the UNet's size: load in fp32, decide, then cast (never rounds twice).
+    sized = needs_size(device, dtype) and "unet" in components
+    parts = StableDiffusionParts(reference=reference, device=device,
+                                 dtype=torch.float32 if sized else policy.compute)
     if reference.startswith(RANDOM_PREFIX):
-        return _random_stable_diffusion(parts, components, policy)
-    classes = {"unet": UNet2DConditionModel, "vae": AutoencoderKL, "text_encoder": CLIPTextModel,
-               "tokenizer": CLIPTokenizer, "scheduler": DDIMScheduler}
-    for name in components:
-        if name not in classes:
-            raise ValueError(f"unknown component {name}")
-        cls = classes[name]
-        if name in ("tokenizer", "scheduler"):
-            value = load_component(cls, reference, name)
-        else:
-            value = load_component(cls, reference, name, dtype=component_dtype(name, policy.compute))
-            value = value.to(device).eval().requires_grad_(False)
-        setattr(parts, name, value)
+        _random_stable_diffusion(parts, components)
+    else:
+        classes = {"unet": UNet2DConditionModel, "vae": AutoencoderKL, "text_encoder": CLIPTextModel,
+                   "tokenizer": CLIPTokenizer, "scheduler": DDIMScheduler}
+        for name in components:
+            if name not in classes:
+                raise ValueError(f"unknown component {name}")
+            cls = classes[name]
+            if name in ("tokenizer", "scheduler"):
+                value = load_component(cls, reference, name)
+            else:
+                value = load_component(cls, reference, name, dtype=component_dtype(name, parts.dtype))
+                value = value.to(device).eval().requires_grad_(False)
+            setattr(parts, name, value)
+    if sized:
+        policy = resolve_policy(device, dtype, unet_parameters=parameter_count(parts.unet))
+    parts.dtype, parts.policy = policy.compute, policy
+    for name in ("unet", "text_encoder"):
+        if getattr(parts, name) is not None:
+            getattr(parts, name).to(policy.compute)
     if parts.vae is not None:
         encoder_dtype(parts.vae, policy.vae_encoder)
     return parts
@@ -219,8 +230,7 @@ def component_dtype(name: str, dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if name == "vae" else dtype
 
 
-def _random_stable_diffusion(parts: StableDiffusionParts, components: Iterable[str],
-                             policy: Any) -> StableDiffusionParts:
+def _random_stable_diffusion(parts: StableDiffusionParts, components: Iterable[str]) -> StableDiffusionParts:
     import tempfile
 
     from transformers import CLIPTokenizer
@@ -243,6 +253,4 @@ def _random_stable_diffusion(parts: StableDiffusionParts, components: Iterable[s
                     .requires_grad_(False))
         elif name == "scheduler":
             parts.scheduler = built["scheduler"]
-    if parts.vae is not None:
-        encoder_dtype(parts.vae, policy.vae_encoder)
     return parts

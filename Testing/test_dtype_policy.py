@@ -95,3 +95,15 @@ def test_cli_dtype_reaches_the_request():
                                       "--dtype", "fp32", "--threads", "3"])
     request = request_from_args(args)
     assert request.dtype == "float32" and request.threads == 3
+
+
+def test_auto_keeps_small_models_fp32_on_cpu(monkeypatch):
+    monkeypatch.setattr(dtypes, "cpu_has_native_bf16", lambda flags=None: True)
+    assert dtypes.resolve_policy("cpu", "auto", unet_parameters=1_400_000).compute == torch.float32
+    assert dtypes.resolve_policy("cpu", "auto", unet_parameters=860_000_000).compute == torch.bfloat16
+    assert dtypes.resolve_policy("cpu", "bfloat16", unet_parameters=1_400_000).compute == torch.bfloat16
+    from DiffusionSegLib.models import load_stable_diffusion
+
+    tiny = load_stable_diffusion("random:tiny-sd", "cpu", "auto")
+    assert tiny.dtype == torch.float32 and tiny.unet.dtype == torch.float32 and "small UNet" in tiny.policy.reason
+    assert tiny.vae.encoder.conv_in.weight.dtype == torch.float32

@@ -42,13 +42,13 @@ class Sdseg(Method):
     def load(self) -> None:
         import torch
 
-        from ..models import resolve_dtype
+        from ..dtypes import apply_sdseg_policy
         from ..sdseg.checkpoint import load_checkpoint
 
         device = torch.device(self.context.device)
-        dtype = resolve_dtype(device, self.context.dtype)  # the VAE stays fp32 (checkpoint.py)
-        self._model, self._config = load_checkpoint(self.model, device, dtype)
-        self._device, self._dtype = device, dtype
+        self._model, self._config = load_checkpoint(self.model, device)  # fp32; the VAE stays fp32
+        self.policy = apply_sdseg_policy(self._model, device, self.context.dtype)
+        self._device, self._dtype = device, self.policy.compute
         self.image_size = int(self._config["image_size"])
         self._n_classes = int(self._config.get("num_classes", 0))
 

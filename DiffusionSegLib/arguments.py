@@ -61,9 +61,14 @@ def pipeline_from_args(args: argparse.Namespace) -> PipelineOptions:
                            batch_size=args.batch_size)
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, required_method: bool = True) -> None:
+def add_model_arguments(parser: argparse.ArgumentParser, required_method: bool = True,
+                        several_prompts: bool = False) -> None:
     parser.add_argument("--method", required=required_method, help=f"one of: {', '.join(available_methods())}")
-    parser.add_argument("--prompt", default=None, help="what to segment, e.g. 'white blood cell'")
+    if several_prompts:  # a list in args.prompt: one named segment per prompt, the first wins overlaps
+        parser.add_argument("--prompt", action="append", default=None,
+                            help="what to segment, e.g. 'white blood cell'; repeat for several segments")
+    else:
+        parser.add_argument("--prompt", default=None, help="what to segment, e.g. 'white blood cell'")
     parser.add_argument("--model", default=None, help="HF repo id, diffusers folder or trained checkpoint folder")
     parser.add_argument("--device", choices=DEVICES, default="auto")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",

@@ -6,6 +6,7 @@ methods   the method registry with parameters (JSON for tools)
 evaluate  a method over an image folder and a mask folder: Dice, IoU, HD95
 benchmark per-stage time and peak memory on real architectures
 train     train a trainable method (see `train <method> --help`)
+serve     a warm worker over HTTP: models stay loaded between jobs (docs/service.md)
 
 `segment` and `run` speak the job contract: JSON-lines events on stdout and nothing else there
 (library chatter is redirected to stderr), and the exit statuses in errors.py.
@@ -27,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("DiffusionSegLib.evaluate", "Dice/IoU/HD95 over image and mask folders"),
     "benchmark": ("DiffusionSegLib.benchmark", "per-stage time and peak memory"),
     "train": ("DiffusionSegLib.commands.train", "train a method"),
+    "serve": ("DiffusionSegLib.commands.serve", "a warm worker over HTTP (jobs, events, cancel, results)"),
 }
 
 

@@ -149,13 +149,19 @@ def resolve_policy(device: "torch.device | str", requested: str | None = "auto",
     return DtypePolicy(requested=name, compute=compute, vae_encoder=encoder, vae=torch.float32, reason=reason)
 
 
-def apply_sdseg_policy(model: "torch.nn.Module", device: "torch.device | str", requested: str | None) -> DtypePolicy:
-    """Cast a loaded (fp32) SDSeg model's UNet and conditioner to the compute dtype; its VAE
-    stays fp32 whatever the UNet runs in (the mask decode is cheap and exact)."""
-    unet = getattr(model, "unet", model)
-    policy = resolve_policy(device, requested, unet_parameters=parameter_count(unet))
-    unet.to(policy.compute)
-    conditioner = getattr(model, "conditioner", None)
-    if conditioner is not None:
-        conditioner.to(policy.compute)
-    return policy
+def safetensors_parameters(folder: str | Path) -> int | None:
+    """Parameters stored in a folder's *.safetensors files, read from their headers (no weights
+    are loaded): sizes a model for `resolve_policy` before it is loaded in the chosen dtype.
+    None when the folder has no such file."""
+    from math import prod
+
+    from safetensors import safe_open
+
+    files = sorted(Path(folder).expanduser().glob("*.safetensors"))
+    if not files:
+        return None
+    total = 0
+    for path in files:
+        with safe_open(str(path), framework="pt") as handle:
+            total += sum(prod(handle.get_slice(name).get_shape()) for name in handle.keys())
+    return total

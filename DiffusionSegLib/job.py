@@ -40,18 +40,21 @@ def create_method(name: str, params: dict, prompt: str | None, model: str | None
 def run_job(request: JobRequest, emit: EventCallback, cancel_token: CancelToken | None = None) -> JobResult:
     from .dtypes import resolve_policy
     from .models import resolve_device
-    from .pipeline import VolumeSegmenter
+    from .multi_prompt import check_several_prompts, segment_prompts
     from .threads import configure_threads
 
     context = JobContext(emit=emit, cancel_token=cancel_token or CancelToken(), seed=request.seed,
                          dtype=request.dtype)
-    method = create_method(request.method, request.params, request.prompt, request.model, context)
+    methods = [create_method(request.method, request.params, prompt, request.model, context)
+               for prompt in request.prompt_list()]
+    check_several_prompts(methods)
+    method = methods[0]
     output = check_output_path(request.output)
     context.device = str(resolve_device(request.device))
     policy = resolve_policy(context.device, request.dtype)
     threads = configure_threads(request.threads)
     context.log(f"DiffusionSeg job: method {method.info.name}, device {context.device}, dtype {policy.name} "
-                f"({policy.reason}; VAE float32), {threads} CPU thread(s), "
+                f"({policy.reason}; VAE encoder {str(policy.vae_encoder)[6:]}, decoder float32), {threads} CPU thread(s), "
                 f"request {json.dumps(request.to_dict(), default=str)}")
     with context.timed("read"):
         volume = read_volume(request.input)
@@ -59,17 +62,19 @@ def run_job(request: JobRequest, emit: EventCallback, cancel_token: CancelToken 
     context.check_cancelled()
     context.progress("load", 0, 1)
     with context.timed("load"):
-        method.load()
+        for each in methods:  # the same model for every prompt: loaded once (the runner's cache)
+            each.load()
     context.progress("load", 1, 1)
     applied = getattr(getattr(method, "parts", None), "policy", None) or getattr(method, "policy", None)
     if applied is not None and applied.compute != policy.compute:
         context.log(f"Precision {applied.name}: {applied.reason}.")
-    result = VolumeSegmenter(method, request.pipeline, context).segment(volume, request.roi, request.slice_range)
+    result, overlaps = segment_prompts(methods, request, volume, context)
     context.check_cancelled()
     with context.timed("write"):
         write_labelmap(result.labels, volume.reference, output)
     emit({"event": "result", "output": str(output), "segments": result.segments,
           "slices_segmented": result.slices_segmented, "slices_skipped": result.slices_skipped,
+          **({"overlaps": overlaps} if overlaps else {}),
           "timings": {k: round(v, 4) for k, v in context.timings.items()}})
     return JobResult(str(output), result.segments, dict(context.timings))
 

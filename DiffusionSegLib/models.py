@@ -140,6 +140,9 @@ class StableDiffusionParts:
     text_encoder: Any = None
     tokenizer: Any = None
     scheduler: Any = None
+    # Unique per loaded instance: the key of its entries in the feature cache (feature_cache.py),
+    # so latents or embeddings of one model are never served for another, or for a reload.
+    identity: str = ""
 
     @property
     def vae_scale_factor(self) -> int:
@@ -154,17 +157,34 @@ class StableDiffusionParts:
         """Native input side in pixels: 512 for SD 1.x, 768 for SD 2.x-v; never hard-coded."""
         return self.latent_size * self.vae_scale_factor
 
-    @torch.no_grad()
     def encode_prompt(self, prompts: list[str]) -> torch.Tensor:
-        """CLIP text embeddings (B, 77, D), the cross-attention context of the UNet."""
+        """CLIP text embeddings (B, 77, D), the cross-attention context of the UNet; kept in the
+        runner's feature cache, so a prompt is encoded once per warm model."""
+        from .feature_cache import cached
+
+        if not self.identity:  # assembled by hand (tests, training): nothing to key a cache on
+            return self._encode_prompt(prompts)
+        return cached(("text-embedding", self.identity, tuple(prompts)), lambda: self._encode_prompt(prompts))
+
+    @torch.no_grad()
+    def _encode_prompt(self, prompts: list[str]) -> torch.Tensor:
         tokens = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length,
                                 truncation=True, return_tensors="pt")
         hidden = self.text_encoder(tokens.input_ids.to(self.device))[0]
         return hidden.to(self.dtype)
 
-    @torch.no_grad()
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        """Posterior mean × scaling factor (deterministic, as DiffSeg's encoder): images in [0, 1]."""
+        """Posterior mean × scaling factor (deterministic, as DiffSeg's encoder): images in [0, 1].
+        Kept per slice in the runner's feature cache, keyed by the slice's content."""
+        from .feature_cache import cached_rows
+
+        if not self.identity:
+            return self._encode_image(images)
+        return cached_rows(("vae-latent", self.identity), images, self._encode_image)
+
+    @torch.no_grad()
+    def _encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """fp32 latents whatever the encoder's dtype (dtypes.py): callers cast at the UNet."""
         x = images.to(self.device, self.vae.encoder.conv_in.weight.dtype) * 2.0 - 1.0
         return self.vae.encode(x).latent_dist.mean.float() * self.vae.config.scaling_factor
 
@@ -177,18 +197,51 @@ class StableDiffusionParts:
 
 def load_stable_diffusion(reference: str, device: str | torch.device = "auto", dtype: str | None = None,
                           components: Iterable[str] = SD_COMPONENTS) -> StableDiffusionParts:
-    """Load the requested components of a diffusers text-to-image model, frozen, in eval mode."""
+    """Load the requested components of a diffusers text-to-image model, frozen, in eval mode.
+
+    Within a runner's job the result comes from its model cache when the same reference, device,
+    dtype and components were loaded before (the parts are shared: methods never modify them)."""
+    from .dtypes import normalise_dtype_name
+    from .model_cache import cached_load
+
+    device = device if isinstance(device, torch.device) else resolve_device(device)
+    components = tuple(components)
+    key = ("stable-diffusion", cache_identity(reference), str(device), normalise_dtype_name(dtype), components)
+    return cached_load(key, lambda: _load_stable_diffusion(reference, device, dtype, components))
+
+
+def cache_identity(reference: str) -> str:
+    """What makes two loads the same model: the resolved folder and its files' sizes and times
+    (a checkpoint retrained in place is loaded again), or the hub id / random architecture."""
+    if reference.startswith(RANDOM_PREFIX) or not is_local_reference(reference):
+        return reference
+    import hashlib
+
+    root = Path(reference).expanduser().resolve()
+    digest = hashlib.sha1(str(root).encode())
+    if root.is_dir():
+        for path in sorted(root.rglob("*")):
+            if path.suffix in (".json", ".safetensors", ".txt") and path.is_file():
+                stat = path.stat()
+                digest.update(f"{path.relative_to(root)}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    return f"{root}#{digest.hexdigest()[:12]}"
+
+
+def _load_stable_diffusion(reference: str, device: torch.device, dtype: str | None,
+                           components: tuple[str, ...]) -> StableDiffusionParts:
+    import uuid
+
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
     from .dtypes import needs_size, parameter_count, resolve_policy
 
-    device = device if isinstance(device, torch.device) else resolve_device(device)
     policy = resolve_policy(device, dtype)
     # auto on a CPU depends on the UNet's size: load in fp32, decide, then cast (never rounds twice).
     sized = needs_size(device, dtype) and "unet" in components
     parts = StableDiffusionParts(reference=reference, device=device,
-                                 dtype=torch.float32 if sized else policy.compute)
+                                 dtype=torch.float32 if sized else policy.compute,
+                                 identity=f"{reference}@{uuid.uuid4().hex[:12]}")
     if reference.startswith(RANDOM_PREFIX):
         _random_stable_diffusion(parts, components)
     else:

@@ -37,20 +37,25 @@ def run_with_events(work: Callable[[Callable[[dict], None], CancelToken], Any],
     try:
         work(emit, token)
         return EXIT_OK
-    except DiffusionSegError as error:
-        emit(error_event(error.code, error.message, error.hint))
-        return error.exit_code
     except Exception as error:  # noqa: BLE001 - the contract needs an error event for anything
-        if "out of memory" in str(error).lower():  # wherever it happens: load, merge, decode…
-            oom = OutOfMemory("The device ran out of memory.", hint=OUT_OF_MEMORY_HINT)
-            emit(error_event(oom.code, oom.message, oom.hint))
-            return oom.exit_code
-        import traceback
-
-        traceback.print_exc(file=sys.stderr)
-        emit(error_event("internal", f"Unexpected error: {type(error).__name__}: {error}",
-                         "This is a bug; the log on stderr has the details."))
-        return EXIT_INTERNAL
+        event, status = error_for(error)
+        emit(event)
+        return status
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def error_for(error: BaseException) -> tuple[dict, int]:
+    """The error event and exit status a job ends with, for any exception (shared by the
+    one-shot commands and `serve`, so every front door reports failures alike)."""
+    if isinstance(error, DiffusionSegError):
+        return error_event(error.code, error.message, error.hint), error.exit_code
+    if "out of memory" in str(error).lower():  # wherever it happens: load, merge, decode…
+        oom = OutOfMemory("The device ran out of memory.", hint=OUT_OF_MEMORY_HINT)
+        return error_event(oom.code, oom.message, oom.hint), oom.exit_code
+    import traceback
+
+    traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
+    return error_event("internal", f"Unexpected error: {type(error).__name__}: {error}",
+                       "This is a bug; the log on stderr has the details."), EXIT_INTERNAL

@@ -51,6 +51,7 @@ class JobRequest:
     output: str
     method: str
     prompt: str | None = None
+    prompts: list[str] | None = None  # several prompts: one named segment each (instead of `prompt`)
     model: str | None = None          # HF repo id or local folder; None: the method's default
     device: str = "auto"
     dtype: str = "auto"               # auto, float32, bfloat16, float16 (see dtypes.py)
@@ -101,7 +102,23 @@ class JobRequest:
             raise InvalidRequest(f"Request file {path} is not valid JSON: {exc}") from None
         return cls.from_dict(data)
 
+    def prompt_list(self) -> list[str | None]:
+        """The prompts of this job, in priority order (a single `prompt`, possibly None)."""
+        return list(self.prompts) if self.prompts else [self.prompt]
+
+    def _validate_prompts(self) -> None:
+        if self.prompts is None:
+            return
+        if not isinstance(self.prompts, list) or not all(isinstance(p, str) and p.strip() for p in self.prompts):
+            raise InvalidRequest("'prompts' must be a list of non-empty texts, e.g. [\"liver\", \"liver tumour\"].")
+        self.prompts = [p.strip() for p in self.prompts]
+        if len(set(self.prompts)) != len(self.prompts):
+            raise InvalidRequest("'prompts' lists the same prompt twice; each prompt becomes one segment.")
+        if self.prompt and self.prompts != [self.prompt.strip()]:
+            raise InvalidRequest("Give either 'prompt' or 'prompts', not both.")
+
     def validate(self) -> None:
+        self._validate_prompts()
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise InvalidRequest(f"seed must be a whole number; got {self.seed!r}.")
         if self.device not in DEVICES:

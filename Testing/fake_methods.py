@@ -35,3 +35,15 @@ class CancelsItself(BrightThreshold):
     def segment(self, images, valid):
         self.context.cancel_token.cancel()
         return super().segment(images, valid)
+
+
+class PromptThreshold(BrightThreshold):
+    """Prompt-driven test method: the prompt 'above 0.4' keeps pixels brighter than 0.4, so
+    several prompts give different, nested masks."""
+
+    info = MethodInfo(name="prompt-threshold", label="Prompt threshold (test)", description="test method",
+                      prompt="required", needs_checkpoint=False, default_model=None, params=BrightThreshold.info.params)
+
+    def segment(self, images: torch.Tensor, valid: torch.Tensor) -> SliceSegmentation:
+        level = float(self.prompt.split()[-1])
+        return SliceSegmentation(labels=(images.mean(1) > level).long())

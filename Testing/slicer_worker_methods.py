@@ -32,7 +32,8 @@ WORKER_CODE = (
     "import sys; sys.path.insert(0, {testing!r}); "
     "import fake_methods, slicer_worker_methods as w; from DiffusionSegLib import methods as m; "
     "r = dict(m.available_methods()); "
-    "r.update({{c.info.name: c for c in (fake_methods.BrightThreshold, w.SlowBrightThreshold)}}); "
+    "r.update({{c.info.name: c for c in (fake_methods.BrightThreshold, fake_methods.PromptThreshold, "
+    "w.SlowBrightThreshold)}}); "
     "m._REGISTRY = r; from DiffusionSegLib.cli import main; sys.exit(main(sys.argv[1:]))"
 )
 

@@ -136,3 +136,14 @@ def test_vae_encoder_follows_bf16_but_the_decoder_stays_fp32():
     assert ((z16 - z32).norm() / z32.norm()) < 0.02  # bf16 has 8 bits: ~0.4 % per op
     assert bf16.decode_latent(z32).dtype == torch.float32
     torch.testing.assert_close(bf16.decode_latent(z32), fp32.decode_latent(z32))  # same fp32 decoder
+
+
+def test_sdseg_auto_sizes_the_unet_from_the_checkpoint_headers(sdseg_checkpoint, monkeypatch):
+    from DiffusionSegLib import dtypes
+
+    monkeypatch.setattr(dtypes, "cpu_has_native_bf16", lambda flags=None: True)
+    method, _ = sdseg_result(sdseg_checkpoint, "auto")
+    unet = method._model.unet
+    assert dtypes.safetensors_parameters(sdseg_checkpoint / "unet") == dtypes.parameter_count(unet)
+    assert method.policy.compute == torch.float32 and "small UNet" in method.policy.reason
+    assert dtypes.safetensors_parameters(sdseg_checkpoint / "missing") is None

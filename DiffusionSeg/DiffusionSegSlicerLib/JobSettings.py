@@ -95,21 +95,29 @@ def storedParameterValue(param: dict, stored: dict):
     return value
 
 
+def splitPrompts(text: str) -> list[str]:
+    """One segment per prompt: prompts are separated by new lines or ';' (VoxTell's panel takes
+    one per line), e.g. "liver; liver tumour". Order is priority where they overlap."""
+    parts = [part.strip() for line in (text or "").splitlines() for part in line.split(";")]
+    return list(dict.fromkeys(part for part in parts if part))
+
+
 def buildJobRequest(settings: JobSettings, inputPath: str, outputPath: str,
                     roiIjk: tuple[list[int], list[int]] | None = None,
                     methodInfo: Any = None) -> JobRequest:
     """The request the worker reads. With `methodInfo`, parameters are checked now (so a bad
     value is reported before a process starts) and the prompt rule is enforced."""
     params = dict(settings.params)
-    prompt = settings.prompt.strip() or None
+    prompts = splitPrompts(settings.prompt)
+    prompt = prompts[0] if len(prompts) == 1 else None
     if methodInfo is not None:
         known = {p.name for p in methodInfo.params}
         params = methodInfo.resolve_params({k: v for k, v in params.items() if k in known})
-        if methodInfo.prompt == "required" and not prompt:
+        if methodInfo.prompt == "required" and not prompts:
             raise ValueError(f"{methodInfo.label} needs a text prompt, for example "
                              f"'{(methodInfo.prompt_examples or ('liver',))[0]}'.")
         if methodInfo.prompt == "none":
-            prompt = None
+            prompt, prompts = None, []
     if settings.sliceRange and not 0 <= settings.sliceRange[0] <= settings.sliceRange[1]:
         raise ValueError(f"The slice range {settings.sliceRange[0]} to {settings.sliceRange[1]} is empty; "
                          "the first slice must not come after the last.")
@@ -122,6 +130,7 @@ def buildJobRequest(settings: JobSettings, inputPath: str, outputPath: str,
         largest_component=settings.largestComponent, batch_size=int(settings.batchSize))
     return JobRequest(
         input=str(inputPath), output=str(outputPath), method=settings.method, prompt=prompt,
+        prompts=prompts if len(prompts) > 1 else None,
         model=settings.model.strip() or None, device=settings.device, dtype=settings.dtype,
         threads=max(0, int(settings.threads)), params=params,
         pipeline=pipeline, roi=roi,

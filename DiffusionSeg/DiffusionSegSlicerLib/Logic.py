@@ -13,6 +13,8 @@ from .FineTuneLogic import FineTuneJob, FineTuneSettings
 from .JobSettings import JobSettings
 from .SegmentationImport import SegmentationImporter
 from .SegmentationLogic import SegmentationJob
+from .ServiceJob import ServiceSegmentationJob
+from .ServiceManager import ServiceManager, ServiceSettings
 from .Worker import WorkerLauncher
 
 
@@ -46,6 +48,20 @@ class DiffusionSegLogic:
         self.cleanEnvironment = cleanEnvironment
         self.importer = importer or SegmentationImporter()
         self._methods = None
+        # The warm server (ServiceManager.py): "off" here keeps the one-shot `run` process per job
+        # for scripts and tests; the panel switches it to its stored choice (default: local).
+        self.serviceSettings = ServiceSettings(mode="off")
+        self._serviceManager = None
+
+    @property
+    def serviceManager(self) -> ServiceManager:
+        if self._serviceManager is None:
+            self._serviceManager = ServiceManager(self.temporaryRoot)
+        return self._serviceManager
+
+    def stopService(self) -> None:
+        if self._serviceManager is not None:
+            self._serviceManager.stop()
 
     @property
     def methods(self) -> dict:
@@ -66,9 +82,13 @@ class DiffusionSegLogic:
         if info is None:
             known = ", ".join(self.methods) or "none installed"
             raise ValueError(f"Unknown method '{settings.method}' (available: {known}).")
-        return SegmentationJob(self.scene, settings, inputVolumeNode, roiNode, targetSegmentationNode,
-                               launcher=self.launcher(settings), importer=self.importer,
-                               methodInfo=info, temporaryRoot=self.temporaryRoot)
+        arguments = dict(launcher=self.launcher(settings), importer=self.importer, methodInfo=info,
+                         temporaryRoot=self.temporaryRoot)
+        if self.serviceSettings.enabled:
+            return ServiceSegmentationJob(self.scene, settings, inputVolumeNode, roiNode, targetSegmentationNode,
+                                          serviceManager=self.serviceManager, serviceSettings=self.serviceSettings,
+                                          **arguments)
+        return SegmentationJob(self.scene, settings, inputVolumeNode, roiNode, targetSegmentationNode, **arguments)
 
     def createFineTuneJob(self, settings: FineTuneSettings, volumeNode, segmentationNode,
                           segmentIds=None) -> FineTuneJob:

@@ -45,15 +45,21 @@ class SegmentationJob(WorkerJob):
         return roiToIjkBox(self.roiNode, self.inputVolumeNode) if self.roiNode is not None else None
 
     def _createProcess(self, roiIjk):
+        request = self._prepareRequest(roiIjk)
+        requestPath = os.path.join(self.workDir, "request.json")
+        request.save(requestPath)
+        return self.launcher.runCommand(requestPath, self.settings.device)
+
+    def _prepareRequest(self, roiIjk):
+        """Export the input volume into the job folder; returns the request that reads it (shared
+        with the server-backed job, ServiceJob.py)."""
         inputPath = os.path.join(self.workDir, "input.nrrd")
         outputPath = os.path.join(self.workDir, "output.nrrd")
-        requestPath = os.path.join(self.workDir, "request.json")
         request = buildJobRequest(self.settings, inputPath, outputPath, roiIjk, self.methodInfo)
         self.log.emit("info", f"Exporting '{self.inputVolumeNode.GetName()}'.")
         exportVolume(self.inputVolumeNode, inputPath)
-        request.save(requestPath)
         self.log.emit("debug", "Settings: " + self.settings.toJson())
-        return self.launcher.runCommand(requestPath, self.settings.device)
+        return request
 
     def _onSuccess(self) -> None:
         outputPath = os.path.join(self.workDir, "output.nrrd")   # ours, whatever the event says

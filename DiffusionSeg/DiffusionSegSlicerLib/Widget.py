@@ -15,6 +15,7 @@ from .FineTuneWidget import FineTunePanel
 from .JobSettings import DEVICES, DTYPES, SLICE_AXES, JobSettings, storedParameterValue
 from .ParameterNode import applySettingsToParameterNode, settingsFromParameterNode
 from .ParameterWidgets import createParameterWidget
+from .ServiceWidget import ServicePanel
 
 SETTINGS_KEY = "DiffusionSeg/LastSettings"
 POLL_INTERVAL_MS = 100
@@ -60,14 +61,18 @@ class DiffusionSegPanel:
         ui.pythonInterpreterPathLineEdit.currentPathChanged.connect(
             lambda path: self._setField("pythonInterpreter", path))
         ui.applyButton.clicked.connect(self.onApplyButton)
+        ui.promptLineEdit.toolTip = _("What to segment. Several segments in one run: separate the prompts with ';' "
+                                      "(e.g. 'liver; liver tumour'); where they overlap, the first listed wins.")
         ui.checkInterpreterButton.clicked.connect(self.onCheckInterpreter)
         ui.progressBar.hide()
         self.fineTune = FineTunePanel(ui, self.logic, self)
+        self.service = ServicePanel(ui, self.logic, self)  # warm server rows in Advanced (ServiceWidget.py)
 
     def cleanup(self):
         self.cancelJob()
         if self.fineTune is not None:
             self.fineTune.cleanup()
+        self.service.cleanup()
         self._pollTimer.stop()
         self.setParameterNode(None)
 

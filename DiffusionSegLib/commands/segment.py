@@ -13,16 +13,18 @@ from ..request import JobRequest
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", required=True, help="image file or DICOM series folder")
     parser.add_argument("--output", required=True, help="labelmap to write (.nrrd, .nii.gz, .mha, .png)")
-    add_model_arguments(parser)
+    add_model_arguments(parser, several_prompts=True)
     parser.add_argument("--roi", help="i0,j0,k0,i1,j1,k1 inclusive voxel box")
     parser.add_argument("--slices", help="first:last slice indices along the slice axis (inclusive)")
     add_pipeline_arguments(parser)
 
 
 def request_from_args(args: argparse.Namespace) -> JobRequest:
-    request = JobRequest(input=args.input, output=args.output, method=args.method, prompt=args.prompt,
-                         model=args.model, device=args.device, dtype=args.dtype,
-                         threads=args.threads, params=parse_params(args.param),
+    prompts = args.prompt or []
+    request = JobRequest(input=args.input, output=args.output, method=args.method,
+                         prompt=prompts[0] if len(prompts) == 1 else None, prompts=prompts if len(prompts) > 1 else None,
+                         model=args.model, device=args.device, dtype=args.dtype, threads=args.threads,
+                         params=parse_params(args.param),
                          pipeline=pipeline_from_args(args), roi=parse_roi(args.roi),
                          slice_range=parse_slices(args.slices), seed=args.seed)
     request.validate()

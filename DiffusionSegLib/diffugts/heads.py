@@ -124,7 +124,17 @@ def save_heads(directory: str | Path, config: dict[str, Any], adapter: AOVAAdapt
 
 def load_heads(directory: str | Path, device: torch.device | str = "cpu"
                ) -> tuple[dict[str, Any], AOVAAdapter | None, ResidualHead | None]:
-    """Read a heads folder; clear errors for a missing folder or a foreign/incomplete one."""
+    """Read a heads folder; clear errors for a missing folder or a foreign/incomplete one.
+    Within a runner's job the heads come from its cache (see model_cache.py)."""
+    from ..model_cache import cached_load
+    from ..models import cache_identity
+
+    key = ("diffugts-heads", cache_identity(str(directory)), str(device))
+    return cached_load(key, lambda: _load_heads(directory, device))
+
+
+def _load_heads(directory: str | Path, device: torch.device | str
+                ) -> tuple[dict[str, Any], AOVAAdapter | None, ResidualHead | None]:
     from safetensors.torch import load_file
 
     directory = Path(directory).expanduser()

@@ -59,6 +59,11 @@ PARAMS = (
     Param("attention_chunk", "int", 0,
           "Query tokens per softmax chunk in the attention pass, to bound GPU memory at large images "
           "or batches (0 = all at once; the result is the same).", minimum=0, maximum=1_000_000),
+    Param("proposals", "choice", "prompt",
+          "'prompt': inversion and self-attention see the prompt's text context (the proposals change with "
+          "the prompt); 'shared': they see the empty context (DiffSeg), so the proposals are computed once per "
+          "image and reused for every prompt (one cross-attention pass per prompt). See adzus_shared.py.",
+          choices=("prompt", "shared")),
     Param("prompt_template", "str", "{prompt}",
           "Text context around the prompt, e.g. 'a microscopy image of a {prompt}'."),
 )
@@ -140,6 +145,13 @@ class Adzus(Method):
             context = self._text_embedding(text).expand(batch, -1, -1)
 
         ctx.check_cancelled()
+        if params["proposals"] == "shared":  # prompt-independent proposals, cached per slice
+            from ..adzus_shared import shared_proposals
+
+            segments, cross_maps = shared_proposals(self, clean, text, mode)
+            ctx.check_cancelled()
+            with ctx.timed("select"):
+                return self._select([s.to(clean.device) for s in segments], valid, mode, text, cross_maps)
 
         def on_step(done: int, total: int) -> None:
             ctx.progress("inversion", done, total)

@@ -99,6 +99,9 @@ class MethodInfo:
     prompt_examples: tuple[str, ...] = ()
     reference: str = ""
     trainable: bool = False
+    # Whether the prompt changes the result (not just the segment's name): only such methods
+    # accept several prompts in one job.
+    prompt_conditioned: bool = True
 
     def param(self, name: str) -> Param:
         for param in self.params:
@@ -121,6 +124,7 @@ class MethodInfo:
             "prompt": self.prompt, "needs_checkpoint": self.needs_checkpoint,
             "default_model": self.default_model, "prompt_examples": list(self.prompt_examples),
             "reference": self.reference, "trainable": self.trainable,
+            "prompt_conditioned": self.prompt_conditioned,
             "params": [p.to_dict() for p in self.params],
         }
 

@@ -25,6 +25,7 @@ class Sdseg(Method):
         needs_checkpoint=True,
         default_model=None,
         trainable=True,
+        prompt_conditioned=False,  # the prompt only names the segment
         reference="Lin et al., Stable Diffusion Segmentation for Biomedical Images with Single-step "
                   "Reverse Process, MICCAI 2024",
         params=(
@@ -42,12 +43,15 @@ class Sdseg(Method):
     def load(self) -> None:
         import torch
 
-        from ..dtypes import apply_sdseg_policy
+        from pathlib import Path
+
+        from ..dtypes import resolve_policy, safetensors_parameters
         from ..sdseg.checkpoint import load_checkpoint
 
         device = torch.device(self.context.device)
-        self._model, self._config = load_checkpoint(self.model, device)  # fp32; the VAE stays fp32
-        self.policy = apply_sdseg_policy(self._model, device, self.context.dtype)
+        size = safetensors_parameters(Path(self.model) / "unet")  # auto keeps small UNets fp32 on CPU
+        self.policy = resolve_policy(device, self.context.dtype, unet_parameters=size)
+        self._model, self._config = load_checkpoint(self.model, device, self.policy.compute)  # VAE stays fp32
         self._device, self._dtype = device, self.policy.compute
         self.image_size = int(self._config["image_size"])
         self._n_classes = int(self._config.get("num_classes", 0))

@@ -59,7 +59,16 @@ def read_config(folder: str | Path) -> dict[str, Any]:
 
 def load_checkpoint(folder: str | Path, device: torch.device | str = "cpu",
                     dtype: torch.dtype = torch.float32) -> tuple[Any, dict[str, Any]]:
-    """(model in eval mode, config). The VAE stays fp32: the mask decode is cheap and exact."""
+    """(model in eval mode, config). The VAE stays fp32: the mask decode is cheap and exact.
+    Within a runner's job the model comes from its cache (see model_cache.py)."""
+    from ..model_cache import cached_load
+    from ..models import cache_identity
+
+    key = ("sdseg", cache_identity(str(folder)), str(device), str(dtype))
+    return cached_load(key, lambda: _load_checkpoint(folder, device, dtype))
+
+
+def _load_checkpoint(folder: str | Path, device: torch.device | str, dtype: torch.dtype) -> tuple[Any, dict[str, Any]]:
     from diffusers import AutoencoderKL, UNet2DConditionModel, UNet2DModel
 
     from ..models import load_component

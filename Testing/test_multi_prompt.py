@@ -1,0 +1,137 @@
+"""Several prompts in one job: one named segment per prompt, exactly the single-prompt masks
+combined (first prompt wins overlaps), with ADZUS's shared proposals computed once per image."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from DiffusionSegLib.errors import InvalidRequest
+from DiffusionSegLib.multi_prompt import combine_masks
+from DiffusionSegLib.request import JobRequest, PipelineOptions
+from DiffusionSegLib.runner import Runner
+
+from fake_methods import PromptThreshold
+from helpers import ct_like_volume, rgb_image
+
+SHARED = {"inversion_steps": 10, "proposals": "shared", "vote_threshold": 0.5}
+
+
+def request(tmp_path, model, name, **fields) -> JobRequest:
+    if not (tmp_path / "cell.png").exists():
+        sitk.WriteImage(rgb_image(), str(tmp_path / "cell.png"))
+    values = dict(input=str(tmp_path / "cell.png"), output=str(tmp_path / name), method="adzus", model=str(model),
+                  device="cpu", params=dict(SHARED))
+    values.update(fields)
+    return JobRequest(**values)
+
+
+def read(path) -> np.ndarray:
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+
+
+def test_combine_masks_first_prompt_wins_and_overlaps_are_counted():
+    a = np.array([[1, 1, 0, 0]], bool)
+    b = np.array([[0, 1, 1, 0]], bool)
+    labels, overlaps = combine_masks([a, b], ["liver", "tumour"])
+    np.testing.assert_array_equal(labels, [[1, 1, 2, 0]])
+    assert overlaps == [{"prompts": ["liver", "tumour"], "voxels": 1}]
+
+
+def test_two_prompts_give_the_single_prompt_masks_as_two_named_segments(tmp_path, tiny_sd_path):
+    runner = Runner()
+    prompts = ["cell", "background stain"]
+    events = []
+    result = runner.run(request(tmp_path, tiny_sd_path, "both.nrrd", prompts=prompts), events.append)
+    # ADZUS's prompt-independent work ran once: the second prompt took the proposals from the cache.
+    assert runner.features.describe()["hits"]["adzus-proposals"] == 1
+    assert runner.models.loads == 1
+    both = read(tmp_path / "both.nrrd")
+    singles = []
+    for i, prompt in enumerate(prompts):
+        Runner().run(request(tmp_path, tiny_sd_path, f"{i}.nrrd", prompt=prompt), lambda e: None)
+        singles.append(read(tmp_path / f"{i}.nrrd") > 0)
+    expected = np.where(singles[0], 1, np.where(singles[1], 2, 0))
+    np.testing.assert_array_equal(both, expected)
+    names = {s["label"]: s["name"] for s in result.segments}
+    assert names == {v: prompts[v - 1] for v in np.unique(expected) if v}
+    final = events[-1]
+    overlap = int((singles[0] & singles[1]).sum())
+    assert final.get("overlaps", []) == ([{"prompts": prompts, "voxels": overlap}] if overlap else [])
+    assert [e["done"] for e in events if e.get("stage") == "prompts"] == [1, 2]
+
+
+def test_shared_proposals_from_the_cache_equal_fresh_ones(tmp_path, tiny_sd_path):
+    warm = Runner()
+    warm.run(request(tmp_path, tiny_sd_path, "first.nrrd", prompt="nucleus"), lambda e: None)
+    warm.run(request(tmp_path, tiny_sd_path, "cached.nrrd", prompt="cell"), lambda e: None)
+    assert warm.features.describe()["hits"]["adzus-proposals"] == 1
+    Runner().run(request(tmp_path, tiny_sd_path, "fresh.nrrd", prompt="cell"), lambda e: None)
+    np.testing.assert_array_equal(read(tmp_path / "cached.nrrd"), read(tmp_path / "fresh.nrrd"))
+
+
+def test_prompt_conditioned_proposals_are_not_shared(tmp_path, tiny_sd_path):
+    runner = Runner()
+    params = {"inversion_steps": 10, "proposals": "prompt"}
+    runner.run(request(tmp_path, tiny_sd_path, "a.nrrd", prompt="cell", params=params), lambda e: None)
+    runner.run(request(tmp_path, tiny_sd_path, "b.nrrd", prompt="nucleus", params=params), lambda e: None)
+    stats = runner.features.describe()
+    assert "adzus-proposals" not in stats["hits"] and "adzus-proposals" not in stats["misses"]
+    assert stats["hits"]["vae-latent"] == 1  # the latent is still shared
+
+
+def test_prompt_list_validation(tmp_path):
+    base = dict(input="x.png", output="y.nrrd", method="adzus")
+    with pytest.raises(InvalidRequest, match="twice"):
+        JobRequest.from_dict({**base, "prompts": ["liver", "liver"]})
+    with pytest.raises(InvalidRequest, match="either"):
+        JobRequest.from_dict({**base, "prompt": "liver", "prompts": ["liver", "kidney"]})
+    with pytest.raises(InvalidRequest, match="non-empty"):
+        JobRequest.from_dict({**base, "prompts": ["liver", " "]})
+    assert JobRequest.from_dict({**base, "prompts": [" liver ", "kidney"]}).prompt_list() == ["liver", "kidney"]
+
+
+def test_several_prompts_refused_for_a_method_that_ignores_the_prompt(tmp_path):
+    from DiffusionSegLib.job import run_job
+
+    sitk.WriteImage(rgb_image(), str(tmp_path / "cell.png"))
+    job = JobRequest(input=str(tmp_path / "cell.png"), output=str(tmp_path / "o.nrrd"), method="sdseg",
+                     model=str(tmp_path), prompts=["polyp", "lesion"], device="cpu")
+    with pytest.raises(InvalidRequest, match="same mask"):
+        run_job(job, lambda e: None)
+    assert not (tmp_path / "o.nrrd").exists()
+
+
+def test_overlapping_prompts_first_listed_wins(tmp_path, monkeypatch):
+    import DiffusionSegLib.methods as registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", {**registry.available_methods(), "prompt-threshold": PromptThreshold})
+    image = ct_like_volume(size=(30, 26, 3))
+    sitk.WriteImage(image, str(tmp_path / "ct.nrrd"))
+    array = sitk.GetArrayFromImage(image)
+    prompts = ["above 0.9", "above 0.4"]  # the bright blob inside the soft tissue: nested masks
+    events = []
+    job = JobRequest(input=str(tmp_path / "ct.nrrd"), output=str(tmp_path / "o.nrrd"), method="prompt-threshold",
+                     prompts=prompts, device="cpu", pipeline=PipelineOptions(intensity="ct-abdomen", fill_holes=False))
+    result = Runner().run(job, events.append)
+    labels = read(tmp_path / "o.nrrd")
+    assert {s["name"]: s["label"] for s in result.segments} == {"above 0.9": 1, "above 0.4": 2}
+    blob, tissue = labels == 1, labels > 0
+    assert blob.any() and (labels == 2).any()
+    # the bright blob (HU ~190) kept its own label inside the soft tissue (HU ~40)
+    assert np.median(array[blob]) > 150 and np.median(array[labels == 2]) < 100
+    (overlap,) = events[-1]["overlaps"]
+    assert overlap == {"prompts": prompts, "voxels": int(blob.sum())}
+    assert tissue.sum() > blob.sum()
+
+
+def test_repeated_prompt_option_makes_a_prompt_list():
+    from DiffusionSegLib.cli import build_parser
+    from DiffusionSegLib.commands.segment import request_from_args
+
+    base = ["segment", "--input", "a.png", "--output", "b.nrrd", "--method", "adzus"]
+    several = request_from_args(build_parser().parse_args([*base, "--prompt", "liver", "--prompt", "kidney"]))
+    assert several.prompts == ["liver", "kidney"] and several.prompt is None
+    one = request_from_args(build_parser().parse_args([*base, "--prompt", "liver"]))
+    assert one.prompt == "liver" and one.prompts is None

@@ -1,0 +1,113 @@
+"""The runner's warm caches and in-pass cancellation, in process with the tiny SD model:
+models load once per (reference, device, dtype), per-image latents and text embeddings are
+reused without changing results, budgets and idle timeouts unload, and a cancel set in the
+middle of a UNet pass stops the job before the next block while the model stays warm."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from DiffusionSegLib.cancel_hooks import block_modules
+from DiffusionSegLib.errors import JobCancelled
+from DiffusionSegLib.events import CancelToken
+from DiffusionSegLib.model_cache import ModelCache, cached_load
+from DiffusionSegLib.request import JobRequest
+from DiffusionSegLib.runner import Runner
+
+from helpers import rgb_image
+
+
+def request(tmp_path: Path, model: Path, name: str, prompt: str = "cell", image: str = "cell.png",
+            **params) -> JobRequest:
+    if not (tmp_path / image).exists():
+        sitk.WriteImage(rgb_image(seed=len(image)), str(tmp_path / image))
+    return JobRequest(input=str(tmp_path / image), output=str(tmp_path / name), method="adzus", prompt=prompt,
+                      model=str(model), device="cpu", params={"inversion_steps": 10, **params})
+
+
+def labels(path: Path) -> np.ndarray:
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+
+
+def test_second_job_reuses_the_loaded_model_and_the_image_latents(tmp_path, tiny_sd_path):
+    runner = Runner()
+    first = runner.run(request(tmp_path, tiny_sd_path, "a.nrrd"), lambda e: None)
+    (parts,) = runner.models.values()
+    second = runner.run(request(tmp_path, tiny_sd_path, "b.nrrd", prompt="nucleus"), lambda e: None)
+    assert runner.models.loads == 1 and runner.models.hits == 1
+    assert runner.models.values() == [parts]  # the very same modules, not a reload
+    stats = runner.features.describe()
+    assert stats["hits"].get("vae-latent") == 1  # same image, new prompt: no second VAE encode
+    assert stats["misses"].get("text-embedding") == 2  # two different prompts, each encoded once
+    assert first.timings["load"] > 0 and "load" in second.timings
+    # The cached path gives exactly what a cold runner gives.
+    Runner().run(request(tmp_path, tiny_sd_path, "c.nrrd", prompt="nucleus"), lambda e: None)
+    np.testing.assert_array_equal(labels(tmp_path / "b.nrrd"), labels(tmp_path / "c.nrrd"))
+
+
+def test_a_different_image_misses_the_latent_cache(tmp_path, tiny_sd_path):
+    runner = Runner()
+    runner.run(request(tmp_path, tiny_sd_path, "a.nrrd"), lambda e: None)
+    runner.run(request(tmp_path, tiny_sd_path, "b.nrrd", image="other.png"), lambda e: None)
+    stats = runner.features.describe()
+    assert stats["misses"]["vae-latent"] == 2 and "vae-latent" not in stats["hits"]
+    assert runner.models.loads == 1
+
+
+def test_budget_evicts_least_recently_used_and_never_a_model_in_use():
+    import torch
+
+    cache = ModelCache(budget_bytes=3000)
+    small = lambda: torch.nn.Linear(20, 20)  # (400 + 20) floats = 1680 bytes  # noqa: E731
+    with cache.session():
+        a = cached_load(("m", "a"), small)
+        b = cached_load(("m", "b"), small)  # over budget, but both are pinned by this session
+        assert cache.total_bytes() == 2 * 1680
+    assert [e["key"] for e in cache.describe()["models"]] == [["b"]]  # a, least recent, went
+    with cache.session():
+        assert cached_load(("m", "b"), small) is b
+        assert cached_load(("m", "a"), small) is not a  # loaded again
+    assert cache.loads == 3 and cache.evictions == 2
+
+
+def test_idle_models_are_unloaded():
+    import time
+
+    import torch
+
+    cache = ModelCache(idle_seconds=60)
+    with cache.session():
+        cached_load(("m", "a"), lambda: torch.nn.Linear(2, 2))
+        assert cache.unload_idle(now=time.monotonic() + 120) == []  # in use: kept
+    assert cache.unload_idle(now=time.monotonic() + 30) == []
+    assert cache.unload_idle(now=time.monotonic() + 120) == [("m", "a")]
+    assert cache.describe()["models"] == []
+
+
+def test_cancel_in_the_middle_of_a_unet_pass(tmp_path, tiny_sd_path):
+    runner = Runner()
+    runner.run(request(tmp_path, tiny_sd_path, "warm.nrrd"), lambda e: None)
+    (parts,) = runner.models.values()
+    token = CancelToken()
+    calls = {"down": 0, "up": 0}
+    first_down = parts.unet.down_blocks[0].resnets[0]
+    counters = [first_down.register_forward_hook(lambda *a: calls.__setitem__("down", calls["down"] + 1)),
+                parts.unet.up_blocks[0].register_forward_pre_hook(lambda *a: calls.__setitem__("up", calls["up"] + 1))]
+    # The user presses Cancel while the first ResNet of the first UNet pass is running.
+    cancel = first_down.register_forward_hook(lambda *a: token.cancel())
+    try:
+        with pytest.raises(JobCancelled):
+            runner.run(request(tmp_path, tiny_sd_path, "cancelled.nrrd", latent_mode="clean"), lambda e: None, token)
+    finally:
+        for handle in [*counters, cancel]:
+            handle.remove()
+    assert calls == {"down": 1, "up": 0}  # stopped inside the pass, long before the up blocks
+    assert not (tmp_path / "cancelled.nrrd").exists()
+    assert runner.models.values() == [parts]  # the warm model stays loaded
+    assert all(not m._forward_pre_hooks for m in block_modules(parts.unet))  # no hook left behind
+    runner.run(request(tmp_path, tiny_sd_path, "after.nrrd"), lambda e: None)
+    assert runner.models.loads == 1 and (tmp_path / "after.nrrd").exists()

@@ -101,15 +101,30 @@ class DiffusionSegLogic(ScriptedLoadableModuleLogic):
 
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
+        import qt
         from DiffusionSegSlicerLib.Logic import DiffusionSegLogic as CoreLogic
+        from DiffusionSegSlicerLib.TempFolders import cleanupAllJobs
+        from DiffusionSegSlicerLib.WorkerSettings import WorkerPythonSettings
 
+        # the worker Python is a per-user application setting (never the scene's)
         self.core = CoreLogic(slicer.mrmlScene, temporaryRoot=slicer.app.temporaryPath,
-                              cleanEnvironment=slicer.util.startupEnvironment())
+                              cleanEnvironment=slicer.util.startupEnvironment(),
+                              workerSettings=WorkerPythonSettings(qt.QSettings(), confirmWorkerPython))
+        # closing Slicer ends running workers and removes their temporary folders (patient data)
+        slicer.app.connect("aboutToQuit()", cleanupAllJobs)
 
     def getParameterNode(self):
         from DiffusionSegSlicerLib.ParameterNode import DiffusionSegParameterNode
 
         return DiffusionSegParameterNode(super().getParameterNode())
+
+
+def confirmWorkerPython(path):
+    """Shown before a worker Python that was not chosen in the settings runs for the first time."""
+    return bool(slicer.util.confirmOkCancelDisplay(
+        _("DiffusionSeg is about to run this program as its worker Python:\n\n{path}\n\n"
+          "It was not chosen in the DiffusionSeg settings (Advanced > Worker Python). Run it?").format(path=path),
+        windowTitle=_("Confirm worker Python")))
 
 
 class DiffusionSegTest(ScriptedLoadableModuleTest):
@@ -122,6 +137,8 @@ class DiffusionSegTest(ScriptedLoadableModuleTest):
     def runTest(self):
         self.setUp()
         self.test_EndToEndWithTinyModel()
+        self.setUp()
+        self.test_SelectionPanel()
 
     def test_EndToEndWithTinyModel(self):
         from DiffusionSegSlicerLib.SelfTest import runEndToEndScenario
@@ -132,3 +149,32 @@ class DiffusionSegTest(ScriptedLoadableModuleTest):
         leftovers = [n for n in os.listdir(slicer.app.temporaryPath) if n.startswith("DiffusionSeg-")]
         self.assertEqual(leftovers, [], "temporary job folders were not removed")
         self.delayDisplay("Test passed")
+
+    def test_SelectionPanel(self):
+        """The "Evidence and selection" widgets on a steerable result built without a model:
+        slider re-selection, click-toggle, Undo, overlay (SelectionSelfTest.py)."""
+        import shutil
+        import tempfile
+
+        from DiffusionSegSlicerLib.SelectionSelfTest import buildSteerableResult, exerciseSelection
+
+        self.delayDisplay("Steering a result through the Evidence and selection section")
+        panel = slicer.modules.diffusionseg.widgetRepresentation().self().panel.selection
+        folder = tempfile.mkdtemp(prefix="DiffusionSeg-selection-", dir=slicer.app.temporaryPath)
+        try:
+            result = buildSteerableResult(slicer.mrmlScene, folder)
+            panel.setResult(result)
+            self.assertTrue(panel.slider.enabled and panel.clickButton.visible and panel.overlayCheckBox.checked)
+
+            def setThreshold(value):
+                panel.slider.value = value
+                panel._applyPending()  # what the debounce timer does when the slider rests
+
+            exerciseSelection(result, setThreshold, panel.toggleAt, panel.undoButton.click)
+            panel.clickButton.checked = True
+            self.assertEqual(len(panel._clickObservations), len(slicer.app.layoutManager().sliceViewNames()))
+            panel.clickButton.checked = False
+            self.assertEqual(panel._clickObservations, [])
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        self.delayDisplay("Selection test passed")

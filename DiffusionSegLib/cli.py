@@ -7,6 +7,8 @@ evaluate  a method over an image folder and a mask folder: Dice, IoU, HD95
 benchmark per-stage time and peak memory on real architectures
 train     train a trainable method (see `train <method> --help`)
 serve     a warm worker over HTTP: models stay loaded between jobs (docs/service.md)
+batch     a method over a cohort (manifest or folder): resumable, sharded, optionally on Ray
+reselect  re-choose a result's foreground proposals from its evidence bundle, without the model
 
 `segment` and `run` speak the job contract: JSON-lines events on stdout and nothing else there
 (library chatter is redirected to stderr), and the exit statuses in errors.py.
@@ -18,6 +20,7 @@ import argparse
 import importlib
 
 from . import __version__
+from .protocol import JsonErrorArgumentParser, cancel_before_job_starts
 
 # name → (module with add_arguments/main, one-line help). Modules import lightly at top level:
 # torch and the models are imported inside `main`, so `--help` and `methods` stay fast.
@@ -29,11 +32,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "benchmark": ("DiffusionSegLib.benchmark", "per-stage time and peak memory"),
     "train": ("DiffusionSegLib.commands.train", "train a method"),
     "serve": ("DiffusionSegLib.commands.serve", "a warm worker over HTTP (jobs, events, cancel, results)"),
+    "batch": ("DiffusionSegLib.commands.batch", "a method over a cohort: manifest or folder, resume, shards, Ray"),
+    "reselect": ("DiffusionSegLib.commands.reselect", "re-choose a result's proposals without the model"),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m DiffusionSegLib", description=__doc__,
+    # argument errors come as a JSON `invalid_request` event too (subparsers inherit the class)
+    parser = JsonErrorArgumentParser(prog="python -m DiffusionSegLib", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"DiffusionSegLib {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -44,5 +50,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    cancel_before_job_starts()
     args = build_parser().parse_args(argv)
     return importlib.import_module(COMMANDS[args.command][0]).main(args)

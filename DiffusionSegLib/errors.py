@@ -12,7 +12,9 @@ EXIT_BAD_REQUEST = 2
 EXIT_BAD_INPUT = 3
 EXIT_MODEL = 4
 EXIT_DEVICE = 5
+EXIT_WRITE_FAILED = 6
 EXIT_CANCELLED = 130
+EXIT_CASES_FAILED = 7  # `batch`: the run finished, but some cases failed (see its summary)
 
 OUT_OF_MEMORY_HINT = ("Close other GPU programs, lower the batch size or the model resolution, "
                       "or choose device 'cpu'.")
@@ -44,6 +46,26 @@ class UnknownMethod(InvalidRequest):
 
 class InvalidParameter(InvalidRequest):
     code = "invalid_parameter"
+
+
+class OutputExists(InvalidRequest):
+    """The output path holds something and the caller did not ask to replace it."""
+
+    code = "output_exists"
+
+
+class OutputBusy(InvalidRequest):
+    """Another job is writing the same output right now."""
+
+    code = "output_busy"
+
+
+class WriteFailed(DiffusionSegError):
+    """The output could not be written completely (disk full, quota, I/O error); nothing was put
+    at the output path."""
+
+    code = "write_failed"
+    exit_code = EXIT_WRITE_FAILED
 
 
 class InputNotFound(DiffusionSegError):
@@ -85,9 +107,26 @@ class OutOfMemory(DiffusionSegError):
     exit_code = EXIT_DEVICE
 
 
+class CasesFailed(DiffusionSegError):
+    """A batch ran to the end but some of its cases failed; each is in the summary."""
+
+    code = "cases_failed"
+    exit_code = EXIT_CASES_FAILED
+
+
 class JobCancelled(DiffusionSegError):
     code = "cancelled"
     exit_code = EXIT_CANCELLED
 
     def __init__(self, message: str = "The job was cancelled; nothing was written."):
         super().__init__(message)
+
+
+def describe(value: object, limit: int = 80) -> str:
+    """repr() of a value for an error message, cut to `limit` characters: a 5 MB prompt must not
+    come back as a 10 MB error line."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = f"{len(value)} characters" if isinstance(value, str) else f"{len(text)} characters as text"
+    return f"{text[:limit]}… ({size})"

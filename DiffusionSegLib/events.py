@@ -43,10 +43,17 @@ def _jsonable(value: Any) -> Any:
 
 
 class CancelToken:
-    """Set from a signal handler or another thread; checked by long loops between steps."""
+    """Set from a signal handler or another thread (setting a flag is all a handler does);
+    checked by long loops at safe points between steps.
+
+    `final()` guards the last step of a job (rename the output into place, emit the result): the
+    cancel watchdog (protocol.py) takes the same lock before it ends the process, so a job is
+    either cancelled before that step (nothing written) or completes it."""
 
     def __init__(self) -> None:
         self._event = threading.Event()
+        self._final = threading.Lock()
+        self._finished = False
 
     def cancel(self) -> None:
         self._event.set()
@@ -58,6 +65,22 @@ class CancelToken:
     def check(self) -> None:
         if self._event.is_set():
             raise JobCancelled()
+
+    @contextmanager
+    def final(self) -> Iterator[None]:
+        with self._final:
+            self.check()
+            yield
+            self._finished = True
+
+    def stop_before_final(self) -> bool:
+        """For the watchdog: True (and the final step locked out for good) when the job has not
+        completed its final step; False when it has, and the job must be left to end normally."""
+        self._final.acquire()
+        if self._finished:
+            self._final.release()
+            return False
+        return True
 
 
 @dataclass

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import InvalidRequest
 from .events import CancelToken, EventCallback, JobContext
-from .imageio import check_output_path, read_volume, write_labelmap
+from .bundle import check_bundle_targets
+from .imageio import check_input_path, check_output_path, read_volume, stage_labelmap
 from .methods import Method, get_method
+from .methods.base import check_image_size
+from .output_files import claim_output
 from .request import JobRequest
 
 
@@ -17,6 +20,7 @@ class JobResult:
     output: str
     segments: list[dict]
     timings: dict[str, float]
+    outputs: dict[str, str] = field(default_factory=dict)  # the result bundle: name -> path
 
 
 def create_method(name: str, params: dict, prompt: str | None, model: str | None,
@@ -38,44 +42,75 @@ def create_method(name: str, params: dict, prompt: str | None, model: str | None
 
 
 def run_job(request: JobRequest, emit: EventCallback, cancel_token: CancelToken | None = None) -> JobResult:
+    """The order of checks is the contract: the request itself, then the method, then the files
+    (input kind, output target, claim), then the image (size, ROI, slice range) — all before the
+    model loads; the output is renamed into place only after a verified write."""
     from .dtypes import resolve_policy
     from .models import resolve_device
     from .multi_prompt import check_several_prompts, segment_prompts
+    from .slicing import plan_slices
     from .threads import configure_threads
 
+    request.validate()
     context = JobContext(emit=emit, cancel_token=cancel_token or CancelToken(), seed=request.seed,
                          dtype=request.dtype)
     methods = [create_method(request.method, request.params, prompt, request.model, context)
                for prompt in request.prompt_list()]
     check_several_prompts(methods)
+    if request.evidence and len(methods) > 1:
+        raise InvalidRequest("The evidence bundle holds one prompt's evidence; this request has several prompts.",
+                             hint="Ask for evidence with one prompt per job.")
     method = methods[0]
-    output = check_output_path(request.output)
-    context.device = str(resolve_device(request.device))
-    policy = resolve_policy(context.device, request.dtype)
-    threads = configure_threads(request.threads)
-    context.log(f"DiffusionSeg job: method {method.info.name}, device {context.device}, dtype {policy.name} "
-                f"({policy.reason}; VAE encoder {str(policy.vae_encoder)[6:]}, decoder float32), {threads} CPU thread(s), "
-                f"request {json.dumps(request.to_dict(), default=str)}")
-    with context.timed("read"):
-        volume = read_volume(request.input)
-    check_output_path(output, volume.reference.GetDimension())
-    context.check_cancelled()
-    context.progress("load", 0, 1)
-    with context.timed("load"):
-        for each in methods:  # the same model for every prompt: loaded once (the runner's cache)
-            each.load()
-    context.progress("load", 1, 1)
-    applied = getattr(getattr(method, "parts", None), "policy", None) or getattr(method, "policy", None)
-    if applied is not None and applied.compute != policy.compute:
-        context.log(f"Precision {applied.name}: {applied.reason}.")
-    result, overlaps = segment_prompts(methods, request, volume, context)
-    context.check_cancelled()
-    with context.timed("write"):
-        write_labelmap(result.labels, volume.reference, output)
-    emit({"event": "result", "output": str(output), "segments": result.segments,
-          "slices_segmented": result.slices_segmented, "slices_skipped": result.slices_skipped,
-          **({"overlaps": overlaps} if overlaps else {}),
-          "timings": {k: round(v, 4) for k, v in context.timings.items()}})
-    return JobResult(str(output), result.segments, dict(context.timings))
+    check_input_path(request.input)
+    output = check_output_path(request.output, inputs=(request.input,), overwrite=request.overwrite)
+    if request.evidence:
+        check_bundle_targets(output, inputs=(request.input,), overwrite=request.overwrite)
+    with claim_output(output):
+        context.device = str(resolve_device(request.device))
+        policy = resolve_policy(context.device, request.dtype)
+        threads = configure_threads(request.threads)
+        context.log(f"DiffusionSeg job: method {method.info.name}, device {context.device}, dtype {policy.name} "
+                    f"({policy.reason}; VAE encoder {str(policy.vae_encoder)[6:]}, decoder float32), "
+                    f"{threads} CPU thread(s), request {json.dumps(request.to_dict(), default=str)}")
+        with context.timed("read"):
+            volume = read_volume(request.input)
+        for note in volume.notes:
+            context.log(note, "warning")
+        check_output_path(output, volume.reference.GetDimension(), inputs=(request.input,),
+                          overwrite=request.overwrite)
+        plan_slices(volume, request.pipeline.axis, request.roi, request.slice_range)
+        context.check_cancelled()
+        context.progress("load", 0, 1)
+        with context.timed("load"):
+            for each in methods:  # the same model for every prompt: loaded once (the runner's cache)
+                each.load()
+        check_image_size(method.image_size, f"The model {method.model or method.info.name}")
+        context.progress("load", 1, 1)
+        applied = getattr(getattr(method, "parts", None), "policy", None) or getattr(method, "policy", None)
+        if applied is not None and applied.compute != policy.compute:
+            context.log(f"Precision {applied.name}: {applied.reason}.")
+        result, overlaps = segment_prompts(methods, request, volume, context, collect_evidence=request.evidence)
+        context.check_cancelled()
+        bundle = {}
+        try:
+            with context.timed("write"):
+                if result.evidence is not None:
+                    from .evidence import stage_evidence
 
-
+                    bundle = stage_evidence(result.evidence, method.info.name, request.pipeline, volume.reference,
+                                            output, overwrite=request.overwrite)
+                staged = stage_labelmap(result.labels, volume.reference, output, overwrite=request.overwrite)
+                bundle["labelmap"] = staged
+            with context.cancel_token.final():   # cancelled before this line: nothing is written
+                # the bundle first, the labelmap last: a labelmap on disk means a complete result
+                outputs = {name: str(file.commit()) for name, file in bundle.items()}
+                if result.warning:
+                    emit({"event": "warning", "message": result.warning})
+                emit({"event": "result", "version": request.version, "output": str(output), "outputs": outputs,
+                      "segments": result.segments, "slices_segmented": result.slices_segmented,
+                      "slices_skipped": result.slices_skipped, **({"overlaps": overlaps} if overlaps else {}),
+                      "timings": {k: round(v, 4) for k, v in context.timings.items()}})
+        finally:
+            for file in bundle.values():
+                file.discard()
+    return JobResult(str(output), result.segments, dict(context.timings), outputs)

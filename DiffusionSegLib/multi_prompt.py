@@ -36,11 +36,12 @@ def check_several_prompts(methods: list[Method]) -> None:
                              hint="Give one prompt (it names the segment), or use a prompt-driven method.")
 
 
-def segment_prompts(methods: list[Method], request: JobRequest, volume: Volume,
-                    context: JobContext) -> tuple[VolumeSegmentation, list[dict[str, Any]]]:
-    """(combined segmentation, overlaps). One method instance per prompt, in priority order."""
+def segment_prompts(methods: list[Method], request: JobRequest, volume: Volume, context: JobContext,
+                    collect_evidence: bool = False) -> tuple[VolumeSegmentation, list[dict[str, Any]]]:
+    """(combined segmentation, overlaps). One method instance per prompt, in priority order.
+    `collect_evidence`: keep the result bundle's maps (one prompt only; the job checks that)."""
     if len(methods) == 1:
-        segmenter = VolumeSegmenter(methods[0], request.pipeline, context)
+        segmenter = VolumeSegmenter(methods[0], request.pipeline, context, collect_evidence=collect_evidence)
         return segmenter.segment(volume, request.roi, request.slice_range), []
     masks, first = [], None
     for index, method in enumerate(methods):

@@ -14,16 +14,19 @@ import torch
 
 from .errors import OUT_OF_MEMORY_HINT, OutOfMemory
 from .events import JobContext
+from .evidence import EvidenceCollector
 from .imageio import Volume
 from .intensity import choose_mapping, has_tissue
 from .letterbox import Letterbox
 from .methods.base import Method
-from .postprocess import compact_labels, fill_holes, keep_largest_component, match_labels_across_slices
+from .postprocess import finish_labels, match_labels_across_slices
 from .request import PipelineOptions
+from .selection import result_warning, select_labels
 from .slicing import SlicePlan, plan_slices
 
 MAX_AUTO_BATCH = 16
 MEMORY_HEADROOM = 0.8   # of the free GPU memory; the rest absorbs fragmentation and other processes
+TISSUE_LEVEL = 0.05  # normalised intensity above which a pixel counts as tissue (as `has_tissue`)
 
 
 @dataclass
@@ -33,6 +36,8 @@ class VolumeSegmentation:
     segments: list[dict] = field(default_factory=list)
     slices_segmented: int = 0
     slices_skipped: int = 0
+    warning: str | None = None               # empty or whole-tissue result: the job's `warning` event
+    evidence: EvidenceCollector | None = None  # the result bundle's maps, when asked for
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -40,10 +45,12 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 
 class VolumeSegmenter:
-    def __init__(self, method: Method, options: PipelineOptions, context: JobContext):
+    def __init__(self, method: Method, options: PipelineOptions, context: JobContext,
+                 collect_evidence: bool = False):
         self.method = method
         self.options = options
         self.context = context
+        self.collect_evidence = collect_evidence
 
     def batch_size(self) -> int:
         """The requested batch size; automatic (0) is 1 on CPU/MPS and, on CUDA, 1 for the first
@@ -82,7 +89,11 @@ class VolumeSegmenter:
         segment_map = None
         box = Letterbox.fit(*plan.slice_shape(), self.method.image_size)
         valid = box.valid_mask()
+        collector = EvidenceCollector(volume, plan, box, mapping) if self.collect_evidence else None
         consistent = True
+        tissue = np.zeros(volume.shape, dtype=bool)
+        tables: dict = {}
+        selection = None
         size = self.batch_size()
         measure = self._measures_memory()
         done = 0
@@ -97,7 +108,7 @@ class VolumeSegmenter:
                 if measure:
                     torch.cuda.reset_peak_memory_stats()
                     baseline = torch.cuda.memory_allocated()
-                result = self.method.segment(model_input, valid.expand(len(batch), -1, -1))
+                result = self.method.segment(model_input, valid.expand(len(batch), -1, -1), indices=list(batch))
                 if measure:
                     size, measure = self.measured_batch_size(baseline), False
             except (RuntimeError, torch.cuda.OutOfMemoryError) as error:
@@ -121,29 +132,36 @@ class VolumeSegmenter:
                         segment_map = np.zeros(volume.shape, dtype=np.uint16)
             for n, index in enumerate(batch):
                 plan.place(labels, index, restored[n])
+                plan.place(tissue, index, images[n].mean(0).numpy() > TISSUE_LEVEL)
                 if restored_map is not None:
                     plan.place(segment_map, index, restored_map[n])
+                if result.scores is not None:
+                    tables[index] = result.scores[n]
+            selection = result.selection if result.scores is not None else selection
+            if collector is not None:
+                collector.add(batch, result)
             done += len(batch)
             ctx.progress("segment", done, len(todo))
+        if selection is not None and segment_map is not None:
+            with ctx.timed("select"):
+                # the volume-level decision: proposals + scores → labels (what `reselect` redoes)
+                labels = select_labels(segment_map, tables, selection, plan.axis)
+                consistent = selection.mode != "all"
         with ctx.timed("postprocess"):
             labels = self._postprocess(labels, plan, consistent)
+            local_map = segment_map
             if segment_map is not None and segment_map.shape[plan.axis] > 1:
                 # unsupervised ids are per slice: match them so a 3D oracle compares like with like
                 segment_map = match_labels_across_slices(segment_map, plan.axis)
+            if collector is not None:  # the bundle's proposals and the scores that name them
+                collector.set_proposals(local_map, segment_map, tables, selection)
         present = [int(v) for v in np.unique(labels) if v != 0]
         segments = [{"label": v, "name": self.method.segment_name(v)} for v in present]
-        return VolumeSegmentation(labels, segment_map, segments, len(todo), skipped)
+        warning = result_warning(labels, tissue, plan.axis, todo) if todo else None
+        return VolumeSegmentation(labels, segment_map, segments, len(todo), skipped, warning, collector)
 
     def _postprocess(self, labels: np.ndarray, plan: SlicePlan, consistent: bool) -> np.ndarray:
-        if not consistent and labels.shape[plan.axis] > 1:
-            labels = match_labels_across_slices(labels, plan.axis)
-        elif not consistent:
-            labels = compact_labels(labels)
-        if self.options.fill_holes:
-            labels = fill_holes(labels, plan.axis)
-        if self.options.largest_component:
-            labels = keep_largest_component(labels)
-        return labels
+        return finish_labels(labels, plan.axis, consistent, self.options.fill_holes, self.options.largest_component)
 
 
 def batch_size_from_memory(bytes_per_slice: int, available_bytes: int, cap: int = MAX_AUTO_BATCH) -> int:

@@ -10,16 +10,16 @@ place of BLIP nouns:
 2. Cross-attention of those tokens is aggregated over resolutions with equal weights
    (DiffSeg's ratio [1, 1, 1, 1] for semantics), upsampled bilinearly to the image and
    normalised over all 77 tokens per pixel, then summed over the prompt's tokens.
-3. Each segment's score is its mean prompt attention over valid (non-padding) pixels divided by
-   the mean over all valid pixels: 1 means "as much attention as the image on average".
-   Segments scoring at least `vote_threshold` are foreground; if none does, the best one is.
-   The area-weighted mean of the scores is 1, so with a threshold ≤ 1 some segment always
-   qualifies on its own merit.
+3. Each segment's evidence is its mean prompt attention (an absolute share of the pixel's
+   attention, in [0, 1]) over valid pixels; each slice also records its median attention. The
+   decision - which segments, on which slices, with the volume-level step - is made from these
+   numbers by `selection.py` (numpy only), so `reselect` and the Slicer process can redo it.
+   Nothing forces a segment per slice: a slice, or the whole volume, may be empty.
 
-Without a prompt the border rule applies: the valid region's border (pixels next to padding or
-the image edge) is mostly background in medical crops centred on the target, so segments
-holding at least `border_threshold` of the border (and always the one holding most) are
-background and the rest foreground.
+Without a prompt the border rule applies (`selection.border_decision`): the valid region's border
+(pixels next to padding or the image edge) is mostly background in medical crops centred on the
+target, so segments holding at least `border_threshold` of the border (and always the one holding
+most) are background and the rest foreground.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any, Sequence
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-FOREGROUND_MODES = ("auto", "prompt", "border", "all")
 
 
 def format_context(template: str, prompt: str) -> str:
@@ -95,68 +94,6 @@ def token_attention(cross_maps: dict[int, "torch.Tensor"], positions: Sequence[i
         normalised = pair[:, 0] / pair[:, 1].clamp_min(1e-12)
         total = normalised if total is None else total + normalised
     return total / len(cross_maps)
-
-
-def segment_scores(attention: "torch.Tensor", segments: "torch.Tensor", valid: "torch.Tensor",
-                   count: int) -> "torch.Tensor":
-    """Mean attention per segment over valid pixels relative to the valid-pixel mean, (count,).
-
-    segments: (S, S) ids 0..count-1. Segments without valid pixels score -inf.
-    """
-    import torch
-
-    ids = segments[valid].long()
-    values = attention[valid].float()
-    sums = torch.zeros(count, device=values.device).index_add_(0, ids, values)
-    areas = torch.bincount(ids, minlength=count).float()
-    scores = sums / areas.clamp_min(1.0) / values.mean().clamp_min(1e-12)
-    scores[areas == 0] = float("-inf")
-    return scores
-
-
-def select_by_votes(scores: "torch.Tensor", threshold: float) -> "torch.Tensor":
-    """Foreground segments: score ≥ threshold, or the best-scoring one if none qualifies."""
-    chosen = scores >= threshold
-    if not chosen.any():
-        chosen[scores.argmax()] = True
-    return chosen
-
-
-def valid_border(valid: "torch.Tensor") -> "torch.Tensor":
-    """Valid pixels with an invalid pixel or the image edge among their 8 neighbours, (S, S)."""
-    import torch.nn.functional as F
-
-    outside = (~valid).float()[None, None]
-    outside = F.pad(outside, (1, 1, 1, 1), value=1.0)
-    near_outside = F.max_pool2d(outside, kernel_size=3, stride=1)[0, 0] > 0
-    return valid & near_outside
-
-
-def border_shares(segments: "torch.Tensor", valid: "torch.Tensor", count: int) -> "torch.Tensor":
-    """Fraction of the valid region's border held by each segment, (count,)."""
-    import torch
-
-    border = valid_border(valid)
-    ids = segments[border].long()
-    counts = torch.bincount(ids, minlength=count).float()
-    return counts / counts.sum().clamp_min(1.0)
-
-
-def select_by_border(segments: "torch.Tensor", valid: "torch.Tensor", count: int,
-                     threshold: float) -> "torch.Tensor":
-    """Foreground segments by the border rule: all but those holding ≥ threshold of the border
-    (and the one holding most). A single segment gives an empty foreground."""
-    shares = border_shares(segments, valid, count)
-    background = shares >= threshold
-    background[shares.argmax()] = True
-    present = _present(segments, valid, count)
-    return present & ~background
-
-
-def _present(segments: "torch.Tensor", valid: "torch.Tensor", count: int) -> "torch.Tensor":
-    import torch
-
-    return torch.bincount(segments[valid].long(), minlength=count) > 0
 
 
 def compact_segments(segments: "torch.Tensor", valid: "torch.Tensor") -> tuple["torch.Tensor", int]:

@@ -17,6 +17,16 @@ if torch is not None:
     torch.set_num_threads(int(os.environ.get("DIFFUSIONSEG_TEST_THREADS", "1")))
 
 
+def pytest_collection_modifyitems(config, items):
+    """`cuda`-marked tests run where CUDA exists and are skipped, saying so, elsewhere."""
+    if torch is not None and torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (none here)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def tiny_sd_path(tmp_path_factory: pytest.TempPathFactory):
     """A tiny SD-shaped diffusers folder (64 px, latent 8, SD v1 block layout), saved once per

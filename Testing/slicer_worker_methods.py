@@ -21,7 +21,7 @@ class SlowBrightThreshold(BrightThreshold):
                       prompt="optional", needs_checkpoint=False, default_model=None,
                       params=BrightThreshold.info.params)
 
-    def segment(self, images, valid):
+    def segment(self, images, valid, indices=None):
         for _ in range(10):
             time.sleep(0.1)
             self.context.check_cancelled()
@@ -33,8 +33,8 @@ WORKER_CODE = (
     "import fake_methods, slicer_worker_methods as w; from DiffusionSegLib import methods as m; "
     "r = dict(m.available_methods()); "
     "r.update({{c.info.name: c for c in (fake_methods.BrightThreshold, fake_methods.PromptThreshold, "
-    "w.SlowBrightThreshold)}}); "
-    "m._REGISTRY = r; from DiffusionSegLib.cli import main; sys.exit(main(sys.argv[1:]))"
+    "fake_methods.SlowLoad, w.SlowBrightThreshold)}}); "
+    "m._REGISTRY = r; from DiffusionSegLib.worker_entry import main; sys.exit(main(sys.argv[1:]))"
 )
 
 
@@ -47,3 +47,18 @@ class RealWorkerLauncher(WorkerLauncher):
 
     def command(self, *arguments):
         return workerCommand(*arguments)
+
+
+EVIDENCE_WORKER_CODE = (
+    "import sys; sys.path.insert(0, {testing!r}); "
+    "import evidence_methods as e; from DiffusionSegLib import methods as m; "
+    "r = dict(m.available_methods()); r.update({{c.info.name: c for c in (e.GreyProposals, e.Repaints)}}); "
+    "m._REGISTRY = r; from DiffusionSegLib.cli import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
+class EvidenceWorkerLauncher(WorkerLauncher):
+    """The real worker with the bundle test methods (Testing/evidence_methods.py) registered."""
+
+    def command(self, *arguments):
+        return [sys.executable, "-c", EVIDENCE_WORKER_CODE.format(testing=str(TESTING)), *arguments]

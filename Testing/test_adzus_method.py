@@ -13,7 +13,7 @@ from DiffusionSegLib.errors import InvalidParameter, JobCancelled
 from DiffusionSegLib.events import JobContext
 from DiffusionSegLib.methods import get_method
 from DiffusionSegLib.methods.adzus import Adzus
-from DiffusionSegLib.prompt_voting import border_shares
+from DiffusionSegLib.selection import proposal_table
 
 
 TAU = 0.1  # the tiny model's attention is far flatter than SD's, so its KL distances are small
@@ -116,8 +116,9 @@ def test_border_mode_selects_whole_segments(method):
         kept = result.labels[index][valid[index]].float().mean()
         assert 0.0 < kept < 1.0  # the segment holding most of the border is always dropped
         segments = result.segment_map[index]
-        shares = border_shares(segments, valid[index], int(segments.max()) + 1)
-        assert (result.labels[index][segments == shares.argmax()] == 0).all()
+        table = proposal_table(segments.numpy(), None, valid[index].numpy())
+        most = max(table, key=lambda pid: table[pid]["border"])
+        assert (result.labels[index][segments == most] == 0).all()
 
 
 def test_prompt_mode_votes_with_the_prompt_tokens(tiny_sd_path):
@@ -128,7 +129,12 @@ def test_prompt_mode_votes_with_the_prompt_tokens(tiny_sd_path):
     result = method.segment(images, valid)
     assert result.consistent_ids
     assert_union_of_segments(result)
-    assert (result.labels.flatten(1).sum(1) > 0).all()  # voting always keeps at least one segment
+    # evidence per proposal: the absolute prompt share, and the slice's median as reference
+    assert result.selection.mode == "prompt" and len(result.scores) == 2
+    for table, segments in zip(result.scores, result.segment_map):
+        assert set(table.proposals) == set(segments.unique().tolist()) - {0}
+        assert 0.0 < table.reference < 1.0
+        assert all(0.0 <= v["score"] <= 1.0 for v in table.proposals.values())
     assert set(method.context.timings) == {"encode", "inversion", "attention", "merge", "select"}
     assert [e["done"] for e in events if e.get("stage") == "merge"] == [1, 2]
 
@@ -207,7 +213,7 @@ def test_selection_on_planted_segments(method):
     valid[:, :8] = False
     text = "an image of a white blood cell"  # tokens 5, 6, 7 carry the prompt
     cross = torch.zeros(1, 64, 77)
-    cross[..., 0] = 1.0
+    cross[..., 0], cross[..., 6] = 0.95, 0.05  # every pixel gives the prompt a little attention
     low = torch.nn.functional.interpolate(disc[None, None].float(), size=(8, 8), mode="area")[0, 0]
     on_disc = low.flatten() > 0.5
     cross[0, on_disc, 0], cross[0, on_disc, 6] = 0.4, 0.6

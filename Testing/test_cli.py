@@ -20,7 +20,7 @@ from helpers import ct_like_volume, rgb_image
 
 ROOT = Path(__file__).resolve().parents[1]
 EVENT_KEYS = {"progress": {"stage", "done", "total"}, "log": {"level", "message"},
-              "result": {"output"}, "error": {"code", "message"}}
+              "result": {"output"}, "error": {"code", "message"}, "warning": {"message"}}
 FAST = ["--param", "latent_mode=clean", "--device", "cpu"]
 
 

@@ -46,7 +46,7 @@ def test_registry_metadata_lists_every_parameter():
     ("", {"organ": "brain"}, "needs a text prompt"),
     ("   ", {"organ": "brain"}, "needs a text prompt"),
     (None, {"organ": "brain"}, "needs a text prompt"),
-    ("brain tumour", {}, "normal prompt"),
+    ("enhancing tumour", {}, "organ"),  # no organ word left: the message names organ= and normal_prompt=
     ("healthy brain", {"organ": "brain"}, "must differ"),
     ("brain tumour", {"organ": "brain", "aova_timesteps": "0, 2000"}, "aova_timesteps"),
     ("brain tumour", {"organ": "brain", "aova_timesteps": "soon"}, "aova_timesteps"),
@@ -69,13 +69,16 @@ def test_synthetic_lesion_run_end_to_end(tiny_sd_path):
     images, masks = synthetic_lesions(3, seed=5)
     valid = torch.ones(3, 64, 64, dtype=torch.bool)
     valid[:, :, :4] = False
-    method = make(tiny_sd_path, organ="brain", steps=6, strength=0.5)
+    # floor, seed and gate off: the random-weight model's maps go through every stage
+    method = make(tiny_sd_path, organ="brain", steps=6, strength=0.5, anomaly_floor=0.0, anomaly_seed=0.0,
+                  gate_threshold=0.0)
     method.load()
     context = method.context
     result = method.segment(images, valid)
     out = method.pipeline(images, valid)
-    assert result.labels.shape == (3, 64, 64) and result.labels.dtype == torch.uint8
+    assert result.labels.shape == (3, 64, 64) and result.labels.dtype == torch.int64
     assert torch.equal(result.labels.bool(), out.refined)  # seeded: the same twice
+    assert torch.equal(result.segment_map, out.proposals) and torch.equal(out.proposals > 0, out.refined)
     assert torch.equal(out.refined, (result.probabilities > 0.5))
     assert not (out.refined & ~out.dilated).any() and not (out.refined & ~out.region).any()
     assert not (out.coarse & ~out.region).any() and not out.refined[:, :, :4].any()
@@ -114,7 +117,8 @@ def test_heads_train_save_load_and_are_used(tiny_sd_path, tmp_path):
     loaded = make(tiny_sd_path, organ="brain", steps=4, strength=0.5, heads=str(folder))
     loaded.load()
     again = loaded.segment(images, valid)
-    assert torch.equal(again.labels.bool(), trained.refined)
+    assert torch.equal(again.segment_map, trained.proposals)  # the same refined components
+    assert not (again.labels.bool() & ~trained.refined).any()
 
     _, a2, h2 = load_heads(folder)
     assert all(torch.equal(x, y) for x, y in zip(adapter.state_dict().values(), a2.state_dict().values()))
@@ -123,3 +127,68 @@ def test_heads_train_save_load_and_are_used(tiny_sd_path, tmp_path):
     (folder / "config.json").write_text('{"format": "other"}')
     with pytest.raises(ModelLoadFailed):
         load_heads(folder)
+
+
+def test_image_head_learns_slice_labels_and_gates_the_pipeline(tiny_sd_path):
+    from DiffusionSegLib.diffugts.image_head import ImageHead, image_statistics, train_image_head
+
+    generator = torch.Generator().manual_seed(0)
+    region = torch.ones(40, 16, 16, dtype=torch.bool)
+    labels = torch.arange(40) % 2 == 0
+    probability = 0.2 * torch.rand(40, 16, 16, generator=generator)
+    probability[labels, 4:8, 4:8] = 0.9  # tumour slices: a confident blob
+    gate = torch.where(labels, torch.tensor(9.0), torch.tensor(2.3))
+    statistics = image_statistics(probability, region, gate)
+    head = train_image_head(statistics, labels, steps=200)
+    predicted = torch.sigmoid(head(statistics)) > 0.5
+    assert torch.equal(predicted, labels)
+
+    # in the pipeline, the head's probability is the slice's gate (here: a head that says "no")
+    images, _ = synthetic_lesions(2, seed=3)
+    valid = torch.ones(2, 64, 64, dtype=torch.bool)
+    method = make(tiny_sd_path, organ="brain", steps=2, strength=0.5)
+    method.load()
+    from DiffusionSegLib.diffugts.heads import AOVAAdapter
+
+    features = method.pipeline.frozen_inputs(images, valid).encoder_features
+    method.pipeline.adapter = AOVAAdapter([f.shape[1] for f in features], method.pipeline.text_vectors.shape[-1])
+    never = ImageHead().eval()
+    torch.nn.init.zeros_(never.net[2].weight)
+    torch.nn.init.constant_(never.net[2].bias, -20.0)
+    method.pipeline.image_head = never
+    out = method.pipeline(images, valid)
+    assert (out.gate < 1e-6).all() and all(t.gate == out.gate[b] for b, t in enumerate(out.scores))
+
+
+def test_unet_feature_adapter_sees_fresh_noise_in_training_and_a_seeded_draw_at_inference(tiny_sd_path, tmp_path):
+    import dataclasses
+
+    from DiffusionSegLib.diffugts.fit import (FitOptions, adapter_inputs, backbone_cache, heads_config,
+                                              train_adapter)
+    from DiffusionSegLib.diffugts.heads import save_heads
+
+    images, masks = synthetic_lesions(6, seed=2)
+    valid = torch.ones(6, 64, 64, dtype=torch.bool)
+    method = make(tiny_sd_path, organ="brain", steps=2, strength=0.5)
+    method.load()
+    pipeline = method.pipeline
+    pipeline.settings = dataclasses.replace(pipeline.settings, adapter_features="unet")
+    cache = backbone_cache(pipeline, images, valid, 3)
+    index = torch.arange(3)
+    generator = torch.Generator().manual_seed(0)
+    first, second = adapter_inputs(pipeline, cache, index, generator), adapter_inputs(pipeline, cache, index, generator)
+    assert not torch.equal(first[0], second[0])  # a fresh draw at every training step
+    seeded = adapter_inputs(pipeline, cache, index, None)
+    frozen = pipeline.frozen_inputs(images[:3], valid[:3], [0, 1, 2])
+    for a, b in zip(seeded, frozen.unet_features):  # inference's per-slice seeded draw
+        torch.testing.assert_close(a, b.cpu(), rtol=1e-4, atol=1e-5)
+    adapter = train_adapter(pipeline, cache, masks, FitOptions(adapter_epochs=2, batch_size=3))
+    assert adapter.feature_channels == [f.shape[1] for f in frozen.unet_features]
+    config = heads_config(pipeline, str(tiny_sd_path))
+    assert config["adapter_features"] == "unet"
+    folder = save_heads(tmp_path / "heads", config, adapter, None, "# test\n")
+    loaded = make(tiny_sd_path, organ="brain", steps=2, strength=0.5, heads=str(folder))
+    loaded.load()
+    assert loaded.pipeline.settings.adapter_features == "unet"
+    pipeline.adapter = adapter
+    torch.testing.assert_close(loaded.pipeline(images[:3], valid[:3]).anomaly, pipeline(images[:3], valid[:3]).anomaly)

@@ -77,10 +77,32 @@ def test_anomaly_map_prefers_the_abnormal_prompt_and_is_zero_for_equal_maps():
     normal = torch.rand(1, 32, 32) * 0.05
     abnormal = normal + level
     amap = anomaly_map(abnormal, normal, region)
-    assert 0.0 <= float(amap.min()) and float(amap.max()) == pytest.approx(1.0)
+    assert 0.0 <= float(amap.min()) and float(amap.max()) > 1.0  # absolute units, no rescale to a peak of 1
     assert torch.equal(coarse_mask(amap, region, "otsu"), planted)
+    assert torch.equal(coarse_mask(amap, region, "otsu", floor=0.5), planted)
     assert torch.count_nonzero(anomaly_map(normal, normal, region)) == 0
     assert not coarse_mask(anomaly_map(normal, normal, region), region, "otsu").any()
+
+
+def test_maps_differing_by_noise_give_no_coarse_mask_above_the_floor():
+    """Two prompt maps that differ by 1 % noise: the old per-slice rescale to a peak of 1 and Otsu
+    painted a quarter of the body; the absolute floor finds nothing, and the gate says 'noise'."""
+    from DiffusionSegLib.diffugts.aova import anomaly_difference
+    from DiffusionSegLib.diffugts.decision import gate_statistic
+
+    generator = torch.Generator().manual_seed(0)
+    normal = 0.2 + 0.05 * torch.rand(4, 32, 32, generator=generator)
+    abnormal = normal * (1 + 0.01 * torch.randn(4, 32, 32, generator=generator))
+    region = torch.ones(4, 32, 32, dtype=torch.bool)
+    amap = anomaly_map(abnormal, normal, region)
+    assert not coarse_mask(amap, region, "otsu", floor=0.5).any()
+    rescaled = amap / amap.flatten(1).amax(1)[:, None, None]  # the old behaviour
+    assert coarse_mask(rescaled, region, "otsu").float().mean() > 0.1
+    noise_gate = gate_statistic(anomaly_difference(abnormal, normal, region), region)
+    assert (noise_gate < 3.5).all()  # about 2.3 for pure noise
+    planted, level = _planted()
+    lesion = gate_statistic(anomaly_difference(normal[:1] + level, normal[:1], region[:1]), region[:1])
+    assert lesion[0] > 10
 
 
 def test_token_map_averages_the_given_tokens():

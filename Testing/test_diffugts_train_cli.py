@@ -30,15 +30,19 @@ def _write_case(folder, case, seed):
         sitk.WriteImage(volume, str(folder / sub / case / f"{sub}.nii.gz"))
 
 
-def test_train_cli_writes_heads_that_a_job_uses(tiny_sd_path, tmp_path):
+def heads_run(tmp_path, model, device: str, *extra: str):
+    """Three synthetic cases in tmp_path and parsed `train diffugts` arguments writing tmp_path/heads."""
     for n in range(3):
         _write_case(tmp_path, f"case{n}", seed=n)
-    heads = tmp_path / "heads"
-    args = build_parser().parse_args([
+    return build_parser().parse_args([
         "train", "diffugts", "--images", str(tmp_path / "images"), "--masks", str(tmp_path / "masks"),
-        "--mask-map", ">0", "--output", str(heads), "--model", str(tiny_sd_path), "--prompt", "brain tumour",
-        "--organ", "brain", "--val-fraction", "0.34", "--adapter-epochs", "3", "--head-epochs", "2",
-        "--inpaint-steps", "4", "--device", "cpu", "--batch-size", "4"])
+        "--mask-map", ">0", "--output", str(tmp_path / "heads"), "--model", str(model), "--prompt", "brain tumour",
+        "--val-fraction", "0.34", "--inpaint-steps", "4", "--device", device, "--batch-size", "4", *extra])
+
+
+def test_train_cli_writes_heads_that_a_job_uses(tiny_sd_path, tmp_path):
+    heads = tmp_path / "heads"
+    args = heads_run(tmp_path, tiny_sd_path, "cpu", "--organ", "brain", "--adapter-epochs", "3", "--head-epochs", "2")
     events = []
     summary = get_method("diffugts").train(args, JobContext(emit=events.append, seed=0))
     config = json.loads((heads / "config.json").read_text())
@@ -48,7 +52,8 @@ def test_train_cli_writes_heads_that_a_job_uses(tiny_sd_path, tmp_path):
     assert 0.0 <= summary["metrics"]["refined_dice"] <= 1.0
     assert "Validation metrics" in (heads / "README.md").read_text()
     stages = {e.get("stage") for e in events if e["event"] == "progress"}
-    assert {"cache_backbone", "train_adapter", "cache_residuals", "train_residual_head"} <= stages
+    assert {"cache_backbone", "train_adapter", "train_image_head", "cache_residuals", "train_residual_head"} <= stages
+    assert config["image_head"] == {"in_features": 5, "width": 16}  # the image-level anomaly head (BCE)
 
     output = tmp_path / "out.nii.gz"
     request = JobRequest(input=str(tmp_path / "images" / "case0" / "images.nii.gz"), output=str(output),
@@ -108,3 +113,62 @@ def test_sdseg_rejects_a_batch_size_below_one(tmp_path):
                                       "--output", str(tmp_path / "out"), "--batch-size", "0"])
     with pytest.raises(InvalidRequest, match="--batch-size"):
         get_method("sdseg").train(args, JobContext())
+
+
+def _write_subregion_case(folder, case, seed):
+    """Like `_write_case`, with a core (label 1) inside an oedema ring (label 2)."""
+    rng = np.random.default_rng(seed)
+    k, j, i = np.mgrid[:4, :48, :48]
+    brain = (i - 24) ** 2 + (j - 24) ** 2 < 20 ** 2
+    ci, cj = rng.integers(18, 30, 2)
+    r2 = (i - ci) ** 2 + (j - cj) ** 2
+    labels = np.where(r2 < 16, 1, np.where(r2 < 49, 2, 0)) * (k > 0)
+    image = np.where(brain, 100.0, 0.0) + 60.0 * (labels == 2) + 140.0 * (labels == 1) \
+        + rng.normal(0, 3, brain.shape) * brain
+    for sub, array in (("images", image.astype(np.float32)), ("masks", labels.astype(np.uint8))):
+        (folder / sub / case).mkdir(parents=True)
+        sitk.WriteImage(sitk.GetImageFromArray(array), str(folder / sub / case / f"{sub}.nii.gz"))
+
+
+def test_manifest_trains_several_prompt_pairs_and_reports_the_held_out_one(tiny_sd_path, tmp_path):
+    for n in range(2):
+        _write_subregion_case(tmp_path, f"case{n}", seed=n)
+    manifest = tmp_path / "pairs.json"
+    manifest.write_text(json.dumps({"pairs": [
+        {"prompt": "brain tumour", "normal_prompt": "healthy brain", "labels": [1, 2]},
+        {"prompt": "tumour core", "normal_prompt": "healthy brain", "labels": [1]},
+        {"prompt": "peritumoural oedema", "normal_prompt": "healthy brain", "labels": [2]}]}))
+    heads = tmp_path / "heads"
+    args = build_parser().parse_args([
+        "train", "diffugts", "--images", str(tmp_path / "images"), "--masks", str(tmp_path / "masks"),
+        "--output", str(heads), "--model", str(tiny_sd_path), "--prompt", "brain tumour",
+        "--manifest", str(manifest), "--hold-out", "peritumoural oedema", "--val-fraction", "0",
+        "--adapter-epochs", "2", "--head-epochs", "1", "--inpaint-steps", "2", "--device", "cpu",
+        "--batch-size", "4", "--val-max-slices", "4"])
+    events = []
+    summary = get_method("diffugts").train(args, JobContext(emit=events.append, seed=0))
+    metrics = summary["metrics"]
+    assert metrics["unseen_prompt"] == "peritumoural oedema"
+    assert 0.0 <= metrics["unseen_refined_dice"] <= 1.0 and 0.0 <= metrics["refined_dice"] <= 1.0
+    config = json.loads((heads / "config.json").read_text())
+    assert config["manifest"]["held_out"] == "peritumoural oedema" and len(config["manifest"]["pairs"]) == 3
+    assert any("held out: peritumoural oedema" in e.get("message", "") for e in events)
+
+
+def test_a_bad_manifest_or_hold_out_is_refused_before_loading(tmp_path):
+    from DiffusionSegLib.diffugts.manifest import read_manifest, split_pairs
+    from DiffusionSegLib.errors import InvalidRequest
+
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"pairs": [{"prompt": "brain tumour", "labels": []}]}')
+    with pytest.raises(InvalidRequest, match="no label values"):
+        read_manifest(bad)
+    good = tmp_path / "good.json"
+    good.write_text('{"pairs": [{"prompt": "brain tumour", "labels": [1, 2]}, '
+                    '{"prompt": "liver lesion", "labels": [3]}]}')
+    pairs = read_manifest(good)
+    assert pairs[0].prompts.normal == "healthy brain"  # prompt-only pairs work in manifests too
+    with pytest.raises(InvalidRequest, match="--hold-out must differ"):
+        split_pairs(pairs, "brain tumour", "brain tumour")
+    with pytest.raises(InvalidRequest, match="not in the manifest"):
+        split_pairs(pairs, "lung nodule", None)

@@ -6,9 +6,8 @@ import pytest
 import torch
 from transformers import CLIPTokenizer
 
-from DiffusionSegLib.prompt_voting import (border_shares, compact_segments, format_context,
-                                           prompt_token_positions, segment_scores, select_by_border,
-                                           select_by_votes, token_attention, valid_border)
+from DiffusionSegLib.prompt_voting import (compact_segments, format_context, prompt_token_positions,
+                                           token_attention)
 
 
 @pytest.fixture(scope="module")
@@ -52,40 +51,6 @@ def test_token_attention_normalises_over_tokens_and_weights_resolutions_equally(
     result = token_attention({2: fine, 1: coarse * 3.0}, [2], image_size=2)  # ×3: normalisation undoes it
     expected = 0.5 * torch.tensor([[1.0, 0.0], [0.0, 0.0]]) + 0.5 * 0.2
     torch.testing.assert_close(result[0], expected, atol=1e-6, rtol=0)
-
-
-def test_segment_scores_ignore_padding_and_select():
-    segments = torch.tensor([[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 2, 2], [2, 2, 2, 2]])
-    valid = torch.ones(4, 4, dtype=torch.bool)
-    valid[3] = False  # the last row is padding
-    attention = torch.tensor([[1.0, 1.0, 3.0, 3.0], [1.0, 1.0, 3.0, 3.0], [1.0] * 4, [100.0] * 4])
-    scores = segment_scores(attention, segments, valid, 3)
-    mean = attention[valid].mean()
-    torch.testing.assert_close(scores, torch.tensor([1.0, 3.0, 1.0]) / mean)
-    assert select_by_votes(scores, 1.0).tolist() == [False, True, False]
-    assert select_by_votes(scores, 50.0).tolist() == [False, True, False]  # best one when none passes
-    empty = segment_scores(attention, segments, valid & (segments != 0), 3)
-    assert empty[0] == float("-inf")
-
-
-def test_border_rule_keeps_the_central_object():
-    segments = torch.zeros(8, 8, dtype=torch.long)
-    segments[2:6, 2:6] = 1  # central object
-    segments[0:3, 7] = 2  # small region touching the right edge
-    valid = torch.ones(8, 8, dtype=torch.bool)
-    shares = border_shares(segments, valid, 3)
-    assert shares.sum().item() == pytest.approx(1.0)
-    assert shares[1] == 0 and shares[2] == pytest.approx(3 / 28)
-    assert select_by_border(segments, valid, 3, 0.2).tolist() == [False, True, True]
-    assert select_by_border(segments, valid, 3, 0.1).tolist() == [False, True, False]
-
-
-def test_border_follows_the_letterbox():
-    valid = torch.zeros(6, 6, dtype=torch.bool)
-    valid[1:5] = True  # rows 0 and 5 are padding
-    border = valid_border(valid)
-    assert border[1].all() and border[4].all() and border[2:4, [0, 5]].all()
-    assert not border[2:4, 1:5].any() and not border[0].any()
 
 
 def test_compact_segments_renumbers_valid_ids():

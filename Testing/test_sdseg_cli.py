@@ -203,3 +203,44 @@ def test_init_from_a_supervised_checkpoint_is_an_invalid_request(tmp_path):
         check_starting_point(_train_args(tmp_path, "--init-from", str(ckpt)))
     skip = _fake_checkpoint(tmp_path / "skip", denoiser_skip=True)
     assert check_starting_point(_train_args(tmp_path, "--init-from", str(skip), "--denoiser-skip"))["denoiser_skip"]
+
+
+@pytest.mark.parametrize("extra, expected", [
+    ([], True),                                   # from scratch: the skip is the default
+    (["--no-denoiser-skip"], False),              # the paper's parameterisation on request
+    (["--pretrained", "some/ref"], False),        # pretrained keeps the paper's parameterisation
+    (["--objective", "supervised"], False),       # the baseline has no denoiser
+])
+def test_denoiser_skip_defaults(tmp_path, extra, expected):
+    from DiffusionSegLib.sdseg.train import check_starting_point
+
+    args = _train_args(tmp_path, *extra)
+    check_starting_point(args)
+    assert args.denoiser_skip is expected
+
+
+def test_init_from_inherits_the_parameterisation_and_refuses_to_change_it(tmp_path):
+    from DiffusionSegLib.errors import InvalidRequest
+    from DiffusionSegLib.sdseg.train import check_starting_point
+
+    skip = _fake_checkpoint(tmp_path / "skip", denoiser_skip=True)
+    args = _train_args(tmp_path, "--init-from", str(skip))
+    check_starting_point(args)
+    assert args.denoiser_skip is True
+    with pytest.raises(InvalidRequest, match="--no-denoiser-skip"):
+        check_starting_point(_train_args(tmp_path, "--init-from", str(skip), "--no-denoiser-skip"))
+
+
+def test_multi_class_training_samples_a_class_present_in_the_slice():
+    import torch
+
+    from DiffusionSegLib.sdseg.train import present_classes
+
+    masks = torch.zeros(3, 8, 8, dtype=torch.long)
+    masks[0, :2] = 3             # only class 3 present
+    masks[1, :2], masks[1, 4:] = 1, 2
+    generator = torch.Generator().manual_seed(0)
+    draws = torch.stack([present_classes(masks, 3, generator) for _ in range(200)])
+    assert (draws[:, 0] == 3).all()
+    assert set(draws[:, 1].tolist()) == {1, 2}
+    assert set(draws[:, 2].tolist()) == {1, 2, 3}  # an empty slice: any class (its target is empty)

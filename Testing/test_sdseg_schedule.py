@@ -51,3 +51,19 @@ def test_ddim_starts_at_the_single_step_timestep():
         assert int(scheduler.timesteps[0]) == FINAL_T
         assert len(scheduler.timesteps) == steps
     torch.testing.assert_close(scheduler.alphas_cumprod, make_ddpm_scheduler().alphas_cumprod)
+
+
+def test_a_pretrained_schedule_that_differs_is_reported(tmp_path):
+    import json
+
+    from DiffusionSegLib.sdseg.schedule import schedule_mismatch
+
+    (tmp_path / "scheduler").mkdir()
+    config = {"_class_name": "PNDMScheduler", "beta_start": 0.00085, "beta_end": 0.012,
+              "beta_schedule": "scaled_linear", "num_train_timesteps": 1000}
+    (tmp_path / "scheduler" / "scheduler_config.json").write_text(json.dumps(config))
+    assert "0.00085" in schedule_mismatch(str(tmp_path))
+    config.update(beta_start=0.0015, beta_end=0.0155)
+    (tmp_path / "scheduler" / "scheduler_config.json").write_text(json.dumps(config))
+    assert schedule_mismatch(str(tmp_path)) is None
+    assert schedule_mismatch(str(tmp_path / "nowhere")) is None

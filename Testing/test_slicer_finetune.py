@@ -200,7 +200,11 @@ def test_bad_inputs_are_refused_before_any_process_starts(tmp_path, tinyCheckpoi
 
 
 def test_logic_creates_the_job_with_its_launcher_and_train_arguments(tmp_path):
-    logic = DiffusionSegLogic(newScene(), temporaryRoot=str(tmp_path))
+    from DiffusionSegSlicerLib.WorkerSettings import WorkerPythonSettings
+
+    asked = []
+    logic = DiffusionSegLogic(newScene(), temporaryRoot=str(tmp_path),
+                              workerSettings=WorkerPythonSettings(confirm=lambda path: asked.append(path) or True))
     settings = FineTuneSettings(checkpoint="/c", output="/o", steps=50, minutes=2.5, pythonInterpreter=sys.executable)
     job = logic.createFineTuneJob(settings, None, None)
     assert job.launcher.python == sys.executable and job.temporaryRoot == str(tmp_path)
@@ -209,8 +213,10 @@ def test_logic_creates_the_job_with_its_launcher_and_train_arguments(tmp_path):
     joined = " ".join(arguments)
     assert "--mask-map >0" in joined and "--steps 50" in joined and "--max-minutes 2.5" in joined
     assert "--val-fraction 0" in joined and "--val-every 50" in joined
-    command = WorkerLauncher(sys.executable).trainCommand("sdseg", arguments, "cpu").command
-    assert command[1:5] == ["-m", "DiffusionSegLib", "train", "sdseg"]
+    assert asked == [sys.executable]   # a worker Python not chosen in the settings is confirmed first
+    process = WorkerLauncher(sys.executable).trainCommand("sdseg", arguments, "cpu", str(tmp_path))
+    assert process.command[-len(arguments) - 2:-len(arguments)] == ["train", "sdseg"]
+    assert process.cwd == str(tmp_path)
 
 
 def test_segments_are_exported_on_the_volume_grid(tmp_path):

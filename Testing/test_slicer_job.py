@@ -156,6 +156,9 @@ def test_empty_result_adds_no_node(tmp_path):
     assert job.state == job.SUCCEEDED and job.segmentationNode is None
     assert scene.GetNumberOfNodes() == nodesBefore
     assert any(level == "warning" for level, _ in events["log"])
+    # the worker's own warning event reaches the log and the job (the panel's message area)
+    assert job.warnings == ["The result is empty: no slice had evidence above the thresholds."]
+    assert ("warning", job.warnings[0]) in events["log"]
 
 
 def test_bad_input_raises_before_any_process_or_file(tmp_path):

@@ -12,7 +12,8 @@ from slicer_test_utils import MODULE_DIR, ROOT
 
 SLICER_LIB = MODULE_DIR / "DiffusionSegSlicerLib"
 HEAVY = ("torch", "diffusers", "transformers", "accelerate")
-QT_ONLY = ("Widget", "FineTuneWidget", "ServiceWidget", "ParameterNode", "ParameterWidgets", "InstallLogic")   # need Slicer's GUI
+QT_ONLY = ("Widget", "FineTuneWidget", "SelectionWidget", "ServiceWidget", "ParameterNode", "ParameterWidgets",
+           "InstallLogic")   # need Slicer's GUI
 
 
 def _importedTopLevelModules(path: Path) -> set[str]:

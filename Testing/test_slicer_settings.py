@@ -19,7 +19,7 @@ def test_request_from_settings_has_the_contract_shape():
     settings = JobSettings(method="toy", prompt="  liver tumour ", device="cpu", params={"steps": "12", "stale": 1},
                            axis="coronal", skipEmptySlices=False, sliceRange=[3, 9], seed=7, batchSize=2)
     request = buildJobRequest(settings, "/t/in.nrrd", "/t/out.nrrd", ([1, 2, 3], [4, 5, 6]), INFO).to_dict()
-    assert request["version"] == 1 and request["method"] == "toy"
+    assert request["version"] == 2 and request["evidence"] is True and request["method"] == "toy"
     assert request["prompt"] == "liver tumour" and request["model"] is None and request["device"] == "cpu"
     assert request["params"] == {"steps": 12, "mode": "fast"}
     assert request["roi"] == {"ijk_min": [1, 2, 3], "ijk_max": [4, 5, 6]}

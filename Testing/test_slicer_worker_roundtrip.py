@@ -115,14 +115,16 @@ def test_missing_interpreter_fails_before_touching_the_scene(tmp_path):
 
 
 def test_worker_launcher_runs_the_backend_module(tmp_path):
-    """The default command really is `<python> -m DiffusionSegLib ...` and finds the package."""
+    """The default command runs the backend's worker entry, isolated (-I: no cwd, no user site),
+    and finds the package through the bootstrap alone."""
     import subprocess
 
     launcher = WorkerLauncher(python=sys.executable)
     out = subprocess.run(launcher.command("methods", "--json"), env=launcher.environment(), cwd=tmp_path,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert launcher.command("run")[1:3] == ["-m", "DiffusionSegLib"]
+    command = launcher.command("run")
+    assert command[1] == "-I" and command[-1] == "run" and "DiffusionSegLib.worker_entry" in command[-2]
 
 
 def test_real_worker_roi_restricts_the_result_to_the_box(tmp_path):

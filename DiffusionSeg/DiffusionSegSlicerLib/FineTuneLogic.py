@@ -27,6 +27,7 @@ from .SegmentationImport import removeNodeAndDisplay
 from .WorkerJob import JobFailed, WorkerJob
 from .VolumeIO import checkInputVolume, exportVolume
 from .Worker import WorkerLauncher
+from .WorkerSettings import WorkerPythonSettings
 
 SDSEG_FORMAT = "diffusionseg.sdseg"   # DiffusionSegLib.sdseg.checkpoint.FORMAT (that module imports torch)
 CHECKPOINT_FOLDER = "checkpoint"
@@ -168,7 +169,7 @@ class FineTuneJob(WorkerJob):
         self.volumeNode = volumeNode
         self.segmentationNode = segmentationNode
         self.segmentIds = list(segmentIds or [])
-        self.launcher = launcher or WorkerLauncher(settings.pythonInterpreter)
+        self.launcher = launcher or WorkerLauncher(WorkerPythonSettings().resolve(settings.pythonInterpreter))
         self.outputPath: str | None = None      # the new checkpoint, once SUCCEEDED
 
     # -- start -----------------------------------------------------------------------------------
@@ -201,7 +202,7 @@ class FineTuneJob(WorkerJob):
                               for i in segmentIds]
         self._output = output
         arguments = self.settings.trainArguments(imagesDir, masksDir, os.path.join(self.workDir, CHECKPOINT_FOLDER))
-        return self.launcher.trainCommand("sdseg", arguments, self.settings.device)
+        return self.launcher.trainCommand("sdseg", arguments, self.settings.device, self.workDir)
 
     def _onSuccess(self) -> None:
         """Move the staged checkpoint into the output folder (only now: never a partial one)."""

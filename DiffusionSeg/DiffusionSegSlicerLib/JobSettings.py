@@ -35,7 +35,8 @@ class JobSettings:
     batchSize: int = 0
     sliceRange: list[int] | None = None   # [first, last] along the slice axis, inclusive
     seed: int = 0
-    pythonInterpreter: str = ""       # "" = Slicer's own Python; else a path (e.g. a conda env)
+    evidence: bool = True             # also import the evidence maps and keep the result steerable
+    pythonInterpreter: str = ""       # "" = the worker Python chosen in the user settings (WorkerSettings.py)
 
     def toDict(self) -> dict[str, Any]:
         return asdict(self)
@@ -135,4 +136,5 @@ def buildJobRequest(settings: JobSettings, inputPath: str, outputPath: str,
         threads=max(0, int(settings.threads)), params=params,
         pipeline=pipeline, roi=roi,
         slice_range=list(settings.sliceRange) if settings.sliceRange else None,
-        seed=int(settings.seed))
+        seed=int(settings.seed),
+        evidence=bool(settings.evidence) and len(prompts) <= 1)  # the bundle holds one prompt's evidence

@@ -15,7 +15,9 @@ from .SegmentationImport import SegmentationImporter
 from .SegmentationLogic import SegmentationJob
 from .ServiceJob import ServiceSegmentationJob
 from .ServiceManager import ServiceManager, ServiceSettings
+from .TempFolders import removeOrphanedWorkDirs
 from .Worker import WorkerLauncher
+from .WorkerSettings import WorkerPythonSettings
 
 
 def methodCatalog() -> dict:
@@ -42,12 +44,14 @@ def intensityPresets() -> dict:
 
 class DiffusionSegLogic:
     def __init__(self, scene, temporaryRoot: str | None = None, cleanEnvironment: dict | None = None,
-                 importer: SegmentationImporter | None = None):
+                 importer: SegmentationImporter | None = None, workerSettings: WorkerPythonSettings | None = None):
         self.scene = scene
         self.temporaryRoot = temporaryRoot
         self.cleanEnvironment = cleanEnvironment
         self.importer = importer or SegmentationImporter()
+        self.workerSettings = workerSettings or WorkerPythonSettings()
         self._methods = None
+        removeOrphanedWorkDirs(temporaryRoot)   # what a killed Slicer left behind
         # The warm server (ServiceManager.py): "off" here keeps the one-shot `run` process per job
         # for scripts and tests; the panel switches it to its stored choice (default: local).
         self.serviceSettings = ServiceSettings(mode="off")
@@ -74,7 +78,12 @@ class DiffusionSegLogic:
         return intensityPresets()
 
     def launcher(self, settings: JobSettings) -> WorkerLauncher:
-        return WorkerLauncher(settings.pythonInterpreter, cleanEnvironment=self.cleanEnvironment)
+        """The worker for these settings: the per-user worker Python, or another path only after
+        the user confirmed it (WorkerSettings.py)."""
+        return self.launcherFor(settings.pythonInterpreter)
+
+    def launcherFor(self, pythonInterpreter: str = "") -> WorkerLauncher:
+        return WorkerLauncher(self.workerSettings.resolve(pythonInterpreter), cleanEnvironment=self.cleanEnvironment)
 
     def createJob(self, settings: JobSettings, inputVolumeNode, roiNode=None,
                   targetSegmentationNode=None) -> SegmentationJob:
@@ -95,7 +104,7 @@ class DiffusionSegLogic:
         """Learning from corrections: fine-tune an SDSeg checkpoint on the volume and its
         corrected segmentation (default: its visible segments as foreground)."""
         return FineTuneJob(self.scene, settings, volumeNode, segmentationNode, segmentIds,
-                           launcher=WorkerLauncher(settings.pythonInterpreter, cleanEnvironment=self.cleanEnvironment),
+                           launcher=self.launcherFor(settings.pythonInterpreter),
                            temporaryRoot=self.temporaryRoot)
 
     def segment(self, settings: JobSettings, inputVolumeNode, roiNode=None, targetSegmentationNode=None,

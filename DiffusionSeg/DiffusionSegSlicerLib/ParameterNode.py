@@ -33,7 +33,6 @@ class DiffusionSegParameterNode:
     largestComponent: bool
     batchSize: Annotated[int, WithinRange(0, 256)]
     seed: Annotated[int, WithinRange(0, 2147483647)]
-    pythonInterpreter: str
     methodParamsJson: Annotated[str, Default("{}")]   # {method: {param: value}}
 
 
@@ -44,7 +43,7 @@ def settingsFromParameterNode(node: DiffusionSegParameterNode, methodParams: dic
         skipEmptySlices=node.skipEmptySlices,
         fillHoles=node.fillHoles, largestComponent=node.largestComponent, batchSize=node.batchSize,
         sliceRange=[node.sliceFirst, node.sliceLast] if node.useSliceRange else None,
-        seed=node.seed, pythonInterpreter=node.pythonInterpreter)
+        seed=node.seed)   # the worker Python is a per-user setting (WorkerSettings.py), never the scene's
 
 
 def applySettingsToParameterNode(settings: JobSettings, node: DiffusionSegParameterNode) -> None:
@@ -62,7 +61,6 @@ def applySettingsToParameterNode(settings: JobSettings, node: DiffusionSegParame
     node.largestComponent = settings.largestComponent
     node.batchSize = max(0, min(256, settings.batchSize))
     node.seed = max(0, settings.seed)
-    node.pythonInterpreter = settings.pythonInterpreter
     if settings.method and settings.params:
         node.methodParamsJson = json.dumps({settings.method: settings.params})
     if settings.sliceRange:

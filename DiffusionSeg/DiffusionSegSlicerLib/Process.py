@@ -43,8 +43,10 @@ class WorkerProcess:
         if self._process is not None:
             raise RuntimeError("The worker was already started.")
         creationflags = subprocess.CREATE_NEW_PROCESS_GROUP if sys.platform == "win32" else 0
+        # stdin: a pipe we never write to. When this process ends — even killed — the pipe closes
+        # and the worker (DiffusionSegLib.worker_entry) sees end-of-file and stops: no orphan.
         self._process = subprocess.Popen(
-            self.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=self.env, cwd=self.cwd, creationflags=creationflags,
             start_new_session=(sys.platform != "win32"))
         self._threads = [
@@ -65,7 +67,15 @@ class WorkerProcess:
         """True once the process has exited AND both pipes are drained."""
         if self._process is None or self._process.poll() is None:
             return False
+        self._closeStdin()
         return not any(thread.is_alive() for thread in self._threads)
+
+    def _closeStdin(self) -> None:
+        if self._process is not None and self._process.stdin is not None and not self._process.stdin.closed:
+            try:
+                self._process.stdin.close()
+            except OSError:
+                pass
 
     @property
     def returnCode(self) -> int | None:
@@ -92,6 +102,7 @@ class WorkerProcess:
             return None
         for thread in self._threads:
             thread.join(timeout)
+        self._closeStdin()
         return self._process.returncode
 
     def cancel(self, gracePeriod: float = 3.0) -> None:

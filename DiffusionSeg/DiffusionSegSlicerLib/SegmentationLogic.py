@@ -11,9 +11,11 @@ from __future__ import annotations
 import os
 
 from .JobSettings import JobSettings, buildJobRequest
-from .SegmentationImport import SegmentationImporter
+from .EvidenceImport import EvidenceImporter
+from .SegmentationImport import SegmentationImporter, removeNodeAndDisplay
 from .VolumeIO import checkInputVolume, exportVolume, roiToIjkBox
 from .Worker import WorkerLauncher
+from .WorkerSettings import WorkerPythonSettings
 from .WorkerJob import WorkerJob
 
 
@@ -31,11 +33,12 @@ class SegmentationJob(WorkerJob):
         self.inputVolumeNode = inputVolumeNode
         self.roiNode = roiNode
         self.targetSegmentationNode = targetSegmentationNode
-        self.launcher = launcher or WorkerLauncher(settings.pythonInterpreter)
+        self.launcher = launcher or WorkerLauncher(WorkerPythonSettings().resolve(settings.pythonInterpreter))
         self.importer = importer or SegmentationImporter()
         self.methodInfo = methodInfo
         self.segmentationNode = None
         self.segmentIds: list[str] = []
+        self.evidenceNodes: dict = {}     # the result bundle's nodes (EvidenceImport.py)
 
     # -- start -----------------------------------------------------------------------------------
 
@@ -48,7 +51,7 @@ class SegmentationJob(WorkerJob):
         request = self._prepareRequest(roiIjk)
         requestPath = os.path.join(self.workDir, "request.json")
         request.save(requestPath)
-        return self.launcher.runCommand(requestPath, self.settings.device)
+        return self.launcher.runCommand(requestPath, self.settings.device, self.workDir)
 
     def _prepareRequest(self, roiIjk):
         """Export the input volume into the job folder; returns the request that reads it (shared
@@ -63,19 +66,65 @@ class SegmentationJob(WorkerJob):
 
     def _onSuccess(self) -> None:
         outputPath = os.path.join(self.workDir, "output.nrrd")   # ours, whatever the event says
-        names = {}
-        for segment in self.result.get("segments") or []:
-            try:
-                names[int(segment["label"])] = str(segment.get("name") or "")
-            except (KeyError, TypeError, ValueError):
-                continue
+        names = segmentNames(self.result.get("segments"), self.log.emit)
         fallback = self.settings.prompt.strip() or self.settings.method
         names = {label: name or fallback for label, name in names.items()} or {1: fallback}
         nodeName = f"{self.inputVolumeNode.GetName()} {fallback}"
         self.segmentationNode, self.segmentIds = self.importer.importLabelmap(
             self.scene, outputPath, self.inputVolumeNode, names, self.targetSegmentationNode, nodeName)
+        self.evidenceNodes = self._importEvidence(outputPath, fallback)
         if self.segmentationNode is None:
             self.log.emit("warning", "The model found nothing to segment; no segmentation was added.")
             return
         self.log.emit("info", f"Imported {len(self.segmentIds)} segment(s) into "
                               f"'{self.segmentationNode.GetName()}' in {self.elapsed:.1f} s.")
+
+    def _importEvidence(self, outputPath: str, label: str) -> dict:
+        """The bundle files the worker listed (paths derived from ours, not taken from the
+        event), as nodes beside the result; the scene is left as it was if this fails."""
+        from DiffusionSegLib.bundle import OUTPUT_NAMES, bundle_path
+
+        listed = (self.result or {}).get("outputs") or {}
+        paths = {name: str(bundle_path(outputPath, name)) for name in OUTPUT_NAMES[1:] if name in listed}
+        paths = {name: path for name, path in paths.items() if os.path.isfile(path)}
+        if self.segmentationNode is None:  # nothing to steer: keep the maps, not the selection data
+            paths = {name: path for name, path in paths.items() if name not in ("proposals", "scores")}
+        if not paths:
+            return {}
+        segmentId = self.segmentIds[0] if len(self.segmentIds) == 1 else None
+        try:
+            return EvidenceImporter().importBundle(self.scene, paths, self.inputVolumeNode, self.segmentationNode,
+                                                   segmentId, self.settings.method,
+                                                   f"{self.inputVolumeNode.GetName()} {label}")
+        except Exception:
+            self._removeImportedSegments()
+            raise
+
+    def _removeImportedSegments(self) -> None:
+        if self.segmentationNode is None:
+            return
+        if self.targetSegmentationNode is None:
+            removeNodeAndDisplay(self.scene, self.segmentationNode)
+        else:
+            for segmentId in self.segmentIds:
+                self.segmentationNode.GetSegmentation().RemoveSegment(segmentId)
+        self.segmentationNode, self.segmentIds = None, []
+
+def segmentNames(segments, log=lambda level, message: None) -> dict[int, str]:
+    """label -> name from the result event's `segments`; entries that are not
+    {"label": whole number >= 1, "name": text} are logged and skipped, never fatal."""
+    names = {}
+    if segments is None:
+        return names
+    if not isinstance(segments, list):
+        log("warning", f"Ignored the worker's segment list: expected a list, got {type(segments).__name__}.")
+        return names
+    for entry in segments:
+        label = entry.get("label") if isinstance(entry, dict) else None
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if isinstance(label, bool) or not isinstance(label, int) or label < 1 or \
+                not (name is None or isinstance(name, str)):
+            log("warning", f"Ignored a malformed segment entry from the worker: {str(entry)[:200]}")
+            continue
+        names[label] = (name or "").strip()
+    return names

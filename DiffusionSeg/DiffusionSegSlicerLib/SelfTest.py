@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import shutil
-import subprocess
 import tempfile
 
 import numpy as np
@@ -20,13 +19,13 @@ from vtk.util import numpy_support
 from .JobSettings import JobSettings
 from .Logic import DiffusionSegLogic
 
-TINY_MODEL_CODE = ("import sys; from DiffusionSegLib.synthetic_models import save_tiny_stable_diffusion; "
+TINY_MODEL_CODE = ("from DiffusionSegLib.synthetic_models import save_tiny_stable_diffusion; "
                    "save_tiny_stable_diffusion(sys.argv[1])")
 
 
 def saveTinyModel(launcher, folder: str, timeout: float = 600) -> str:
-    result = subprocess.run([launcher.executable, "-c", TINY_MODEL_CODE, folder], capture_output=True,
-                            text=True, env=launcher.environment("cpu"), timeout=timeout)
+    """Built by the worker interpreter, isolated like a job (never with Slicer's cwd on the path)."""
+    result = launcher.runCode(TINY_MODEL_CODE, folder, timeout=timeout, device="cpu")
     if result.returncode != 0:
         raise RuntimeError("Could not build the tiny test model:\n" + result.stderr[-2000:])
     return folder

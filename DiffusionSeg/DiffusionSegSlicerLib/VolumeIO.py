@@ -14,7 +14,7 @@ import os
 import slicer
 import vtk
 
-SUPPORTED_COMPONENTS = (1, 3)
+SUPPORTED_COMPONENTS = (1, 3, 4)   # RGBA: the worker drops alpha and says so, as the CLI does
 
 
 def checkInputVolume(volumeNode) -> None:
@@ -31,7 +31,7 @@ def checkInputVolume(volumeNode) -> None:
     components = image.GetNumberOfScalarComponents()
     if components not in SUPPORTED_COMPONENTS:
         raise ValueError(f"'{volumeNode.GetName()}' has {components} components per voxel; "
-                         "DiffusionSeg reads grey-scale or RGB images.")
+                         "DiffusionSeg reads grey-scale, RGB or RGBA images.")
 
 
 def exportVolume(volumeNode, path: str) -> str:
@@ -47,13 +47,19 @@ def exportVolume(volumeNode, path: str) -> str:
 
 def readLabelmap(path: str, name: str = "DiffusionSeg result"):
     """Read a labelmap file into a labelmap node that is NOT added to the scene."""
-    labelmapNode = slicer.vtkMRMLLabelMapVolumeNode()
-    labelmapNode.SetName(name)
+    return readVolumeFile(path, name, labelmap=True)
+
+
+def readVolumeFile(path: str, name: str, labelmap: bool = False):
+    """Read a worker's output volume (a labelmap, or a float map of the result bundle) into a
+    node that is NOT added to the scene; its geometry is the file's, through the storage node."""
+    node = slicer.vtkMRMLLabelMapVolumeNode() if labelmap else slicer.vtkMRMLScalarVolumeNode()
+    node.SetName(name)
     storageNode = slicer.vtkMRMLVolumeArchetypeStorageNode()
     storageNode.SetFileName(str(path))
-    if not os.path.isfile(path) or not storageNode.ReadData(labelmapNode) or labelmapNode.GetImageData() is None:
-        raise OSError(f"The worker's result {path} could not be read.")
-    return labelmapNode
+    if not os.path.isfile(path) or not storageNode.ReadData(node) or node.GetImageData() is None:
+        raise OSError(f"The worker's output {path} could not be read.")
+    return node
 
 
 def _worldToVolumeMatrix(volumeNode) -> vtk.vtkMatrix4x4:

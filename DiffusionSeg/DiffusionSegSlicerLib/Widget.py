@@ -15,6 +15,7 @@ from .FineTuneWidget import FineTunePanel
 from .JobSettings import DEVICES, DTYPES, SLICE_AXES, JobSettings, storedParameterValue
 from .ParameterNode import applySettingsToParameterNode, settingsFromParameterNode
 from .ParameterWidgets import createParameterWidget
+from .SelectionWidget import SelectionPanel
 from .ServiceWidget import ServicePanel
 
 SETTINGS_KEY = "DiffusionSeg/LastSettings"
@@ -33,6 +34,7 @@ class DiffusionSegPanel:
         self._paramGetters = {}
         self._stageText = ""
         self.fineTune = None              # the "Learn from corrections" section (FineTuneWidget.py)
+        self.selection = None             # the "Evidence and selection" section (SelectionWidget.py)
         self._pollTimer = qt.QTimer()
         self._pollTimer.setInterval(POLL_INTERVAL_MS)
         self._pollTimer.timeout.connect(self._poll)
@@ -58,8 +60,9 @@ class DiffusionSegPanel:
             ui.methodComboBox.addItem(_("No method found: check the DiffusionSegLib installation"), "")
         ui.methodComboBox.currentIndexChanged.connect(self.onMethodChanged)
         ui.modelPathLineEdit.currentPathChanged.connect(lambda path: self._setField("model", path))
-        ui.pythonInterpreterPathLineEdit.currentPathChanged.connect(
-            lambda path: self._setField("pythonInterpreter", path))
+        # the worker Python is a per-user setting, never stored in the scene (WorkerSettings.py)
+        ui.pythonInterpreterPathLineEdit.currentPath = self.logic.workerSettings.chosenPython()
+        ui.pythonInterpreterPathLineEdit.currentPathChanged.connect(self.logic.workerSettings.choosePython)
         ui.applyButton.clicked.connect(self.onApplyButton)
         ui.promptLineEdit.toolTip = _("What to segment. Several segments in one run: separate the prompts with ';' "
                                       "(e.g. 'liver; liver tumour'); where they overlap, the first listed wins.")
@@ -67,12 +70,15 @@ class DiffusionSegPanel:
         ui.progressBar.hide()
         self.fineTune = FineTunePanel(ui, self.logic, self)
         self.service = ServicePanel(ui, self.logic, self)  # warm server rows in Advanced (ServiceWidget.py)
+        self.selection = SelectionPanel(ui, self)
 
     def cleanup(self):
         self.cancelJob()
         if self.fineTune is not None:
             self.fineTune.cleanup()
         self.service.cleanup()
+        if self.selection is not None:
+            self.selection.cleanup()
         self._pollTimer.stop()
         self.setParameterNode(None)
 
@@ -98,7 +104,6 @@ class DiffusionSegPanel:
         self.ui.methodComboBox.setCurrentIndex(max(index, 0))
         self.ui.intensityComboBox.setCurrentIndex(max(self.ui.intensityComboBox.findData(parameterNode.intensity), 0))
         self.ui.modelPathLineEdit.currentPath = parameterNode.model
-        self.ui.pythonInterpreterPathLineEdit.currentPath = parameterNode.pythonInterpreter
         self.onMethodChanged()
 
     def parameterNode(self):
@@ -312,9 +317,12 @@ class DiffusionSegPanel:
         if job.state == job.SUCCEEDED:
             count = len(job.segmentIds)
             self.ui.statusLabel.text = _("Done: {count} segment(s) in {elapsed}.").format(count=count, elapsed=elapsed)
+            if job.warnings:  # the worker's own warning (empty or whole-tissue result) in the message area
+                self.ui.statusLabel.text += " " + _("Warning: {message}").format(message=job.warnings[-1])
             if job.segmentationNode is not None:
                 slicer.util.setSliceViewerLayers(background=job.inputVolumeNode, fit=False)
                 job.segmentationNode.GetDisplayNode().SetVisibility(True)
+            self.selection.setResult(job)
         elif job.state == job.CANCELLED:
             self.ui.statusLabel.text = _("Cancelled after {elapsed}; the scene was not changed.").format(elapsed=elapsed)
         else:

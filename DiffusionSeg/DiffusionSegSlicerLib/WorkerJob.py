@@ -9,14 +9,14 @@ removing the temporary folder in every outcome — is here, once.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
+import json
+import signal
 import time
 
 from DiffusionSegLib.errors import EXIT_CANCELLED
 
 from .Signal import Signal
+from .TempFolders import createWorkDir, registerJob, removeWorkDir
 
 
 class JobFailed(Exception):
@@ -44,6 +44,7 @@ class WorkerJob:
         self.state = self.IDLE
         self.error: JobFailed | None = None
         self.result: dict | None = None       # the worker's result event
+        self.warnings: list[str] = []         # the worker's warning events (e.g. an empty result)
         self.workDir: str | None = None
         self.process = None
         self._errorEvent: dict | None = None
@@ -77,10 +78,11 @@ class WorkerJob:
         no process started, no file left behind and the scene unchanged when inputs are unusable."""
         checked = self.checkInputs()
         self._startTime = time.monotonic()
-        self.workDir = tempfile.mkdtemp(prefix=self.workDirPrefix, dir=self.temporaryRoot)
+        self.workDir = createWorkDir(self.workDirPrefix, self.temporaryRoot)
+        registerJob(self)
         try:
             self.process = self._createProcess(checked)
-            self.log.emit("info", "Worker: " + " ".join(self.process.command))
+            self.log.emit("info", "Worker: " + " ".join(_shortArgument(a) for a in self.process.command))
             self.process.start()
         except BaseException:
             self._removeWorkDir()
@@ -94,12 +96,21 @@ class WorkerJob:
         if self.state != self.RUNNING:
             return False
         for event in self.process.readEvents():
-            self._handleEvent(event)
+            self._handleEventSafely(event)
         if self.process.isFinished():
             for event in self.process.readEvents():
-                self._handleEvent(event)
+                self._handleEventSafely(event)
             self._finish(self.process.returnCode)
         return self.state == self.RUNNING
+
+    def abandon(self, timeout: float = 2.0) -> None:
+        """Slicer is closing: stop the worker tree (SIGTERM, kill after `timeout`), wait for it
+        and remove the temporary folder, whatever state the job is in."""
+        if self.state == self.RUNNING and self.process is not None:
+            self.process.cancel(gracePeriod=timeout)
+            self.process.wait(timeout + 1.0)
+            self.state = self.CANCELLED
+        self._removeWorkDir()
 
     def cancel(self) -> None:
         """End the whole worker process tree; the job finishes as CANCELLED on the next
@@ -118,6 +129,14 @@ class WorkerJob:
             time.sleep(pollInterval)
         return self.state
 
+    def _handleEventSafely(self, event: dict) -> None:
+        """One malformed event is logged and skipped; the events around it still count."""
+        try:
+            self._handleEvent(event)
+        except (TypeError, ValueError, AttributeError, KeyError, OverflowError) as exc:
+            self.log.emit("warning", f"Skipped a malformed event from the worker ({exc}): "
+                                     f"{json.dumps(event, default=str)[:300]}")
+
     def _handleEvent(self, event: dict) -> None:
         kind = event.get("event")
         if kind == "progress":
@@ -125,6 +144,9 @@ class WorkerJob:
                                int(event.get("total", 0)), float(event.get("elapsed", self.elapsed)))
         elif kind == "log":
             self.log.emit(str(event.get("level", "info")), str(event.get("message", "")))
+        elif kind == "warning":
+            self.warnings.append(str(event.get("message", "")))
+            self.log.emit("warning", self.warnings[-1])
         elif kind == "result":
             self.result = event
         elif kind == "error":
@@ -154,12 +176,42 @@ class WorkerJob:
         if self._errorEvent is not None:
             return JobFailed(str(self._errorEvent.get("code", "error")), str(self._errorEvent.get("message", "")),
                              self._errorEvent.get("hint"), returnCode)
-        tail = self.process.stderrTail(15)
+        tail = self.process.stderrTail(60)
         if returnCode == 0:
-            return JobFailed("no_result", "The worker finished without reporting a result.", tail or None, 0)
-        return JobFailed("worker_crashed", f"The worker stopped unexpectedly (exit code {returnCode}).",
-                         tail or None, returnCode)
+            return JobFailed("no_result", "The worker finished without reporting a result.",
+                             crashHint(returnCode, tail), 0)
+        return JobFailed("worker_crashed", crashMessage(returnCode), crashHint(returnCode, tail), returnCode)
 
     def _removeWorkDir(self) -> None:
-        if self.workDir and os.path.isdir(self.workDir):
-            shutil.rmtree(self.workDir, ignore_errors=True)
+        removeWorkDir(self.workDir)
+
+
+def crashMessage(returnCode: int | None) -> str:
+    if returnCode is not None and returnCode < 0:
+        try:
+            name = signal.Signals(-returnCode).name
+        except ValueError:
+            name = f"signal {-returnCode}"
+        return f"The worker was killed ({name})."
+    return f"The worker stopped unexpectedly (exit code {returnCode})."
+
+
+def crashHint(returnCode: int | None, stderrTail: str) -> str | None:
+    """What explains a crash: the worker's last traceback, if it printed one. A worker killed by
+    a signal printed nothing about it, so its last stderr line (a library warning, say) would be
+    a false lead; it gets the usual causes instead."""
+    lines = stderrTail.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last)")]
+    if starts:
+        return "\n".join(lines[starts[-1]:][-20:])
+    if returnCode is not None and returnCode < 0:
+        return ("Nothing was written. A killed worker is most often the system running out of memory "
+                "(try a smaller batch size or the CPU) or another program ending it.")
+    if returnCode not in (None, 0) and lines:
+        return "Last lines the worker printed:\n" + "\n".join(lines[-5:])
+    return None
+
+
+def _shortArgument(argument: str) -> str:
+    """The log shows the command line; the bootstrap code is long and always the same."""
+    return argument if len(argument) <= 120 else argument[:60] + "…"

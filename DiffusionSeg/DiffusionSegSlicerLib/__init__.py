@@ -3,8 +3,9 @@
 Each file holds one idea (SlicerNNUnet layout): Process (worker process, events, tree kill),
 Worker (interpreter and environment), JobSettings (panel choices -> job request), VolumeIO
 (storage-node export/import, ROI -> IJK box), Terminology, SegmentationImport,
-SegmentationLogic (one job), FineTuneLogic (learning from corrections: one fine-tune job),
-Logic (method metadata, job creation). Qt-only code lives in Widget.py, FineTuneWidget.py,
+SegmentationLogic (one job), EvidenceImport (result bundle -> volume nodes), SelectionLogic
+(re-selection, toggle, undo without the model), FineTuneLogic (learning from corrections: one fine-tune job),
+Logic (method metadata, job creation). Qt-only code lives in Widget.py, FineTuneWidget.py, SelectionWidget.py,
 ParameterWidgets.py, ParameterNode.py and InstallLogic.py, which the headless tests never import.
 """
 

@@ -12,11 +12,17 @@ from ..request import JobRequest
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", required=True, help="image file or DICOM series folder")
-    parser.add_argument("--output", required=True, help="labelmap to write (.nrrd, .nii.gz, .mha, .png)")
+    parser.add_argument("--output", required=True,
+                        help="labelmap to write: .nrrd, .nii.gz, .mha keep label values; .png/.bmp/.tif show them")
+    parser.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     add_model_arguments(parser, several_prompts=True)
     parser.add_argument("--roi", help="i0,j0,k0,i1,j1,k1 inclusive voxel box")
     parser.add_argument("--slices", help="first:last slice indices along the slice axis (inclusive)")
     add_pipeline_arguments(parser)
+    parser.add_argument("--evidence", action="store_true",
+                        help="also write the result bundle beside the output: <stem>.proposals.nrrd, "
+                             "<stem>.scores.json, <stem>.evidence.nrrd, <stem>.uncertainty.nrrd, "
+                             "<stem>.pseudo_healthy.nrrd (what the method has; docs/evidence.md)")
 
 
 def request_from_args(args: argparse.Namespace) -> JobRequest:
@@ -26,7 +32,8 @@ def request_from_args(args: argparse.Namespace) -> JobRequest:
                          model=args.model, device=args.device, dtype=args.dtype, threads=args.threads,
                          params=parse_params(args.param),
                          pipeline=pipeline_from_args(args), roi=parse_roi(args.roi),
-                         slice_range=parse_slices(args.slices), seed=args.seed)
+                         slice_range=parse_slices(args.slices), seed=args.seed, evidence=args.evidence,
+                         overwrite=args.overwrite)
     request.validate()
     return request
 

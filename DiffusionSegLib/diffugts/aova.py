@@ -5,7 +5,8 @@ through the UNet twice in one batch - once with the anomaly prompt ("brain tumou
 the paired normal prompt ("healthy brain"). The head-averaged cross-attention of each prompt's own
 tokens is averaged over layers (after upsampling to one grid) and over the chosen timesteps; each
 prompt's map is divided by its mean inside the body region and the anomaly map is their positive
-difference: where the model ties the image more to "tumour" than to "healthy".
+difference: where the model ties the image more to "tumour" than to "healthy". The difference is
+kept in these absolute units (no per-slice rescale), so a floor on it can find nothing.
 
 The optional `AOVAAdapter` (heads.py) replaces this map by a trained one.
 """
@@ -72,19 +73,27 @@ def relative_to_region_mean(maps: torch.Tensor, region: torch.Tensor) -> torch.T
     return out
 
 
+def anomaly_difference(abnormal: torch.Tensor, normal: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """Signed difference of the two prompts' maps, each in units of its own mean inside the body.
+
+    Never rescaled per slice: 0.5 means "the anomaly prompt draws half the body's average
+    attention more than the normal prompt here" on every slice, so an absolute floor can say that
+    a slice holds no anomaly (a per-slice rescale to a peak of 1 turned 1 % noise into a mask)."""
+    region = region.to(abnormal.device)
+    return relative_to_region_mean(abnormal, region) - relative_to_region_mean(normal, region)
+
+
 def anomaly_map(abnormal: torch.Tensor, normal: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
-    """Normalised difference of the two prompts' maps, >= 0, rescaled to [0, 1] per slice."""
-    difference = (relative_to_region_mean(abnormal, region)
-                  - relative_to_region_mean(normal, region)).clamp_min(0.0)
-    peak = difference.flatten(1).amax(dim=1)[:, None, None]
-    return torch.where(peak > 1e-6, difference / peak.clamp_min(1e-6), torch.zeros_like(difference))
+    """The positive part of `anomaly_difference` (absolute units, not rescaled)."""
+    return anomaly_difference(abnormal, normal, region).clamp_min(0.0)
 
 
 def coarse_mask(anomaly: torch.Tensor, region: torch.Tensor, method: str = "otsu",
-                threshold: float = 0.5) -> torch.Tensor:
-    """Coarse tumour mask inside `region`: Otsu per slice, or a fixed threshold."""
+                threshold: float = 0.5, floor: float = 1e-6) -> torch.Tensor:
+    """Coarse tumour mask inside `region`: Otsu per slice, or a fixed threshold; never below the
+    absolute `floor` (a slice whose map stays under it gets an empty mask)."""
     if method == "otsu":
-        return otsu_mask(anomaly, region, min_level=1e-6)
+        return otsu_mask(anomaly, region, min_level=max(floor, 1e-6))
     if method == "fixed":
-        return (anomaly > threshold) & region
+        return (anomaly > max(threshold, floor)) & region
     raise ValueError(f"unknown threshold method {method!r}")

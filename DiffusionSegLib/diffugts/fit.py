@@ -40,6 +40,7 @@ def heads_config(pipeline: DiffuGTSPipeline, model: str) -> dict:
     return {"model": model, "image_size": pipeline.parts.image_size, "prompt": pipeline.prompts.anomaly,
             "normal_prompt": pipeline.prompts.normal, "encoder_blocks": list(s.encoder_blocks),
             "feature_blocks": list(s.feature_blocks), "aova_timesteps": list(s.aova_timesteps),
+            "adapter_features": s.adapter_features,
             "strength": s.strength, "inpaint_steps": s.steps, "dilation": s.dilation}
 
 
@@ -61,38 +62,87 @@ def backbone_cache(pipeline: DiffuGTSPipeline, images: torch.Tensor, valid: torc
     """The adapter's frozen inputs (VAE encoder features) and the body region of every slice,
     computed by the same `frozen_inputs` call inference uses."""
     features: list[list[torch.Tensor]] = []
-    regions = []
+    regions, gates, latents = [], [], []
     for start in range(0, images.shape[0], batch_size):
-        frozen = pipeline.frozen_inputs(images[start:start + batch_size], valid[start:start + batch_size])
+        indices = list(range(start, min(start + batch_size, images.shape[0])))
+        frozen = pipeline.frozen_inputs(images[start:start + batch_size], valid[start:start + batch_size], indices)
         features.append([f.cpu() for f in frozen.encoder_features])
         regions.append(frozen.region)
+        gates.append(frozen.gate)
+        latents.append(frozen.latents.cpu())
         if progress:
             progress(min(start + batch_size, images.shape[0]), images.shape[0])
-    return {"features": [torch.cat(level) for level in zip(*features)], "region": torch.cat(regions)}
+    return {"features": [torch.cat(level) for level in zip(*features)], "region": torch.cat(regions),
+            "gate": torch.cat(gates), "latents": torch.cat(latents)}
+
+
+def adapter_inputs(pipeline: DiffuGTSPipeline, cache: dict, index: torch.Tensor,
+                   generator: torch.Generator | None) -> list[torch.Tensor]:
+    """The adapter's inputs for the slices `index`: cached VAE-encoder features, or the frozen UNet's
+    decoder features of I recomputed with FRESH noise (from `generator`) at every call, so the
+    adapter cannot memorise one draw as a position code; generator None gives the seeded draw per
+    slice that inference uses."""
+    if pipeline.settings.adapter_features != "unet":
+        return [f[index] for f in cache["features"]]
+    from .features import unet_features
+
+    parts, s = pipeline.parts, pipeline.settings
+    latents = cache["latents"][index].to(parts.device, parts.unet.dtype)
+    if generator is None:
+        noise = pipeline._noise(latents, [int(i) for i in index])
+    else:
+        noise = torch.randn(latents.shape, generator=generator).to(latents)
+    with torch.no_grad():
+        features = unet_features(parts.unet, pipeline.scheduler, latents, pipeline.text_context[1:],
+                                 s.aova_timesteps[0], noise, s.feature_blocks)
+    return [f.float().cpu() for f in features]
+
+
+@torch.no_grad()
+def image_head_inputs(pipeline: DiffuGTSPipeline, cache: dict, size: tuple[int, int], batch_size: int
+                      ) -> torch.Tensor:
+    """The image-level head's statistics for every cached slice, from the trained adapter."""
+    from .image_head import image_statistics
+
+    region: torch.Tensor = cache["region"]  # type: ignore[assignment]
+    device = next(pipeline.adapter.parameters()).device
+    rows = []
+    for start in range(0, region.shape[0], batch_size):
+        index = torch.arange(start, min(start + batch_size, region.shape[0]))
+        batch = [f.to(device) for f in adapter_inputs(pipeline, cache, index, None)]
+        probability = pipeline.adapter_probability(batch, size) * region[start:start + batch_size]
+        rows.append(image_statistics(probability, region[start:start + batch_size],
+                                     cache["gate"][start:start + batch_size]))
+    return torch.cat(rows)
 
 
 def train_adapter(pipeline: DiffuGTSPipeline, cache: dict, masks: torch.Tensor, options: FitOptions,
-                  log: Callable[[dict], None] | None = None, stop: Callable[[], bool] | None = None
-                  ) -> AOVAAdapter:
+                  log: Callable[[dict], None] | None = None, stop: Callable[[], bool] | None = None,
+                  pairs: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> AOVAAdapter:
     """Dice + BCE of the adapter's anomaly logit against the tumour mask inside the body region.
-    `stop` is checked after every epoch (time budget); the adapter trained so far is returned."""
-    features: list[torch.Tensor] = cache["features"]  # type: ignore[assignment]
+    `stop` is checked after every epoch (time budget); the adapter trained so far is returned.
+    pairs: several prompt pairs as (text vectors (1, 2, D), masks (N, S, S)); each batch trains on
+    one of them, drawn at random (default: the pipeline's pair and `masks`)."""
     region: torch.Tensor = cache["region"]  # type: ignore[assignment]
     torch.manual_seed(options.seed)
-    adapter = AOVAAdapter([f.shape[1] for f in features], pipeline.text_vectors.shape[-1], options.adapter_dim)
+    noise_generator = torch.Generator().manual_seed(options.seed + 7)
+    probe = adapter_inputs(pipeline, cache, torch.arange(1), None)
+    adapter = AOVAAdapter([f.shape[1] for f in probe], pipeline.text_vectors.shape[-1], options.adapter_dim)
     optimiser = torch.optim.AdamW(adapter.parameters(), lr=options.lr, weight_decay=options.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, max(1, options.adapter_epochs))
     n, size = masks.shape[0], tuple(masks.shape[-2:])
-    text = pipeline.text_vectors.cpu()
+    pairs = pairs or [(pipeline.text_vectors, masks)]
     generator = torch.Generator().manual_seed(options.seed)
     adapter.train()
     for epoch in range(options.adapter_epochs):
         order, total = torch.randperm(n, generator=generator), 0.0
         for start in range(0, n, options.batch_size):
             idx = order[start:start + options.batch_size]
-            logits = adapter([f[idx] for f in features], text.expand(len(idx), -1, -1))
+            text, targets = pairs[int(torch.randint(len(pairs), (1,), generator=generator))]
+            logits = adapter(adapter_inputs(pipeline, cache, idx, noise_generator),
+                             text.cpu().expand(len(idx), -1, -1))
             logits = F.interpolate(logits[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-            loss = dice_bce_loss(logits, masks[idx], region[idx])
+            loss = dice_bce_loss(logits, targets[idx], region[idx])
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -111,7 +161,8 @@ def residual_cache(pipeline: DiffuGTSPipeline, images: torch.Tensor, valid: torc
     """Run the whole pipeline (with the trained adapter) and keep the residual-head inputs."""
     inputs, inside, refined = [], [], []
     for start in range(0, images.shape[0], batch_size):
-        out = pipeline(images[start:start + batch_size], valid[start:start + batch_size])
+        indices = list(range(start, min(start + batch_size, images.shape[0])))
+        out = pipeline(images[start:start + batch_size], valid[start:start + batch_size], indices)
         inputs.append(residual_inputs(out.pixel, out.feature, out.fused, out.anomaly))
         inside.append(out.dilated & out.region)
         refined.append(out.refined)

@@ -103,7 +103,7 @@ def residual_inputs(pixel: torch.Tensor, feature: torch.Tensor, fused: torch.Ten
 
 
 def save_heads(directory: str | Path, config: dict[str, Any], adapter: AOVAAdapter | None,
-               residual_head: ResidualHead | None, model_card: str) -> Path:
+               residual_head: ResidualHead | None, model_card: str, image_head: nn.Module | None = None) -> Path:
     """Write config.json, heads.safetensors and README.md (the model card)."""
     from safetensors.torch import save_file
 
@@ -112,8 +112,9 @@ def save_heads(directory: str | Path, config: dict[str, Any], adapter: AOVAAdapt
     tensors: dict[str, torch.Tensor] = {}
     full = {"format": HEADS_FORMAT, "version": HEADS_VERSION, **config,
             "adapter": adapter.config() if adapter is not None else None,
-            "residual_head": residual_head.config() if residual_head is not None else None}
-    for prefix, module in (("adapter.", adapter), ("residual_head.", residual_head)):
+            "residual_head": residual_head.config() if residual_head is not None else None,
+            "image_head": image_head.config() if image_head is not None else None}
+    for prefix, module in (("adapter.", adapter), ("residual_head.", residual_head), ("image_head.", image_head)):
         if module is not None:
             tensors.update({prefix + k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()})
     save_file(tensors, str(directory / WEIGHTS_FILE))
@@ -163,3 +164,23 @@ def _load_heads(directory: str | Path, device: torch.device | str
         raise ModelLoadFailed(f"The DiffuGTS heads in {directory} do not match their config: "
                               f"{str(exc).splitlines()[0]}") from None
     return config, adapter, residual_head
+
+
+def load_image_head(directory: str | Path, device: torch.device | str = "cpu") -> nn.Module | None:
+    """The image-level anomaly head of a heads folder, or None when it has none (older folders)."""
+    from safetensors.torch import load_file
+
+    from .image_head import ImageHead
+
+    directory = Path(directory).expanduser()
+    config = json.loads((directory / "config.json").read_text())
+    if not config.get("image_head"):
+        return None
+    tensors = load_file(str(directory / WEIGHTS_FILE), device="cpu")
+    head = ImageHead(**config["image_head"])
+    try:
+        head.load_state_dict({k[len("image_head."):]: v for k, v in tensors.items() if k.startswith("image_head.")})
+    except RuntimeError as exc:
+        raise ModelLoadFailed(f"The DiffuGTS image head in {directory} does not match its config: "
+                              f"{str(exc).splitlines()[0]}") from None
+    return head.to(device).eval()

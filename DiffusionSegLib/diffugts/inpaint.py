@@ -56,11 +56,14 @@ def strength_timesteps(scheduler: Any, num_inference_steps: int, strength: float
 def pseudo_healthy_inpaint(unet: Any, scheduler: Any, latents: torch.Tensor, latent_mask: torch.Tensor,
                            context: torch.Tensor, strength: float = 0.7, num_inference_steps: int = 20,
                            generator: torch.Generator | None = None,
-                           step_callback: Callable[[int, int], None] | None = None) -> torch.Tensor:
+                           step_callback: Callable[[int, int], None] | None = None,
+                           noise: torch.Tensor | None = None) -> torch.Tensor:
     """Repaint `latent_mask` of `latents` under `context` (the normal prompt's embeddings).
 
     latents: (B, 4, h, w) scaled VAE latents of the input; latent_mask: (B, 1, h, w) bool, True
-    where to repaint; context: (B, 77, D) or (1, 77, D). Returns the pseudo-healthy latents.
+    where to repaint; context: (B, 77, D) or (1, 77, D); noise: the (B, 4, h, w) draw to use
+    (per slice, so the result does not depend on the batch), else drawn from `generator`.
+    Returns the pseudo-healthy latents.
     Invariants (tested): outside the mask the result equals `latents` exactly; an empty mask
     returns `latents` unchanged, so decoding gives the plain VAE reconstruction.
     `scheduler` is modified (set_timesteps); pass a private copy.
@@ -74,8 +77,9 @@ def pseudo_healthy_inpaint(unet: Any, scheduler: Any, latents: torch.Tensor, lat
     # One noise draw for both the start point and the known region: with DDIM (eta = 0) the
     # known region then follows exactly the trajectory DDIM itself would take, so the seam
     # between repainted and kept latents carries no noise mismatch.
-    noise = torch.randn(latents.shape, generator=generator, dtype=torch.float32,
-                        device=generator.device if generator is not None else "cpu")
+    if noise is None:
+        noise = torch.randn(latents.shape, generator=generator, dtype=torch.float32,
+                            device=generator.device if generator is not None else "cpu")
     noise = noise.to(latents.device, latents.dtype)
     z = scheduler.add_noise(latents, noise, timesteps[:1])  # the whole latent noised to strength s
     for i, t in enumerate(timesteps):

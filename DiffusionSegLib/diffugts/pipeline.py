@@ -11,20 +11,33 @@ Each stage is timed under its own name (`encode`, `aova`, `otsu`, `inpaint`, `re
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from ..attention import capture_attention
 from ..events import JobContext
-from .aova import aggregate_token_maps, anomaly_map, body_region, coarse_mask
+from ..seeding import slice_noise
+from ..selection import SliceScores
+from .aova import aggregate_token_maps, anomaly_difference, body_region, coarse_mask
+from .decision import gate_statistic, slice_proposals
 from .features import (DEFAULT_ENCODER_BLOCKS, DEFAULT_FEATURE_BLOCKS, capture_block_outputs, noised,
                        unet_features)
 from .heads import AOVAAdapter, ResidualHead, residual_inputs
 from .inpaint import dilate_mask, mask_to_latent, pseudo_healthy_inpaint
 from .prompts import PromptPair, contrast_positions, pooled_positions
 from .residual import feature_residual, fuse_residuals, otsu_mask, pixel_residual
+
+
+def text_vectors(parts: Any, prompts: PromptPair, hidden: torch.Tensor | None = None) -> torch.Tensor:
+    """The adapter's text input for a prompt pair, (1, 2, D): [normal, anomaly] vectors pooled over
+    each prompt's own words (any pair: the prompts are inputs of the adapter, not classes)."""
+    if hidden is None:
+        hidden = parts.encode_prompt([prompts.anomaly, prompts.normal])
+    positions_anomaly, positions_normal = contrast_positions(parts.tokenizer, prompts)
+    return torch.stack([pooled_positions(hidden[1], positions_normal),
+                        pooled_positions(hidden[0], positions_anomaly)])[None].float()
 
 
 @dataclass(frozen=True)
@@ -38,8 +51,12 @@ class DiffuGTSSettings:
     threshold: float = 0.5
     aova_timesteps: tuple[int, ...] = (100,)
     body_level: float = 0.05
+    anomaly_floor: float = 0.5
     feature_blocks: tuple[int, ...] = DEFAULT_FEATURE_BLOCKS
     encoder_blocks: tuple[int, ...] = DEFAULT_ENCODER_BLOCKS
+    # what the trained adapter reads: frozen VAE-encoder features, or the frozen UNet's decoder
+    # features of I at the first AOVA timestep (the paper's choice; one seeded draw per slice)
+    adapter_features: str = "vae"
 
 
 @dataclass
@@ -58,6 +75,9 @@ class DiffuGTSOutput:
     probability: torch.Tensor
     features: list[torch.Tensor] = field(default_factory=list)
     encoder_features: list[torch.Tensor] = field(default_factory=list)
+    gate: torch.Tensor | None = None            # (B,) image-level abnormality evidence
+    proposals: torch.Tensor | None = None       # (B, S, S) components of `refined`, ids 1..K
+    scores: list[SliceScores] = field(default_factory=list)  # their evidence (selection.py)
 
 
 @dataclass
@@ -68,6 +88,7 @@ class FrozenInputs:
     latents: torch.Tensor
     region: torch.Tensor
     attention_anomaly: torch.Tensor
+    gate: torch.Tensor
     unet_features: list[torch.Tensor]
     encoder_features: list[torch.Tensor]
 
@@ -75,33 +96,32 @@ class FrozenInputs:
 class DiffuGTSPipeline:
     def __init__(self, parts: Any, prompts: PromptPair, settings: DiffuGTSSettings,
                  context: JobContext | None = None, adapter: AOVAAdapter | None = None,
-                 residual_head: ResidualHead | None = None):
+                 residual_head: ResidualHead | None = None, image_head: Any = None):
         self.parts, self.prompts, self.settings = parts, prompts, settings
         self.context = context or JobContext()
-        self.adapter, self.residual_head = adapter, residual_head
+        self.adapter, self.residual_head, self.image_head = adapter, residual_head, image_head
         hidden = parts.encode_prompt([prompts.anomaly, prompts.normal])
         self.text_context = hidden  # (2, 77, D): [anomaly, normal]
         self.positions_anomaly, self.positions_normal = contrast_positions(parts.tokenizer, prompts)
-        # The adapter's text input: [normal, anomaly] vectors pooled over each prompt's own words.
-        self.text_vectors = torch.stack([pooled_positions(hidden[1], self.positions_normal),
-                                         pooled_positions(hidden[0], self.positions_anomaly)])[None].float()
+        self.text_vectors = text_vectors(parts, prompts, hidden)
         self.scheduler = type(parts.scheduler).from_config(parts.scheduler.config)
 
     # -- stage helpers -------------------------------------------------------------------------
-    def _noise(self, latents: torch.Tensor, offset: int = 0) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(int(self.context.seed) + offset)
-        return torch.randn(latents.shape, generator=generator).to(latents)
+    def _noise(self, latents: torch.Tensor, indices: Sequence[int], stream: int = 0) -> torch.Tensor:
+        """Per-slice noise from (seed, slice index, stream): independent of the batch."""
+        return slice_noise(latents.shape[1:], self.context.seed, indices, stream, latents.device, latents.dtype)
 
     @torch.no_grad()
-    def attention_maps(self, latents: torch.Tensor, region: torch.Tensor
+    def attention_maps(self, latents: torch.Tensor, region: torch.Tensor, indices: Sequence[int] | None = None
                        ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Training-free AOVA anomaly map (B, S, S) and the frozen UNet decoder features of I.
+        """Training-free signed AOVA difference (B, S, S) on the CPU, in absolute units (see
+        `aova.anomaly_difference`), and the frozen UNet decoder features of I.
 
         One UNet call per timestep on the batch [I + anomaly prompt, I + normal prompt]; the
         normal-prompt half of the first call also yields the decoder features that the feature
         residual compares with H's (same t, same noise, same prompt)."""
         batch, size = latents.shape[0], tuple(region.shape[-2:])
-        noise = self._noise(latents)
+        noise = self._noise(latents, _indices(indices, batch))
         context = torch.cat([self.text_context[:1].expand(batch, -1, -1),
                              self.text_context[1:].expand(batch, -1, -1)])
         abnormal = normal = None
@@ -121,10 +141,11 @@ class DiffuGTSPipeline:
             if k == 0:
                 features = [outputs[i][batch:].float() for i in blocks]
             self.context.check_cancelled()
-        return anomaly_map(abnormal, normal, region.cpu()), features
+        return anomaly_difference(abnormal.float(), normal.float(), region).cpu(), features
 
     @torch.no_grad()
-    def frozen_inputs(self, images: torch.Tensor, valid: torch.Tensor) -> FrozenInputs:
+    def frozen_inputs(self, images: torch.Tensor, valid: torch.Tensor,
+                      indices: Sequence[int] | None = None) -> FrozenInputs:
         """encode (capturing VAE encoder features) and the AOVA pass, each timed."""
         s, ctx, parts = self.settings, self.context, self.parts
         with ctx.timed("encode"):
@@ -133,8 +154,8 @@ class DiffuGTSPipeline:
                 latents = parts.encode_image(images)
         region = body_region(images, valid, s.body_level)
         with ctx.timed("aova"):
-            anomaly, features = self.attention_maps(latents, region)
-        return FrozenInputs(latents, region, anomaly, features,
+            difference, features = self.attention_maps(latents, region, indices)
+        return FrozenInputs(latents, region, difference.clamp_min(0.0), gate_statistic(difference, region), features,
                             [encoder[i].float() for i in s.encoder_blocks])
 
     def adapter_probability(self, features: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
@@ -144,22 +165,38 @@ class DiffuGTSPipeline:
         logits = F.interpolate(logits[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
         return torch.sigmoid(logits).float().cpu()
 
+    def image_probability(self, probability: torch.Tensor, region: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        """The image-level head's P(slice holds an anomaly), (B,) on the CPU."""
+        from .image_head import image_statistics
+
+        statistics = image_statistics(probability, region, gate)
+        device = next(self.image_head.parameters()).device
+        return torch.sigmoid(self.image_head(statistics.to(device))).float().cpu()
+
     # -- the whole method ------------------------------------------------------------------------
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor, valid: torch.Tensor) -> DiffuGTSOutput:
+    def __call__(self, images: torch.Tensor, valid: torch.Tensor,
+                 indices: Sequence[int] | None = None) -> DiffuGTSOutput:
         s, ctx, parts = self.settings, self.context, self.parts
         size = tuple(images.shape[-2:])
-        frozen = self.frozen_inputs(images, valid)
+        indices = _indices(indices, images.shape[0])
+        frozen = self.frozen_inputs(images, valid, indices)
         latents, region, anomaly, features = (frozen.latents, frozen.region, frozen.attention_anomaly,
                                               frozen.unet_features)
+        gate = frozen.gate
         if self.adapter is not None:
             with ctx.timed("aova"):
-                anomaly = self.adapter_probability(frozen.encoder_features, size) * region
+                source = frozen.unet_features if s.adapter_features == "unet" else frozen.encoder_features
+                anomaly = self.adapter_probability(source, size) * region
+                if self.image_head is not None:  # the trained image-level decision replaces the statistic
+                    gate = self.image_probability(anomaly, region, frozen.gate)
         with ctx.timed("otsu"):
             method = s.threshold_method
             if method == "auto":
                 method = "fixed" if self.adapter is not None else "otsu"
-            coarse = coarse_mask(anomaly, region, method, s.threshold)
+            # the trained adapter's own decision level is probability 0.5
+            floor = 0.5 if self.adapter is not None else s.anomaly_floor
+            coarse = coarse_mask(anomaly, region, method, s.threshold, floor)
             dilated = dilate_mask(coarse, s.dilation) & valid.bool().cpu()
         healthy = images.clone().float().cpu()
         features_h = [f.clone() for f in features]
@@ -168,14 +205,14 @@ class DiffuGTSPipeline:
             if todo:
                 sub = latents[todo]
                 latent_mask = mask_to_latent(dilated[todo], tuple(sub.shape[-2:]))
-                generator = torch.Generator().manual_seed(int(ctx.seed) + 1)
                 z_h = pseudo_healthy_inpaint(
                     parts.unet, self.scheduler, sub, latent_mask, self.text_context[1:], s.strength, s.steps,
-                    generator, step_callback=lambda i, n: (ctx.progress("inpaint", i, n), ctx.check_cancelled()))
+                    noise=self._noise(sub, [indices[b] for b in todo], stream=1),
+                    step_callback=lambda i, n: (ctx.progress("inpaint", i, n), ctx.check_cancelled()))
                 healthy[todo] = parts.decode_latent(z_h).float().cpu()
         with ctx.timed("residual"):
             if todo:
-                noise = self._noise(latents)[todo]
+                noise = self._noise(latents[todo], [indices[b] for b in todo])
                 fh = unet_features(parts.unet, self.scheduler, z_h, self.text_context[1:],
                                    s.aova_timesteps[0], noise, s.feature_blocks)
                 for f_all, f_h in zip(features_h, fh):
@@ -192,10 +229,20 @@ class DiffuGTSPipeline:
             else:
                 refined = otsu_mask(fused, inside, min_level=1e-6)
                 probability = _otsu_probability(fused, refined, inside)
+        proposals, scores = slice_proposals(refined, anomaly, valid, gate)
         return DiffuGTSOutput(region=region, anomaly=anomaly, coarse=coarse, dilated=dilated,
                               pseudo_healthy=healthy, pixel=pixel, feature=feature, fused=fused,
                               refined=refined, probability=probability, features=features,
-                              encoder_features=frozen.encoder_features)
+                              encoder_features=frozen.encoder_features, gate=gate,
+                              proposals=proposals, scores=scores)
+
+
+def _indices(indices: Sequence[int] | None, batch: int) -> list[int]:
+    if indices is None:
+        return list(range(batch))
+    if len(indices) != batch:
+        raise ValueError(f"{len(indices)} slice indices for a batch of {batch}")
+    return [int(i) for i in indices]
 
 
 def _otsu_probability(fused: torch.Tensor, refined: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:

@@ -7,12 +7,17 @@ milliseconds with a clear message instead of after a minute of model loading.
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import InvalidParameter
 
 NORMAL_TEMPLATE = "healthy {organ}"
+ANOMALY_WORDS_FILE = Path(__file__).resolve().parent.parent / "data" / "anomaly_words.json"
 
 
 @dataclass(frozen=True)
@@ -29,20 +34,40 @@ def resolve_prompts(prompt: str | None, organ: str = "", normal_prompt: str = ""
             "DiffuGTS needs a text prompt naming the abnormality to segment, e.g. 'liver tumour'.",
             hint="Pass --prompt 'brain tumour' (or type it in the Slicer panel).")
     normal = " ".join((normal_prompt or "").split())
-    organ = " ".join((organ or "").split())
+    organ = " ".join((organ or "").split()) or (organ_from_prompt(anomaly) if not normal else "")
     if not normal and organ:
         normal = NORMAL_TEMPLATE.format(organ=organ)
     if not normal:
         raise InvalidParameter(
-            "DiffuGTS needs a normal prompt describing healthy tissue, paired with the anomaly prompt "
-            f"'{anomaly}'.",
-            hint="Set the 'organ' parameter (e.g. organ=liver gives 'healthy liver') or give "
-                 "'normal_prompt' explicitly.")
+            f"DiffuGTS could not tell the organ from the prompt '{anomaly}': once the words naming the "
+            "abnormality are removed, nothing is left to build the normal prompt ('healthy <organ>') from.",
+            hint="Name the organ in the prompt ('brain tumour'), set the 'organ' parameter (organ=liver gives "
+                 "'healthy liver'), or give 'normal_prompt' explicitly.")
     if normal.lower() == anomaly.lower():
         raise InvalidParameter(
             f"The normal prompt must differ from the anomaly prompt; both are '{anomaly}'.",
             hint="Use e.g. prompt='liver tumour' with organ='liver'.")
     return PromptPair(anomaly=anomaly, normal=normal)
+
+
+@lru_cache(maxsize=1)
+def anomaly_vocabulary() -> dict:
+    """The anomaly-word table (data/anomaly_words.json), read once."""
+    return json.loads(ANOMALY_WORDS_FILE.read_text(encoding="utf-8"))
+
+
+def organ_from_prompt(prompt: str) -> str:
+    """The organ named in an anomaly prompt: its words minus the abnormality and filler words
+    ('brain tumour' → 'brain', 'hepatic lesion' → 'liver'); '' when nothing is left."""
+    table = anomaly_vocabulary()
+    text = " " + prompt.lower() + " "
+    for phrase in table.get("phrases", []):
+        text = text.replace(" " + phrase + " ", " ")
+    drop = set(table["anomaly_words"]) | set(table.get("filler_words", []))
+    adjectives = table.get("organ_adjectives", {})
+    words = [w for w in re.split(r"[\s,;/]+", text) if w]
+    kept = [adjectives.get(w, w) for w in words if w not in drop]
+    return " ".join(kept)
 
 
 def word_token_positions(tokenizer: Any, text: str) -> list[int]:

@@ -32,6 +32,16 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     method.add_argument("--inpaint-steps", type=int, default=20)
     method.add_argument("--dilation", type=int, default=3)
     method.add_argument("--aova-timesteps", default="100")
+    method.add_argument("--adapter-features", choices=("vae", "unet"), default="vae",
+                        help="what the AOVA adapter reads: frozen VAE-encoder features (default), or the frozen "
+                             "diffusion UNet's decoder features (the paper's choice; fresh noise at every "
+                             "training step, one seeded draw per slice at inference)")
+    method.add_argument("--manifest", default=None,
+                        help="JSON of prompt pairs with the label values each names (e.g. DiffusionSegLib/data/"
+                             "manifests/brats_subregions.json): the adapter trains on all of them; --prompt is "
+                             "the run's main pair (residual and image heads, validation); masks keep their labels")
+    method.add_argument("--hold-out", default=None,
+                        help="a manifest prompt left out of training; its Dice is reported (unseen prompt)")
     optim = add_run_arguments(parser, batch_size=8, lr=1e-3, max_minutes_help="wall-time budget for the epochs",
                               resume_help="reuse the adapter already in --output")
     optim.add_argument("--adapter-epochs", type=int, default=30)
@@ -44,11 +54,10 @@ def checked_setting(name: str, flag: str, value: object) -> object:
     """`value` checked against the range of DiffuGTS's inference parameter `name` (the heads must
     be trained with settings inference accepts); InvalidParameter naming the CLI flag otherwise."""
     from ..errors import InvalidParameter
-    from ..methods.diffugts import DiffuGTS
+    from .spec import param
 
-    param = next(p for p in DiffuGTS.info.params if p.name == name)
     try:
-        return param.coerce(value)
+        return param(name).coerce(value)
     except InvalidParameter as error:
         raise InvalidParameter(f"{flag}: {error.message}", hint=error.hint) from None
 
@@ -56,19 +65,30 @@ def checked_setting(name: str, flag: str, value: object) -> object:
 def train(args: argparse.Namespace, context: JobContext) -> dict:
     import torch
 
-    from ..methods.diffugts import DiffuGTS, parse_timesteps
+    from .spec import INFO, parse_timesteps
     from ..models import load_stable_diffusion
     from ..training.checkpoint import write_model_card
     from ..training.data import load_slices, split_cases
     from ..training.loop import TimeBudget, apply_threads, log_metrics
-    from .fit import FitOptions, backbone_cache, heads_config, residual_cache, train_adapter, train_residual_head
-    from .heads import load_heads, save_heads
+    from .fit import (FitOptions, backbone_cache, heads_config, image_head_inputs, residual_cache, train_adapter,
+                      train_residual_head)
+    from .heads import load_heads, load_image_head, save_heads
+    from .image_head import train_image_head
     from .pipeline import DiffuGTSPipeline, DiffuGTSSettings
     from .prompts import resolve_prompts
     from .validation import validation_metrics
 
     apply_threads(args.threads)
     prompts = resolve_prompts(args.prompt, args.organ, args.normal_prompt)
+    manifest = held = None
+    if args.manifest:
+        from .manifest import class_values, read_manifest, split_pairs
+
+        manifest = read_manifest(args.manifest)
+        main_pair, training_pairs, held = split_pairs(manifest, prompts.anomaly, args.hold_out)
+        prompts = main_pair.prompts
+    elif args.hold_out:
+        raise InvalidRequest("--hold-out needs --manifest (the prompt pairs to hold one out of).")
     if args.adapter_epochs < 1:
         raise InvalidRequest("--adapter-epochs must be at least 1.")
     if args.head_epochs < 0:
@@ -78,20 +98,33 @@ def train(args: argparse.Namespace, context: JobContext) -> dict:
     settings = DiffuGTSSettings(strength=checked_setting("strength", "--strength", args.strength),
                                 steps=checked_setting("steps", "--inpaint-steps", args.inpaint_steps),
                                 dilation=checked_setting("dilation", "--dilation", args.dilation),
-                                aova_timesteps=parse_timesteps(args.aova_timesteps))
-    model = args.model or DiffuGTS.info.default_model
+                                aova_timesteps=parse_timesteps(args.aova_timesteps),
+                                adapter_features=args.adapter_features)
+    model = args.model or INFO.default_model
     context.seed = args.seed
     with context.timed("load"):
         parts = load_stable_diffusion(model, args.device)
     output = Path(args.output).expanduser()
     with context.timed("load_data"):
-        data = load_slices(args.images, args.masks, parts.image_size, args.mask_map, None, args.intensity,
-                           key=args.key)
+        values = class_values(manifest) if manifest else None  # masks then hold classes 1..K
+        data = load_slices(args.images, args.masks, parts.image_size, None if manifest else args.mask_map, values,
+                           args.intensity, key=args.key)
     train_cases, val_cases = split_cases(data.cases, args.val_fraction, args.seed)
     train_set, val_set = data.subset(train_cases), data.subset(val_cases)
     context.log(f"{len(data)} slices from {len(set(data.cases))} cases: {len(train_cases)} training cases "
                 f"({len(train_set)} slices), {len(val_cases)} validation cases ({len(val_set)} slices).")
-    masks = train_set.masks > 0
+
+    def pair_masks(masks: torch.Tensor, pair: object) -> torch.Tensor:
+        return torch.isin(masks, torch.tensor([values.index(v) + 1 for v in pair.labels]))
+
+    masks = pair_masks(train_set.masks, main_pair) if manifest else train_set.masks > 0
+    pairs = None
+    if manifest:
+        from .pipeline import text_vectors
+
+        pairs = [(text_vectors(parts, p.prompts), pair_masks(train_set.masks, p)) for p in training_pairs]
+        context.log(f"Adapter prompt pairs: {', '.join(p.prompts.anomaly for p in training_pairs)}"
+                    + (f"; held out: {held.prompts.anomaly}" if held else "") + ".")
     valid = torch.ones_like(masks)
     options = FitOptions(adapter_epochs=args.adapter_epochs, head_epochs=args.head_epochs,
                          batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
@@ -100,14 +133,19 @@ def train(args: argparse.Namespace, context: JobContext) -> dict:
     budget = TimeBudget(args.max_minutes)
     config = {**heads_config(pipeline, model), "mask_map": args.mask_map, "intensity": args.intensity,
               "split": {"train": train_cases, "validation": val_cases, "seed": args.seed}}
+    if manifest:
+        config["manifest"] = {"pairs": [{"prompt": p.prompts.anomaly, "normal_prompt": p.prompts.normal,
+                                         "labels": list(p.labels)} for p in manifest],
+                              "held_out": held.prompts.anomaly if held else None}
 
     def on_epoch(event: dict) -> None:
         context.progress(f"train_{event['stage']}", event["epoch"], event["epochs"], loss=round(event["loss"], 5))
         context.check_cancelled()
 
-    adapter = None
+    adapter = image_head = None
     if args.resume and (output / "config.json").is_file():
         previous, adapter, _ = load_heads(output, parts.device)
+        image_head = load_image_head(output, parts.device)
         if previous.get("model") != model or previous.get("prompt") != prompts.anomaly:
             raise InvalidRequest(f"--resume: {output} holds heads for model '{previous.get('model')}' and prompt "
                                  f"'{previous.get('prompt')}', not '{model}' / '{prompts.anomaly}'.")
@@ -117,11 +155,18 @@ def train(args: argparse.Namespace, context: JobContext) -> dict:
             cache = backbone_cache(pipeline, train_set.images, valid, options.batch_size,
                                    lambda i, n: context.progress("cache_backbone", i, n))
         with context.timed("train_adapter"):
-            adapter = train_adapter(pipeline, cache, masks, options, on_epoch, budget.exhausted)
+            adapter = train_adapter(pipeline, cache, masks, options, on_epoch, budget.exhausted, pairs)
     # The heads train on the CPU-cached backbone outputs; inference feeds them device features.
     adapter = adapter.to(parts.device)
     pipeline.adapter = adapter
-    save_heads(output, {**config, "stage": "adapter"}, adapter, None, "# DiffuGTS heads (adapter stage)\n")
+    if image_head is None and not args.resume:
+        with context.timed("train_image_head"):  # BCE on "this slice holds tumour"
+            statistics = image_head_inputs(pipeline, cache, tuple(masks.shape[-2:]), options.batch_size)
+            image_head = train_image_head(statistics, masks.flatten(1).any(1), seed=args.seed,
+                                          log=on_epoch).to(parts.device)
+    pipeline.image_head = image_head
+    save_heads(output, {**config, "stage": "adapter"}, adapter, None, "# DiffuGTS heads (adapter stage)\n",
+               image_head)
     head = None
     if options.train_residual_head and not budget.exhausted():
         with context.timed("cache_residuals"):
@@ -133,12 +178,18 @@ def train(args: argparse.Namespace, context: JobContext) -> dict:
     with context.timed("validate"):
         evaluated = val_set if len(val_set) else train_set
         keep = torch.linspace(0, len(evaluated) - 1, min(len(evaluated), max(1, args.val_max_slices))).long()
-        metrics = validation_metrics(pipeline, evaluated.images[keep], evaluated.masks[keep] > 0,
-                                     options.batch_size)
+        truth = pair_masks(evaluated.masks, main_pair) if manifest else evaluated.masks > 0
+        metrics = validation_metrics(pipeline, evaluated.images[keep], truth[keep], options.batch_size)
+        if held is not None:  # the unseen prompt: the same heads, the held-out pair's text
+            unseen = DiffuGTSPipeline(parts, held.prompts, settings, context, adapter, head, image_head)
+            scores = validation_metrics(unseen, evaluated.images[keep], pair_masks(evaluated.masks, held)[keep],
+                                        options.batch_size)
+            metrics.update({f"unseen_{k}": v for k, v in scores.items() if k != "slices"},
+                           unseen_prompt=held.prompts.anomaly)
     metrics["evaluated_on"] = "validation cases" if len(val_set) else "training cases (no validation split)"
     log_metrics(context, f"DiffuGTS heads: refined Dice {metrics['refined_dice']:.4f}",
                 **{k: v for k, v in metrics.items() if isinstance(v, float)})
-    save_heads(output, {**config, "stage": "complete", "validation": metrics}, adapter, head, "")
+    save_heads(output, {**config, "stage": "complete", "validation": metrics}, adapter, head, "", image_head)
     write_model_card(
         output, "DiffuGTS heads",
         f"AOVA adapter{' and residual head' if head is not None else ''} for the frozen base model "

@@ -14,7 +14,9 @@ without torch.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
 
 from ..errors import InvalidParameter
 from .base import Method, MethodInfo, Param, SliceSegmentation
@@ -50,8 +52,13 @@ PARAMS = (
           "'border' = all but segments on the image border, 'all' = every segment as its own label, "
           "'auto' = prompt when a prompt is given, else border.",
           choices=("auto", "prompt", "border", "all"), advanced=False),
-    Param("vote_threshold", "float", 1.0,
-          "Prompt voting keeps segments whose mean prompt attention is at least this multiple of the image mean.",
+    Param("vote_threshold", "float", 1.5,
+          "A segment is a candidate when its mean prompt attention is at least this multiple of the volume's "
+          "median attention (one reference for all slices, so a slice or the whole volume may be empty).",
+          minimum=0.0, maximum=100.0),
+    Param("seed_threshold", "float", 2.0,
+          "Volume-level step: candidates are kept only when 3D-connected to a segment at least this multiple "
+          "of the median (strong evidence); set equal to vote_threshold to keep every candidate.",
           minimum=0.0, maximum=100.0),
     Param("border_threshold", "float", 0.2,
           "Border rule: segments holding at least this fraction of the image border are background.",
@@ -127,7 +134,8 @@ class Adzus(Method):
 
     # -- the method ----------------------------------------------------------------------------
 
-    def segment(self, images: "torch.Tensor", valid: "torch.Tensor") -> SliceSegmentation:
+    def segment(self, images: "torch.Tensor", valid: "torch.Tensor",
+                indices: "Sequence[int] | None" = None) -> SliceSegmentation:
         import torch
 
         from ..attention import capture_attention
@@ -206,10 +214,12 @@ class Adzus(Method):
 
     def _select(self, segments: list["torch.Tensor"], valid: "torch.Tensor", mode: str, text: str,
                 cross_maps: dict[int, "torch.Tensor"]) -> SliceSegmentation:
+        """Proposals and their evidence per slice; `selection.py` decides (per slice here, for the
+        whole volume in the pipeline)."""
         import torch
 
-        from ..prompt_voting import (compact_segments, prompt_token_positions, segment_scores,
-                                     select_by_border, select_by_votes, token_attention)
+        from ..prompt_voting import compact_segments, prompt_token_positions, token_attention
+        from ..selection import SelectionParams, SliceScores, proposal_table, select_labels
 
         valid = valid.to(segments[0].device, torch.bool) if segments else valid
         attention = None
@@ -219,24 +229,22 @@ class Adzus(Method):
                     self._positions_cache[text] = prompt_token_positions(self.parts.tokenizer, text, self.prompt or "")
                 except ValueError as exc:
                     raise InvalidParameter(str(exc)) from None
-            attention = token_attention(cross_maps, self._positions_cache[text], self.image_size)
-        labels, segment_maps = [], []
+            attention = token_attention(cross_maps, self._positions_cache[text], self.image_size).float().cpu()
+        selection = SelectionParams.from_dict(self.params, mode=mode)
+        labels, segment_maps, tables = [], [], []
         for index, raw in enumerate(segments):
             image_valid = valid[index]
-            compact, count = compact_segments(raw, image_valid)
+            compact, _ = compact_segments(raw, image_valid)
+            proposals = compact.cpu().numpy()
+            mask = image_valid.cpu().numpy()
+            evidence = attention[index].numpy() if attention is not None else None
+            reference = float(np.median(evidence[mask])) if evidence is not None and mask.any() else float("nan")
+            table = SliceScores(proposal_table(proposals, evidence, mask), reference=reference)
+            tables.append(table)
             segment_maps.append(compact)
-            if mode == "all" or count == 0:
-                labels.append(compact)
-                continue
-            # Ids 1..count; index 0 of the selection vectors is padding and never chosen.
-            if mode == "prompt":
-                scores = segment_scores(attention[index].to(compact.device), compact, image_valid, count + 1)
-                scores[0] = float("-inf")
-                chosen = select_by_votes(scores, float(self.params["vote_threshold"]))
-            else:
-                chosen = select_by_border(compact, image_valid, count + 1, float(self.params["border_threshold"]))
-                chosen[0] = False
-            labels.append(chosen[compact].to(torch.int64))
-        return SliceSegmentation(labels=torch.stack(labels).cpu().to(torch.int64),
+            # this slice alone; the pipeline redoes the decision over the volume
+            labels.append(torch.from_numpy(select_labels(proposals, {0: table}, selection).astype("int64")))
+        return SliceSegmentation(labels=torch.stack(labels),
                                  segment_map=torch.stack(segment_maps).cpu().to(torch.int64),
-                                 consistent_ids=mode != "all")
+                                 consistent_ids=mode != "all", scores=tables, selection=selection,
+                                 evidence=attention)

@@ -7,16 +7,18 @@ process); they import their model code inside `load`.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
-from ..errors import InvalidParameter
+from ..errors import InvalidParameter, ModelLoadFailed, describe
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from ..events import JobContext
+    from ..selection import SelectionParams, SliceScores
 
 PARAM_TYPES = ("int", "float", "bool", "choice", "str")
 
@@ -52,14 +54,16 @@ class Param:
                 value = int(value)
             elif self.type == "float":
                 value = float(value)
+                if not math.isfinite(value):  # NaN passes every range check below
+                    raise ValueError
             else:
                 value = str(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise InvalidParameter(
-                f"Parameter '{self.name}' must be of type {self.type}, got {value!r}.") from None
+                f"Parameter '{self.name}' must be a finite {self.type}, got {describe(value)}.") from None
         if self.type == "choice" and value not in self.choices:
             raise InvalidParameter(
-                f"Parameter '{self.name}' must be one of {', '.join(self.choices)}; got {value!r}.")
+                f"Parameter '{self.name}' must be one of {', '.join(self.choices)}; got {describe(value)}.")
         if self.type in ("int", "float"):
             if self.minimum is not None and value < self.minimum or \
                     self.maximum is not None and value > self.maximum:
@@ -129,6 +133,21 @@ class MethodInfo:
         }
 
 
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 2048
+
+
+def check_image_size(size: Any, source: str, multiple: int = 1) -> int:
+    """The model side a checkpoint asks for, bounded: a crafted config must not make the job
+    allocate an arbitrarily large canvas per slice (latent models also need a multiple of 8)."""
+    if isinstance(size, bool) or not isinstance(size, int) or not MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE \
+            or size % multiple:
+        rule = f"multiples of {multiple} " if multiple > 1 else ""
+        raise ModelLoadFailed(f"{source} asks for an image size of {describe(size, 30)} pixels; supported are "
+                              f"{rule}from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}.",
+                              hint="The model's configuration is damaged or was not made for DiffusionSeg.")
+    return size
+
+
 @dataclass
 class SliceSegmentation:
     """A method's answer for one batch, on the model grid (B, S, S).
@@ -139,12 +158,33 @@ class SliceSegmentation:
     segment_map: optional map of every unsupervised segment (ADZUS), for oracle evaluation.
     consistent_ids: False when label values are arbitrary per slice and the volume pipeline must
     match them across slices.
+    scores, selection: when given, `segment_map` holds the proposals (ids local to each slice),
+    `scores[b]` their evidence and `labels` only each slice's own decision; the pipeline then
+    decides the whole volume at once with `selection.select_labels` (absent targets, the
+    volume-level step), the same call `reselect` makes on a saved bundle.
+
+    The evidence a method computed on the way (the result bundle, docs/evidence.md), each
+    optional and collected only when a job asks for it (the pipeline streams it onto the
+    input grid batch by batch):
+    evidence: (B, S, S) float, why a pixel was chosen (ADZUS absolute prompt attention, which the
+    bundle divides by the volume's reference as the vote does; SDSeg mean foreground
+    probability over the x_T seeds; DiffuGTS fused residual R).
+    uncertainty: (B, S, S) float (SDSeg std over seeds; ADZUS's vote margin is computed by the
+    bundle from the scores).
+    anomaly: (B, S, S) float, DiffuGTS's anomaly (AOVA) map.
+    pseudo_healthy: (B, 3, S, S) in [0, 1] model-input units, DiffuGTS's repainted image.
     """
 
     labels: "torch.Tensor"
     probabilities: "torch.Tensor | None" = None
     segment_map: "torch.Tensor | None" = None
     consistent_ids: bool = True
+    scores: "list[SliceScores] | None" = None
+    selection: "SelectionParams | None" = None
+    evidence: "torch.Tensor | None" = None
+    uncertainty: "torch.Tensor | None" = None
+    anomaly: "torch.Tensor | None" = None
+    pseudo_healthy: "torch.Tensor | None" = None
 
 
 @dataclass
@@ -168,11 +208,14 @@ class Method(ABC):
         """Load weights onto `context.device` and set `image_size` (model input side, px)."""
 
     @abstractmethod
-    def segment(self, images: "torch.Tensor", valid: "torch.Tensor") -> SliceSegmentation:
+    def segment(self, images: "torch.Tensor", valid: "torch.Tensor",
+                indices: Sequence[int] | None = None) -> SliceSegmentation:
         """Segment a batch.
 
         images: (B, 3, S, S) float32 in [0, 1], S = `image_size`, on the CPU.
         valid: (B, S, S) bool, True on real pixels, False on letterbox padding.
+        indices: each image's slice index in the volume (None: 0..B-1). Random draws are seeded
+        from (job seed, slice index) so a slice's result does not depend on the batch it is in.
         """
 
     @classmethod

@@ -5,7 +5,7 @@ No torch at module level: the Slicer panel reads `Sdseg.info` in a light process
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .base import Method, MethodInfo, Param, SliceSegmentation
 
@@ -37,6 +37,9 @@ class Sdseg(Method):
             Param("threshold", "float", 0.5, "foreground threshold on the decoded, channel-averaged mask",
                   minimum=0.0, maximum=1.0),
             Param("seed", "int", -1, "seed of the initial noise x_T (-1: the job's seed)", minimum=-1),
+            Param("seeds", "int", 1, "x_T draws (seeds seed, seed+1, …) averaged into the probability; their "
+                  "standard deviation is the uncertainty map (each draw is one more sampler run)",
+                  minimum=1, maximum=64),
         ),
     )
 
@@ -56,21 +59,31 @@ class Sdseg(Method):
         self.image_size = int(self._config["image_size"])
         self._n_classes = int(self._config.get("num_classes", 0))
 
-    def segment(self, images: "torch.Tensor", valid: "torch.Tensor") -> SliceSegmentation:
+    def segment(self, images: "torch.Tensor", valid: "torch.Tensor",
+                indices: "Sequence[int] | None" = None) -> SliceSegmentation:
+        """x_T (and DDIM's step noise) is one draw shared by every slice, so `indices` is not needed:
+        a slice's result depends on the seed alone, whatever batch it is in."""
         import torch
 
         from ..sdseg.predict import labels_from_probabilities, predict_probabilities
 
         seed = self.params["seed"] if self.params["seed"] >= 0 else self.context.seed
-        generator = torch.Generator(device=self._device).manual_seed(int(seed))
         steps = 1 if self.params["sampler"] == "single-step" else int(self.params["steps"])
         x = images.to(self._device, self._dtype)
+        draws = []
         with self.context.timed("diffusion"):
-            probabilities = predict_probabilities(self._model, x, self._n_classes, steps, generator,
-                                                  float(self.params["eta"])).float().cpu()
-        probabilities = probabilities * valid.unsqueeze(1)  # letterbox padding is never foreground
+            for n in range(int(self.params["seeds"])):  # one x_T per draw, shared by the batch's slices
+                self.context.check_cancelled()
+                generator = torch.Generator(device=self._device).manual_seed(int(seed) + n)
+                draws.append(predict_probabilities(self._model, x, self._n_classes, steps, generator,
+                                                   float(self.params["eta"])).float().cpu())
+        stacked = torch.stack(draws) * valid.unsqueeze(1)  # letterbox padding is never foreground
+        probabilities = stacked.mean(dim=0)
         labels = labels_from_probabilities(probabilities, float(self.params["threshold"]))
-        return SliceSegmentation(labels=labels.to(torch.int64), probabilities=probabilities.max(dim=1).values)
+        foreground = probabilities.max(dim=1).values
+        spread = stacked.max(dim=2).values.std(dim=0, unbiased=False) if len(draws) > 1 else None
+        return SliceSegmentation(labels=labels.to(torch.int64), probabilities=foreground,
+                                 evidence=foreground, uncertainty=spread)
 
     @classmethod
     def add_train_arguments(cls, parser: Any) -> None:

@@ -34,9 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     size.add_argument("--latent-channels", type=int, default=4)
     size.add_argument("--unet-channels", type=parse_channels, default=(32, 64, 64))
     size.add_argument("--layers-per-block", type=int, default=1)
-    size.add_argument("--denoiser-skip", action="store_true",
-                      help="add z_t to the UNet output (deviation from the paper that makes short from-scratch "
-                           "runs converge; see README)")
+    size.add_argument("--denoiser-skip", action=argparse.BooleanOptionalAction, default=None,
+                      help="add z_t to the UNet output. Default: on from scratch (a deviation from the paper that "
+                           "makes short from-scratch runs converge; see docs/zero-shot.md), off with --pretrained "
+                           "(the paper's parameterisation), inherited with --init-from; --no-denoiser-skip "
+                           "restores the paper's parameterisation from scratch")
     size.add_argument("--dropout", type=float, default=0.0,
                       help="UNet and conditioner dropout (paper 0.2; 0 suits short CPU runs)")
     optim = add_run_arguments(parser, batch_size=8, lr=2e-4, lr_help="AdamW learning rate (paper: 4e-5 at batch 4)",

@@ -54,6 +54,9 @@ def read_config(folder: str | Path) -> dict[str, Any]:
     if config.get("format") != FORMAT:
         raise ModelLoadFailed(f"{folder} is not an SDSeg checkpoint (format {config.get('format')!r}).",
                               hint="SDSeg needs a checkpoint trained with `train sdseg`, not a base diffusion model.")
+    from ..methods.base import check_image_size
+
+    check_image_size(config.get("image_size"), f"The SDSeg checkpoint {folder}", multiple=8)
     return config
 
 

@@ -165,7 +165,12 @@ class SDSegModel(nn.Module):
         for t in scheduler.timesteps:
             batch_t = t.expand(shape[0]).to(cond.device)
             eps_hat = self.predict_noise(z.float(), cond, batch_t, class_labels)
-            out = scheduler.step(eps_hat, t, z, eta=eta, generator=generator)
+            # the step's fresh noise (eta > 0) is shared by the batch too, like x_T
+            variance_noise = None
+            if eta > 0:
+                variance_noise = torch.randn((1, *shape[1:]), generator=generator, device=cond.device,
+                                             dtype=torch.float32).expand(shape).to(z.dtype)
+            out = scheduler.step(eps_hat, t, z, eta=eta, variance_noise=variance_noise)
             z, z0_hat = out.prev_sample, out.pred_original_sample
         return z0_hat  # the last step's x0 prediction (its prev_sample re-noises to abar_0)
 

@@ -58,3 +58,24 @@ def estimate_clean_latent(alphas_cumprod: torch.Tensor, z_t: torch.Tensor, eps_h
     error is multiplied by ~38.7, which fp16 would turn into visible speckle."""
     abar = _abar(alphas_cumprod, timesteps, z_t)
     return (z_t.float() - (1.0 - abar).sqrt() * eps_hat.float()) / abar.sqrt()
+
+
+def schedule_mismatch(reference: str) -> str | None:
+    """A sentence on how the noise schedule of a pretrained model's own scheduler differs from the
+    one SDSeg trains with, or None (same schedule, or no scheduler config to read).
+
+    SDSeg keeps LDM's schedule for every starting point; a Stable Diffusion v1 UNet was trained with
+    beta 0.00085-0.012 (scaled_linear), so its prior is then used at other noise levels."""
+    try:
+        from diffusers import DDPMScheduler
+
+        config = DDPMScheduler.load_config(reference, subfolder="scheduler")
+    except Exception:  # no scheduler folder, or offline: nothing to compare with
+        return None
+    theirs = (float(config.get("beta_start", BETA_START)), float(config.get("beta_end", BETA_END)),
+              str(config.get("beta_schedule", "scaled_linear")))
+    if abs(theirs[0] - BETA_START) < 1e-9 and abs(theirs[1] - BETA_END) < 1e-9 and theirs[2] == "scaled_linear":
+        return None
+    return (f"The pretrained model was trained with beta {theirs[0]}-{theirs[1]} ({theirs[2]}); SDSeg trains it with "
+            f"LDM's beta {BETA_START}-{BETA_END} (scaled_linear), so its prior meets other noise levels than it "
+            f"learned. Fine-tuning adapts it; see docs/zero-shot.md.")

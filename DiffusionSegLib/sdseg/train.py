@@ -36,6 +36,21 @@ def _model_config(args: argparse.Namespace, image_size: int, class_values: list[
             "conditioner_dropout": dropout}
 
 
+def present_classes(masks: torch.Tensor, n_classes: int, generator: torch.Generator) -> torch.Tensor:
+    """Per slice a class to train on, drawn among the classes present in its mask (as the
+    reference data loader does), or uniformly from 1..K on a slice with none: a uniform draw
+    would mostly ask for absent classes, i.e. empty targets, on sparse multi-class data."""
+    chosen = []
+    for mask in masks.cpu():
+        present = torch.unique(mask)
+        present = present[(present > 0) & (present <= n_classes)]
+        if present.numel():
+            chosen.append(present[int(torch.randint(present.numel(), (1,), generator=generator))])
+        else:
+            chosen.append(torch.randint(1, n_classes + 1, (1,), generator=generator)[0])
+    return torch.stack(chosen).long()
+
+
 def check_starting_point(args: argparse.Namespace) -> dict[str, Any] | None:
     """Reject combinations of starting-point options that cannot all be honoured; returns the
     --init-from checkpoint's config (None without --init-from)."""
@@ -52,6 +67,8 @@ def check_starting_point(args: argparse.Namespace) -> dict[str, Any] | None:
         raise InvalidRequest("--denoiser-skip is for training from scratch: a --pretrained UNet already predicts "
                              "the noise, and adding z_t to its output would discard that prior.")
     if not args.init_from:
+        if args.denoiser_skip is None:  # from scratch: on; --pretrained: the paper's parameterisation
+            args.denoiser_skip = not args.pretrained and args.objective == "sdseg"
         return None
     from .checkpoint import read_config
 
@@ -60,9 +77,12 @@ def check_starting_point(args: argparse.Namespace) -> dict[str, Any] | None:
     if kind != "sdseg":
         raise InvalidRequest(f"--init-from {args.init_from} is a '{kind}' checkpoint, not an SDSeg one; fine-tuning "
                              f"needs a checkpoint written by `train sdseg` with --objective sdseg.")
-    if args.denoiser_skip and not initial.get("denoiser_skip", False):
-        raise InvalidRequest(f"--denoiser-skip cannot be added when fine-tuning: {args.init_from} was trained "
-                             f"without it. Drop --denoiser-skip.")
+    inherited = bool(initial.get("denoiser_skip", False))
+    if args.denoiser_skip is not None and bool(args.denoiser_skip) != inherited:
+        flag = "--denoiser-skip" if args.denoiser_skip else "--no-denoiser-skip"
+        raise InvalidRequest(f"{flag} cannot change the parameterisation when fine-tuning: {args.init_from} was "
+                             f"trained {'with' if inherited else 'without'} the denoiser skip. Drop {flag}.")
+    args.denoiser_skip = inherited
     return initial
 
 
@@ -89,7 +109,13 @@ def _build(args: argparse.Namespace, train: SliceSet, val: SliceSet, context: Jo
     if args.pretrained:
         model = build_from_pretrained(args.pretrained, unet_dropout=args.dropout,
                                       conditioner_dropout=args.dropout, num_classes=n_classes)
-        return model, {"start": f"pretrained diffusers weights {args.pretrained}"}
+        from .schedule import schedule_mismatch
+
+        note = schedule_mismatch(args.pretrained)
+        if note:
+            context.log(note, level="warning")
+            facts["schedule"] = note
+        return model, {"start": f"pretrained diffusers weights {args.pretrained}", **facts}
     from diffusers import AutoencoderKL
 
     vae_config = small_vae_config(args.image_size, args.vae_channels, args.latent_channels)
@@ -246,7 +272,7 @@ def run(args: argparse.Namespace, context: JobContext) -> dict:
             else:
                 class_labels = None
                 if n_classes:
-                    class_labels = torch.randint(1, n_classes + 1, (len(index),), generator=generator).to(device)
+                    class_labels = present_classes(masks, n_classes, generator).to(device)
                     masks = masks == class_labels.view(-1, 1, 1)
                 out = model.latent_loss(images * 2 - 1, as_rgb_mask(masks > 0), args.latent_weight,
                                         class_labels, loss_generator)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -71,22 +72,25 @@ def save_training_state(folder: Path, weights: dict[str, torch.Tensor], ema: dic
     tensors, rest = optimizer_tensors(optimizer)
     save_file(tensors, str(temp / "optimizer.safetensors"))
     write_json(temp / "state.json", {**info, "optimizer": rest})
+    old = folder / (STATE_DIR + ".old")
     if final.exists():
-        old = folder / (STATE_DIR + ".old")
+        if old.exists():   # left by an earlier run ended between the renames; `final` is newer
+            shutil.rmtree(old)
         final.rename(old)
-        temp.rename(final)
-        for path in old.iterdir():
-            path.unlink()
-        old.rmdir()
-    else:
-        temp.rename(final)
+    temp.rename(final)
+    if old.exists():
+        shutil.rmtree(old)
 
 
 def load_training_state(folder: Path) -> tuple[dict, dict | None, dict, dict] | None:
     """(weights, ema or None, optimizer tensors, info) or None when the folder has no state."""
     state = folder / STATE_DIR
     if not (state / "state.json").is_file():
-        return None
+        # A run ended (cancel watchdog, power cut) between the two renames of
+        # save_training_state: the previous, complete state is still there under its old name.
+        state = folder / (STATE_DIR + ".old")
+        if not (state / "state.json").is_file():
+            return None
     info = json.loads((state / "state.json").read_text())
     ema = load_file(str(state / "ema.safetensors")) if (state / "ema.safetensors").is_file() else None
     return load_file(str(state / "model.safetensors")), ema, load_file(str(state / "optimizer.safetensors")), info

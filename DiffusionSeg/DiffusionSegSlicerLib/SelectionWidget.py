@@ -1,0 +1,218 @@
+"""The "Evidence and selection" section of the panel: shows a result's evidence overlay and
+steers the result without running the model again (SelectionLogic.py does the work).
+
+ADZUS-style results: a vote-threshold slider that re-selects at once, a "click to add or remove a
+region" mode (a click in a slice view toggles the proposal under it) and Undo. SDSeg results: a
+probability-threshold slider. The section is built in code and shown only for a result that
+carries its evidence.
+"""
+
+import ctk
+import qt
+import slicer
+import vtk
+from slicer.i18n import tr as _
+
+from .EvidenceImport import PROPOSALS_ROLE
+from .SelectionLogic import ProbabilityThreshold, ProposalSelection, SelectionError
+
+DEBOUNCE_MS = 60
+OVERLAY_OPACITY = 0.5
+
+
+class SelectionPanel:
+    def __init__(self, ui, panel):
+        self.ui = ui
+        self.panel = panel
+        self.logic = None          # ProposalSelection or ProbabilityThreshold of the last result
+        self.evidenceNode = None
+        self._clickObservations = []
+        self._pendingValue = None
+        self._timer = qt.QTimer()
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(DEBOUNCE_MS)
+        self._timer.timeout.connect(self._applyPending)
+        self._build()
+
+    # -- construction ------------------------------------------------------------------------------
+
+    def _build(self):
+        self.section = ctk.ctkCollapsibleButton()
+        self.section.text = _("Evidence and selection")
+        self.section.objectName = "selectionCollapsibleButton"
+        form = qt.QFormLayout(self.section)
+        self.overlayCheckBox = qt.QCheckBox(_("Show the evidence over the image"))
+        self.overlayCheckBox.toolTip = _("Colour overlay of why each pixel was chosen (see the legend).")
+        self.overlayCheckBox.toggled.connect(self.showOverlay)
+        form.addRow(self.overlayCheckBox)
+        self.slider = ctk.ctkSliderWidget()
+        self.slider.singleStep = 0.05
+        self.slider.decimals = 2
+        self.slider.valueChanged.connect(self._onSliderChanged)
+        self.sliderLabel = qt.QLabel(_("Vote threshold:"))
+        form.addRow(self.sliderLabel, self.slider)
+        self.clickButton = qt.QPushButton(_("Click to add or remove a region"))
+        self.clickButton.checkable = True
+        self.clickButton.toolTip = _("While pressed, a click in a slice view adds the region under it to the "
+                                     "result, or removes it, in every slice where it continues.")
+        self.clickButton.toggled.connect(self.setClickMode)
+        self.undoButton = qt.QPushButton(_("Undo"))
+        self.undoButton.clicked.connect(self.undo)
+        buttons = qt.QHBoxLayout()
+        buttons.addWidget(self.clickButton)
+        buttons.addWidget(self.undoButton)
+        form.addRow(buttons)
+        self.statusLabel = qt.QLabel("")
+        self.statusLabel.wordWrap = True
+        form.addRow(self.statusLabel)
+        anchor = self.ui.outputsCollapsibleButton
+        layout = anchor.parentWidget().layout()
+        layout.insertWidget(layout.indexOf(anchor) + 1, self.section)
+        self.section.visible = False
+
+    def cleanup(self):
+        self.setClickMode(False)
+        self._timer.stop()
+
+    # -- a new result ------------------------------------------------------------------------------
+
+    def setResult(self, job):
+        """Called when a job succeeded: steer its result if it carries its evidence."""
+        self.setClickMode(False)
+        self.logic, self.evidenceNode = None, (getattr(job, "evidenceNodes", None) or {}).get("evidence")
+        segmentation = job.segmentationNode
+        try:
+            if segmentation is not None and segmentation.GetNodeReference(PROPOSALS_ROLE) is not None:
+                self.logic = ProposalSelection(segmentation)
+            elif segmentation is not None and self.evidenceNode is not None and job.settings.method == "sdseg":
+                self.logic = ProbabilityThreshold(segmentation, float(job.settings.params.get("threshold", 0.5)))
+        except SelectionError as error:
+            self.statusLabel.text = str(error)
+        self.section.visible = self.logic is not None or self.evidenceNode is not None
+        self._configureSlider()
+        self.overlayCheckBox.enabled = self.evidenceNode is not None
+        self.overlayCheckBox.checked = self.evidenceNode is not None
+        self.showOverlay(self.overlayCheckBox.checked)
+        self._updateButtons()
+
+    def _configureSlider(self):
+        proposals = isinstance(self.logic, ProposalSelection)
+        self.slider.blockSignals(True)
+        if proposals:
+            default = self.logic.defaultVoteThreshold
+            self.sliderLabel.text = _("Vote threshold:")
+            self.slider.toolTip = _("Evidence a region needs, as a multiple of the volume's reference "
+                                    "(the job used {value:.2f}). Higher keeps fewer regions.").format(value=default)
+            self.slider.minimum, self.slider.maximum = 0.0, max(5.0, 2.0 * default)
+            self.slider.value = default
+        elif self.logic is not None:
+            self.sliderLabel.text = _("Probability threshold:")
+            self.slider.toolTip = _("Foreground where the mean probability over the x_T seeds exceeds this.")
+            self.slider.minimum, self.slider.maximum = 0.0, 1.0
+            self.slider.singleStep = 0.01
+            self.slider.value = self.logic.threshold
+        self.slider.blockSignals(False)
+        self.slider.enabled = self.logic is not None
+        self.clickButton.visible = proposals
+
+    def _updateButtons(self):
+        self.undoButton.enabled = self.logic is not None and self.logic.canUndo()
+
+    # -- overlay -----------------------------------------------------------------------------------
+
+    def showOverlay(self, show):
+        if self.evidenceNode is None or self.evidenceNode.GetScene() is None:
+            return
+        if show:
+            slicer.util.setSliceViewerLayers(foreground=self.evidenceNode, foregroundOpacity=OVERLAY_OPACITY,
+                                             fit=False)
+        else:
+            slicer.util.setSliceViewerLayers(foreground=None, fit=False)
+        for index in range(self.evidenceNode.GetNumberOfDisplayNodes()):
+            display = self.evidenceNode.GetNthDisplayNode(index)
+            if display is not None and display.IsA("vtkMRMLColorLegendDisplayNode"):
+                display.SetVisibility(bool(show))
+
+    # -- changes -----------------------------------------------------------------------------------
+
+    def _onSliderChanged(self, value):
+        # Dragging emits many values; apply the latest once the slider rests for a moment.
+        self._pendingValue = float(value)
+        self._timer.start()
+
+    def _applyPending(self):
+        if self.logic is None or self._pendingValue is None:
+            return
+        value, self._pendingValue = self._pendingValue, None
+        if isinstance(self.logic, ProposalSelection):
+            self._run(lambda: self.logic.setVoteThreshold(value))
+        else:
+            self._run(lambda: self.logic.setThreshold(value))
+
+    def _run(self, change):
+        try:
+            changed = change()
+            self.statusLabel.text = _("{count} voxel(s) changed.").format(count=changed)
+        except SelectionError as error:
+            self.statusLabel.text = str(error)
+            self._syncSlider()
+        self._updateButtons()
+
+    def _syncSlider(self):
+        self.slider.blockSignals(True)
+        self.slider.value = (self.logic.voteThreshold if isinstance(self.logic, ProposalSelection)
+                             else self.logic.threshold)
+        self.slider.blockSignals(False)
+
+    def undo(self):
+        if self.logic is None:
+            return
+        try:
+            if self.logic.undo():
+                self.statusLabel.text = _("Undone.")
+        except SelectionError as error:
+            self.statusLabel.text = str(error)
+        self._syncSlider()
+        self._updateButtons()
+
+    def toggleAt(self, ras):
+        """Toggle the proposal under a world RAS point (what a click does)."""
+        if not isinstance(self.logic, ProposalSelection):
+            return None
+        try:
+            toggled = self.logic.toggleAtRas(ras)
+        except SelectionError as error:
+            self.statusLabel.text = str(error)
+            return None
+        if toggled is None:
+            self.statusLabel.text = _("No region under that point.")
+        else:
+            pid, added = toggled
+            message = _("Region {id} added.") if added else _("Region {id} removed.")
+            self.statusLabel.text = message.format(id=pid)
+        self._updateButtons()
+        return toggled
+
+    # -- click mode ---------------------------------------------------------------------------------
+
+    def setClickMode(self, enabled):
+        for interactor, tag in self._clickObservations:
+            interactor.RemoveObserver(tag)
+        self._clickObservations = []
+        if enabled and isinstance(self.logic, ProposalSelection):
+            layoutManager = slicer.app.layoutManager()
+            for name in layoutManager.sliceViewNames():
+                view = layoutManager.sliceWidget(name).sliceView()
+                interactor = view.interactorStyle().GetInteractor()
+                tag = interactor.AddObserver(vtk.vtkCommand.LeftButtonPressEvent,
+                                             lambda caller, event, v=view: self._onClick(v), 1.0)
+                self._clickObservations.append((interactor, tag))
+        if self.clickButton.checked != bool(self._clickObservations):
+            self.clickButton.blockSignals(True)
+            self.clickButton.checked = bool(self._clickObservations)
+            self.clickButton.blockSignals(False)
+
+    def _onClick(self, view):
+        xy = view.interactorStyle().GetInteractor().GetEventPosition()
+        ras = view.convertXYZToRAS(view.convertDeviceToXYZ(xy))
+        self.toggleAt(ras)

@@ -1,0 +1,10 @@
+"""Cohort runs: many cases through the one Runner (see DESIGN.md, "One runner, several front doors").
+
+manifest  cases from a CSV/JSONL manifest or an image folder, each a ready job request
+sharding  `--num-parts N --part-id k`: which cases this machine runs
+summary   summary.csv/summary.json, written atomically; what a resumed run may skip
+worker    one case on a warm Runner → a summary row (shared by the local and the Ray engine)
+local     the local engine: one worker in this process
+ray_engine  Ray actors, one warm worker per GPU (or CPU slot)
+plan      the run as a whole: plan, skip, dispatch, record
+"""

@@ -1,0 +1,103 @@
+"""One batch worker: a warm Runner that takes case after case and turns each into a summary row.
+
+The local engine holds one in its own process; the Ray engine holds one per actor. Either way
+the model loading, caching and cancellation are the Runner's (one runner, several front doors);
+this class only adds what a cohort needs around a job: a per-case event log, the voxel count of
+each segment read back from the written file, and a failure that becomes a row instead of
+stopping the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import socket
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from .. import __version__
+from ..errors import OUT_OF_MEMORY_HINT, DiffusionSegError, JobCancelled
+from ..events import CancelToken, JsonLinesWriter
+from ..request import JobRequest
+from .manifest import Case
+from .summary import case_fields, failed_row, now
+
+
+def log_name(case_id: str) -> str:
+    """A file name for a case id that may hold path separators or odd characters (a short hash
+    keeps two ids that clean up alike apart)."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", case_id).strip(".") or "case"
+    if cleaned != case_id:
+        cleaned += "-" + hashlib.sha256(case_id.encode()).hexdigest()[:8]
+    return cleaned + ".jsonl"
+
+
+def label_statistics(path: str | Path, segments: list[dict]) -> tuple[list[dict], int, str]:
+    """Voxels per segment, total foreground and a hash of the label array, from the file as
+    written, so the summary describes what is on disk (and equal hashes mean equal volumes)."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    counts = np.bincount(labels.ravel().astype(np.int64), minlength=1)
+    digest = hashlib.sha256(str((labels.shape, labels.dtype.str)).encode() + labels.tobytes()).hexdigest()
+    named = [{**s, "voxels": int(counts[s["label"]]) if s["label"] < len(counts) else 0} for s in segments]
+    return named, int(counts[1:].sum()), digest
+
+
+class CaseWorker:
+    """Runs cases one at a time on one Runner; one instance lives as long as its worker."""
+
+    def __init__(self, log_dir: str | None = None, threads: int = 0):
+        from ..runner import Runner
+
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        self.runner = Runner()
+        self.log_dir = Path(log_dir) if log_dir else None
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+
+    def version(self) -> str:
+        """The DiffusionSegLib this worker runs (a cluster node may have another installed)."""
+        return __version__
+
+    def run_case(self, case: Case, cancel_token: CancelToken | None = None) -> dict:
+        start = time.perf_counter()
+        log = self._open_log(case)
+        emit = JsonLinesWriter(log) if log else (lambda event: None)
+        try:
+            result = self.runner.run(JobRequest.from_dict(case.request), emit, cancel_token)
+            segments, voxels, digest = label_statistics(result.output, result.segments)
+            return {**case_fields(case), "status": "ok", "seconds": round(time.perf_counter() - start, 3),
+                    "segments": segments, "voxels": voxels, "labels_sha256": digest,
+                    "output_bytes": os.path.getsize(result.output), "error_code": "", "error_message": "",
+                    "timings": {k: round(v, 4) for k, v in result.timings.items()},
+                    "worker": self.name, "finished": now()}
+        except JobCancelled:
+            raise
+        except DiffusionSegError as error:
+            return self._failed(case, error.code, str(error), start, emit)
+        except Exception as error:  # noqa: BLE001 - one broken case must not stop the cohort
+            if "out of memory" in str(error).lower():
+                return self._failed(case, "out_of_memory", f"The device ran out of memory. {OUT_OF_MEMORY_HINT}",
+                                    start, emit)
+            traceback.print_exc(file=log or sys.stderr)
+            return self._failed(case, "internal", f"Unexpected error: {type(error).__name__}: {error}", start, emit)
+        finally:
+            if log:
+                log.close()
+
+    def _failed(self, case: Case, code: str, message: str, start: float, emit) -> dict:
+        emit({"event": "error", "code": code, "message": message})
+        return failed_row(case, code, message, time.perf_counter() - start, self.name)
+
+    def _open_log(self, case: Case):
+        if self.log_dir is None:
+            return None
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        return open(self.log_dir / log_name(case.case), "w", encoding="utf-8")

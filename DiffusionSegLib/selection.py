@@ -1,0 +1,314 @@
+"""Which proposals are foreground: the zero-shot decisions, in numpy only.
+
+A 2D zero-shot method applied to a volume must be able to say "not here". This module holds
+every rule that turns a method's proposals and their evidence into a labelmap, so that the
+method (through the volume pipeline), `reselect` (from a saved result bundle) and the Slicer
+process (no torch there) all reach the same labels from the same data. It imports numpy and
+scipy only.
+
+Data model (everything a method can save next to its labelmap)
+-----------------------------------------------------------------
+proposals
+    An integer array, 2D (one image) or 3D (a volume), on any grid: per slice, ids 1..K of that
+    slice's proposals (ADZUS: DiffSeg segments; DiffuGTS: connected components of the refined
+    mask before any gate); 0 where there is no proposal (padding, skipped slices, outside the
+    ROI). Ids are local to a slice.
+tables
+    ``{slice index: SliceScores}``, slice index along ``axis`` of `proposals` (0 for a 2D
+    image). A slice without a table contributes nothing. `SliceScores` holds, per proposal id,
+    ``{"score": float, "area": float, "border": float}`` and per slice ``reference`` (ADZUS:
+    the median prompt attention over the slice's valid pixels) and ``gate`` (DiffuGTS: the
+    image-level abnormality evidence).
+params
+    `SelectionParams`: the foreground mode and the thresholds below. ``SelectionParams.from_dict``
+    reads a method's parameter dictionary, so a saved request's ``params`` is enough.
+
+Entry points
+------------
+``select_labels(proposals, tables, params, axis=0) -> uint16 array`` (same shape as
+`proposals`): the labels before the pipeline's 3D post-processing (hole filling, largest
+component). Mode "all" returns the proposals themselves, with ids still local to each slice.
+``scores_to_json`` / ``scores_from_json``: the scores file of a result bundle; floats survive
+the JSON round trip exactly, so a re-selection with the same parameters gives the same labels.
+``result_warning(labels, tissue, axis)``: the text of the `warning` event for an empty result,
+or one that covers at least 95 % of the tissue on every segmented slice.
+
+The rules
+---------
+"prompt" (ADZUS): a proposal's score is its mean absolute prompt attention (each pixel's share
+of cross-attention on the prompt's tokens). It is compared with ONE reference for the whole
+volume, the median over slices of each slice's median attention, never with a per-slice
+rescale: contrast = score / reference. A proposal is a candidate when contrast >=
+``vote_threshold`` (a slice may have none). The volume-level step then keeps the 3D-connected
+(26-neighbourhood) components of candidate voxels that contain a seed, a proposal with
+contrast >= ``seed_threshold``: runs of strong evidence survive, weaker candidates survive
+only when connected to one, and an isolated slice whose best proposal is merely above the vote
+threshold is dropped. A single image gets the same rule in 2D.
+"anomaly" (DiffuGTS): a proposal's score is already absolute (mean anomaly difference, in units
+of the normal prompt's mean attention inside the body, or a trained head's probability), so the
+reference is 1. Slices whose ``gate`` is below ``gate_threshold`` have no candidates; the
+floor (``vote_threshold``) and the seeds (``seed_threshold``) work as above.
+"border": per slice, all proposals except those holding >= ``border_threshold`` of the valid
+region's border and the one holding most (no prompt involved; a slice may be empty).
+"all": every proposal is its own label.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+from scipy import ndimage
+
+SCORES_VERSION = 1
+MODES = ("prompt", "anomaly", "border", "all")
+WHOLE_TISSUE_FRACTION = 0.95
+TINY = 1e-12
+
+
+@dataclass
+class SliceScores:
+    """The evidence of one slice: per proposal id its score, area (px) and border share."""
+
+    proposals: dict[int, dict[str, float]] = field(default_factory=dict)
+    reference: float = math.nan
+    gate: float | None = None
+
+    def score(self, pid: int) -> float:
+        return float(self.proposals[pid].get("score", math.nan))
+
+    def to_dict(self) -> dict:
+        data: dict[str, Any] = {"proposals": {str(k): {name: _finite_or_none(value) for name, value in v.items()}
+                                              for k, v in sorted(self.proposals.items())},
+                                "reference": _finite_or_none(self.reference)}
+        if self.gate is not None:
+            data["gate"] = float(self.gate)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "SliceScores":
+        proposals = {int(k): {name: (math.nan if value is None else float(value)) for name, value in v.items()}
+                     for k, v in (data.get("proposals") or {}).items()}
+        reference = data.get("reference")
+        gate = data.get("gate")
+        return cls(proposals, math.nan if reference is None else float(reference),
+                   None if gate is None else float(gate))
+
+
+@dataclass(frozen=True)
+class SelectionParams:
+    """Thresholds of the decision. Defaults match the method registry's."""
+
+    mode: str = "prompt"
+    vote_threshold: float = 1.5
+    seed_threshold: float = 2.0
+    border_threshold: float = 0.2
+    gate_threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"selection mode must be one of {', '.join(MODES)}; got {self.mode!r}")
+
+    @classmethod
+    def from_dict(cls, params: Mapping[str, Any], mode: str | None = None,
+                  has_prompt: bool = True) -> "SelectionParams":
+        """From a method's resolved parameters (ADZUS or DiffuGTS names). ADZUS's foreground 'auto'
+        is 'prompt' with a prompt, else 'border'. (DiffuGTS with trained heads decides at the
+        adapter's 0.5: use the `selection` a scores file records, or `DiffuGTS.selection()`.)"""
+        if mode is None:
+            mode = str(params.get("foreground", "prompt"))
+        if mode == "auto":
+            mode = "prompt" if has_prompt else "border"
+        if mode == "anomaly":
+            gate = params.get("gate_threshold")
+            return cls(mode="anomaly", vote_threshold=float(params.get("anomaly_floor", 0.25)),
+                       seed_threshold=float(params.get("anomaly_seed", 0.5)),
+                       gate_threshold=None if gate is None or float(gate) <= 0 else float(gate))
+        return cls(mode=mode, vote_threshold=float(params.get("vote_threshold", 1.5)),
+                   seed_threshold=float(params.get("seed_threshold", 2.0)),
+                   border_threshold=float(params.get("border_threshold", 0.2)))
+
+
+# -- per-slice evidence (numpy; the methods use these on their own maps) ------------------------
+
+def proposal_table(proposals: np.ndarray, evidence: np.ndarray | None,
+                   valid: np.ndarray) -> dict[int, dict[str, float]]:
+    """Per proposal id: mean `evidence` over its valid pixels, its valid area and border share."""
+    proposals = np.asarray(proposals)
+    valid = np.asarray(valid, dtype=bool)
+    ids = proposals[valid].astype(np.int64)
+    count = int(ids.max(initial=0)) + 1
+    areas = np.bincount(ids, minlength=count).astype(np.float64)
+    sums = None
+    if evidence is not None:
+        sums = np.bincount(ids, weights=np.asarray(evidence, dtype=np.float64)[valid], minlength=count)
+    border = valid_border(valid)
+    border_counts = np.bincount(proposals[border].astype(np.int64), minlength=count).astype(np.float64)
+    border_total = max(float(border_counts[1:].sum()), 1.0)
+    table: dict[int, dict[str, float]] = {}
+    for pid in range(1, count):
+        if areas[pid] == 0:
+            continue
+        score = float(sums[pid] / areas[pid]) if sums is not None else math.nan
+        table[pid] = {"score": score, "area": float(areas[pid]), "border": float(border_counts[pid] / border_total)}
+    return table
+
+
+def valid_border(valid: np.ndarray) -> np.ndarray:
+    """Valid pixels with an invalid pixel or the image edge among their 8 neighbours."""
+    valid = np.asarray(valid, dtype=bool)
+    padded = np.pad(valid, 1, constant_values=False)
+    inside = ndimage.binary_erosion(padded, structure=np.ones((3, 3), bool), border_value=0)[1:-1, 1:-1]
+    return valid & ~inside
+
+
+# -- the decision ---------------------------------------------------------------------------------
+
+def volume_reference(tables: Mapping[int, SliceScores], params: SelectionParams) -> float:
+    """The one reference the scores are divided by (1 for absolute anomaly scores)."""
+    if params.mode != "prompt":
+        return 1.0
+    refs = [t.reference for t in tables.values() if math.isfinite(t.reference) and t.reference >= 0]
+    # a median of exactly 0 (attention only on the target) must not divide by zero
+    return max(float(np.median(refs)), TINY) if refs else math.nan
+
+
+def slice_decision(table: SliceScores, params: SelectionParams, reference: float) -> tuple[set[int], set[int]]:
+    """(candidates, seeds) of one slice: proposal ids over the vote and the seed threshold."""
+    if params.mode == "anomaly" and params.gate_threshold is not None:
+        if table.gate is None or not table.gate >= params.gate_threshold:
+            return set(), set()
+    if not (math.isfinite(reference) and reference > 0):
+        return set(), set()
+    candidates, seeds = set(), set()
+    for pid in table.proposals:
+        contrast = table.score(pid) / reference
+        if contrast >= params.vote_threshold:  # NaN compares False: no evidence, no foreground
+            candidates.add(pid)
+            if contrast >= params.seed_threshold:
+                seeds.add(pid)
+    return candidates, seeds
+
+
+def border_decision(table: SliceScores, threshold: float) -> set[int]:
+    """Foreground ids by the border rule (the proposal holding most border is background)."""
+    if not table.proposals:
+        return set()
+    shares = {pid: float(v.get("border", 0.0)) for pid, v in table.proposals.items()}
+    most = max(shares, key=lambda pid: (shares[pid], -pid))
+    return {pid for pid, share in shares.items() if pid != most and share < threshold}
+
+
+def select_labels(proposals: np.ndarray, tables: Mapping[int, SliceScores], params: SelectionParams,
+                  axis: int = 0) -> np.ndarray:
+    """The labelmap the proposals and their scores give under `params` (see the module doc)."""
+    proposals = np.asarray(proposals)
+    volume = proposals[None] if proposals.ndim == 2 else proposals
+    axis = 0 if proposals.ndim == 2 else axis
+    if params.mode == "all":
+        out = np.zeros(volume.shape, np.uint16)
+        for index in tables:
+            _plane(out, axis, index)[...] = _plane(volume, axis, index)
+        return out[0] if proposals.ndim == 2 else out
+    candidates = np.zeros(volume.shape, bool)
+    seeds = np.zeros(volume.shape, bool)
+    reference = volume_reference(tables, params)
+    for index, table in tables.items():
+        plane = _plane(volume, axis, index)
+        if params.mode == "border":
+            chosen, strong = border_decision(table, params.border_threshold), set()
+        else:
+            chosen, strong = slice_decision(table, params, reference)
+        if chosen:
+            _plane(candidates, axis, index)[...] = np.isin(plane, sorted(chosen))
+        if strong:
+            _plane(seeds, axis, index)[...] = np.isin(plane, sorted(strong))
+    if params.mode == "border":
+        keep = candidates
+    else:
+        keep = _hysteresis(candidates, seeds)
+    out = keep.astype(np.uint16)
+    return out[0] if proposals.ndim == 2 else out
+
+
+def _hysteresis(candidates: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """Candidate voxels 26-connected to a seed voxel.
+
+    Labelled inside the candidates' bounding box only (components never leave it) and kept
+    through a lookup table: the same voxels as labelling the whole array, several times faster
+    on a CT where the target fills a small part of the volume (`reselect` runs this live)."""
+    keep = np.zeros_like(candidates)
+    if not (seeds & candidates).any():
+        return keep
+    box = ndimage.find_objects(candidates.astype(np.uint8))[0]
+    components, count = ndimage.label(candidates[box], structure=np.ones((3,) * candidates.ndim, bool))
+    kept = np.zeros(count + 1, bool)
+    kept[components[seeds[box] & candidates[box]]] = True
+    kept[0] = False
+    keep[box] = kept[components]
+    return keep
+
+
+def _plane(array: np.ndarray, axis: int, index: int) -> np.ndarray:
+    """A writable view of slice `index` along `axis`."""
+    selector: list[Any] = [slice(None)] * array.ndim
+    selector[axis] = int(index)
+    return array[tuple(selector)]
+
+
+# -- result bundle and warnings --------------------------------------------------------------------
+
+def scores_to_json(tables: Mapping[int, SliceScores], params: SelectionParams | None = None,
+                   axis: int = 0, method: str = "") -> dict:
+    """The scores file of a result bundle (JSON-ready; floats round-trip exactly)."""
+    data: dict[str, Any] = {"version": SCORES_VERSION, "method": method, "axis": int(axis),
+                            "slices": {str(k): t.to_dict() for k, t in sorted(tables.items())}}
+    if params is not None:
+        data["selection"] = {"mode": params.mode, "vote_threshold": params.vote_threshold,
+                             "seed_threshold": params.seed_threshold,
+                             "border_threshold": params.border_threshold,
+                             "gate_threshold": params.gate_threshold}
+    return data
+
+
+def scores_from_json(data: Mapping[str, Any]) -> tuple[dict[int, SliceScores], SelectionParams | None, int]:
+    """(tables, selection parameters or None, axis) from `scores_to_json`'s output."""
+    version = int(data.get("version", 0))
+    if version != SCORES_VERSION:
+        raise ValueError(f"scores file version {version} is not supported (expected {SCORES_VERSION})")
+    tables = {int(k): SliceScores.from_dict(v) for k, v in (data.get("slices") or {}).items()}
+    params = SelectionParams(**data["selection"]) if data.get("selection") else None
+    return tables, params, int(data.get("axis", 0))
+
+
+def result_warning(labels: np.ndarray, tissue: np.ndarray, axis: int = 0,
+                   slices: list[int] | None = None) -> str | None:
+    """Why a result is suspicious, or None: empty, or >= 95 % of the tissue on every slice.
+
+    tissue: bool array like `labels` (the body/foreground voxels); slices: the segmented slice
+    indices along `axis` (default: every slice with tissue)."""
+    labels = np.asarray(labels)
+    if labels.ndim == 2:
+        labels, tissue, axis = labels[None], np.asarray(tissue)[None], 0
+    if slices is None:
+        slices = [k for k in range(labels.shape[axis]) if _plane(tissue, axis, k).any()]
+    if not (labels > 0).any():
+        return ("The result is empty: no slice had evidence above the thresholds. This usually means the "
+                "target is absent, the model does not know the prompt (try another wording), a threshold "
+                "is too strict (lower vote_threshold / anomaly_floor), or the model has random weights.")
+    fractions = []
+    for k in slices:
+        body = _plane(tissue, axis, k)
+        if body.any():
+            fractions.append(float((_plane(labels, axis, k)[body] > 0).mean()))
+    if fractions and min(fractions) >= WHOLE_TISSUE_FRACTION:
+        return (f"The result covers at least {WHOLE_TISSUE_FRACTION:.0%} of the tissue on every slice. This "
+                "usually means the prompt did not single anything out (a prompt the model does not know, "
+                "a threshold that is too loose, or a model with random weights).")
+    return None
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None

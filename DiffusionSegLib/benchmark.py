@@ -90,7 +90,9 @@ def run_benchmark(args: argparse.Namespace, emit, cancel_token: CancelToken | No
     from .pipeline import VolumeSegmenter
     from .profiling import ProfilingContext, method_networks, recording, time_floor
     from .request import PipelineOptions
+    from .threads import configure_threads
 
+    configure_threads(args.threads)
     context = ProfilingContext(emit=emit, cancel_token=cancel_token or CancelToken(), seed=args.seed)
     context.device = str(resolve_device(args.device))
     policy = resolve_policy(context.device, dtype)
@@ -212,9 +214,6 @@ def main(args: argparse.Namespace) -> int:
     from .protocol import run_with_events
 
     def work(emit, token) -> None:
-        from .threads import configure_threads
-
-        configure_threads(args.threads)
         if args.compare_dtypes:
             runs = [run_benchmark(args, emit, token, dtype) for dtype in ("float32", args.dtype)]
             report = {"runs": runs, "speedup": speedup(runs[0], runs[1])}

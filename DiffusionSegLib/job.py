@@ -49,7 +49,7 @@ def run_job(request: JobRequest, emit: EventCallback, cancel_token: CancelToken 
     from .models import resolve_device
     from .multi_prompt import check_several_prompts, segment_prompts
     from .slicing import plan_slices
-    from .threads import configure_threads
+    from .threads import configure_threads, current_threads
 
     request.validate()
     context = JobContext(emit=emit, cancel_token=cancel_token or CancelToken(), seed=request.seed,
@@ -68,7 +68,9 @@ def run_job(request: JobRequest, emit: EventCallback, cancel_token: CancelToken 
     with claim_output(output):
         context.device = str(resolve_device(request.device))
         policy = resolve_policy(context.device, request.dtype)
-        threads = configure_threads(request.threads)
+        # A cap from the request; the process default (physical cores) is set by the command that
+        # owns the process (segment/run), and serve/batch workers keep their own setting.
+        threads = configure_threads(request.threads) if request.threads else current_threads()
         context.log(f"DiffusionSeg job: method {method.info.name}, device {context.device}, dtype {policy.name} "
                     f"({policy.reason}; VAE encoder {str(policy.vae_encoder)[6:]}, decoder float32), "
                     f"{threads} CPU thread(s), request {json.dumps(request.to_dict(), default=str)}")

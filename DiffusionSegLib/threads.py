@@ -50,3 +50,9 @@ def configure_threads(cap: int = 0) -> int:
     except RuntimeError:
         pass  # only settable before the first inter-op work; a later call keeps the first value
     return threads
+
+
+def current_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()

@@ -49,7 +49,7 @@ def test_request_carries_a_validated_dtype_and_threads():
     request = JobRequest.from_dict({**base, "dtype": "bf16", "threads": 2})
     assert request.dtype == "bfloat16" and request.threads == 2
     assert JobRequest.from_dict(base).dtype == "auto" and JobRequest.from_dict(base).threads == 0
-    for field, value, message in [("dtype", "int8", "Unknown dtype"), ("dtype", 16, "dtype must be a string"),
+    for field, value, message in [("dtype", "int8", "Unknown dtype"), ("dtype", 16, "dtype must be text"),
                                   ("threads", -1, "threads must be"), ("threads", True, "threads must be"),
                                   ("threads", 1.5, "threads must be")]:
         with pytest.raises(InvalidRequest, match=message):

@@ -40,5 +40,8 @@ def request_from_args(args: argparse.Namespace) -> JobRequest:
 
 def main(args: argparse.Namespace) -> int:
     from ..runner import Runner
+    from ..threads import configure_threads
+
+    configure_threads(getattr(args, "threads", 0))  # this process: physical cores, or the cap
 
     return run_with_events(lambda emit, token: Runner().run(request_from_args(args), emit, token))

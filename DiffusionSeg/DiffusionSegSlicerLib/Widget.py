@@ -12,7 +12,7 @@ import vtk
 from slicer.i18n import tr as _
 
 from .FineTuneWidget import FineTunePanel
-from .JobSettings import DEVICES, SLICE_AXES, JobSettings, storedParameterValue
+from .JobSettings import DEVICES, DTYPES, SLICE_AXES, JobSettings, storedParameterValue
 from .ParameterNode import applySettingsToParameterNode, settingsFromParameterNode
 from .ParameterWidgets import createParameterWidget
 from .SelectionWidget import SelectionPanel
@@ -46,6 +46,8 @@ class DiffusionSegPanel:
         ui = self.ui
         for device in DEVICES:
             ui.deviceComboBox.addItem(device)
+        for dtype in DTYPES:
+            ui.dtypeComboBox.addItem(dtype)
         for axis in SLICE_AXES:
             ui.axisComboBox.addItem(axis)
         for name, label in self.logic.intensityPresets().items():

@@ -190,9 +190,10 @@ class StableDiffusionParts:
 
     @torch.no_grad()
     def _encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        """fp32 latents whatever the encoder's dtype (dtypes.py): callers cast at the UNet."""
+        """Latents in at least fp32 whatever the encoder's dtype (dtypes.py): callers cast at the UNet."""
         x = images.to(self.device, self.vae.encoder.conv_in.weight.dtype) * 2.0 - 1.0
-        return self.vae.encode(x).latent_dist.mean.float() * self.vae.config.scaling_factor
+        mean = self.vae.encode(x).latent_dist.mean
+        return mean.to(torch.promote_types(mean.dtype, torch.float32)) * self.vae.config.scaling_factor
 
     @torch.no_grad()
     def decode_latent(self, latents: torch.Tensor) -> torch.Tensor:

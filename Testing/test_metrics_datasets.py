@@ -101,7 +101,7 @@ def test_evaluate_writes_json_and_csv(tmp_path, monkeypatch):
                               limit=0, cases=None, save_predictions=True, oracle=False, method="bright-threshold",
                               prompt=None, model=None, device="cpu", param=["threshold=0.6"], seed=0, axis="auto",
                               intensity="auto", keep_empty_slices=False, no_fill_holes=False, largest_component=False,
-                              batch_size=0)
+                              batch_size=0, dtype="auto", threads=0)
     summary = run_evaluation(args, lambda e: None)
     report = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     # the method labels the bright background, the mask is the dark disc: Dice is low but defined

@@ -104,9 +104,14 @@ def float64_models(monkeypatch):
     """Every model in float64. Batched fp32 kernels reassociate sums differently for 1 and 4
     images (about 1e-7 here), which can move a pixel across an Otsu cut or SDSeg's 0.5; in float64
     that does not happen, so what the test sees is whether any random draw depends on the batch."""
-    import DiffusionSegLib.models as models
+    from DiffusionSegLib import dtypes
 
-    monkeypatch.setattr(models, "resolve_dtype", lambda device, requested=None: torch.float64)
+    def float64_policy(device, requested=None, **kwargs):
+        return dtypes.DtypePolicy(requested="float64", compute=torch.float64, vae_encoder=torch.float64,
+                                  vae=torch.float64, reason="test: float64 everywhere")
+
+    monkeypatch.setattr(dtypes, "resolve_policy", float64_policy)
+    monkeypatch.setattr(dtypes, "needs_size", lambda device, requested=None: False)
 
 
 @pytest.fixture(scope="module")

@@ -81,3 +81,15 @@ def add_model_arguments(parser: argparse.ArgumentParser, required_method: bool =
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                         help="method parameter (repeatable); see `methods`")
     parser.add_argument("--seed", type=int, default=0)
+    add_speed_arguments(parser)
+
+
+def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
+    """--dtype and --threads (dtypes.py, threads.py)."""
+    from .dtypes import ALIASES, DTYPE_CHOICES
+
+    parser.add_argument("--dtype", choices=DTYPE_CHOICES + tuple(ALIASES), default="auto",
+                        help="compute dtype of the UNet/text encoder (auto: bf16 on CPUs with native bf16 and "
+                             "on bf16 GPUs, fp16 on older GPUs, else fp32); the VAE always runs in fp32")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads (0 = all physical cores); fewer keeps the desktop responsive")

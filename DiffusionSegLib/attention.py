@@ -34,6 +34,20 @@ if TYPE_CHECKING:  # pragma: no cover
 
 KINDS = ("self", "cross")
 LayerFilter = Callable[[str], bool]
+# On a CPU the (B·heads, N_q, N_k) scores of a 64×64 layer (268 MB in bf16 for SD v1) do not fit
+# any cache, so scores, softmax, head sum and the value product each stream it through DRAM.
+# Query chunks of about this many bytes of scores stay in L3 across those four passes: measured
+# 1.8× faster than one chunk for an SD v1 64×64 layer in bf16 on an AMD EPYC (Zen 4), and still
+# 1.6× in fp32 (docs/benchmarks-cpu.md). GPUs are left unchunked unless asked (launch overhead).
+CPU_SCORES_CHUNK_BYTES = 8 * 2**20
+
+
+def auto_query_chunk(query: "torch.Tensor", key: "torch.Tensor", score_bytes: int = 4) -> int | None:
+    """Query rows per softmax chunk when none was requested: cache-sized on CPU, none elsewhere."""
+    if query.device.type != "cpu":
+        return None
+    row_bytes = query.shape[0] * key.shape[1] * score_bytes
+    return max(16, CPU_SCORES_CHUNK_BYTES // max(row_bytes, 1) // 16 * 16)
 
 
 def token_resolution(num_query_tokens: int) -> int:
@@ -189,13 +203,25 @@ class AttentionCaptureProcessor:
 
         With `query_chunk_size` the query rows are processed in chunks: softmax is row-wise, so
         the result is the same while the peak memory of the (B·heads, N_q, N_k) scores drops by
-        N_q / chunk (SD 2.x at 768 px has 9216 × 9216 maps per head).
+        N_q / chunk (SD 2.x at 768 px has 9216 × 9216 maps per head). Without a chunk size, CPUs
+        use cache-sized chunks (`auto_query_chunk`).
+
+        With a half-precision model (bf16/fp16) the scores and the softmax are computed in fp32
+        from the half-precision q and k: the captured maps are the method's measurement (KL
+        merging and prompt votes read them), a bf16 logit of magnitude 30 is off by up to 0.06,
+        which moves a sharp softmax by 6 %, and the fused SDPA kernel that the uncaptured layers
+        run also keeps its softmax in fp32. Only the product with v runs in the model's dtype.
         """
         import torch
 
         heads = attn.heads
         total = query.shape[1]
-        chunk = self.query_chunk_size or total
+        upcast = query.dtype in (torch.float16, torch.bfloat16)
+        if upcast:
+            key = key.float()
+            if attention_mask is not None:
+                attention_mask = attention_mask.float()
+        chunk = self.query_chunk_size or auto_query_chunk(query, key, 4 if upcast else query.element_size()) or total
         outputs = []
         head_means = []
         for start in range(0, total, chunk):
@@ -203,12 +229,13 @@ class AttentionCaptureProcessor:
             mask = attention_mask
             if mask is not None and mask.shape[1] != 1:
                 mask = mask[:, start:stop]
-            probs = attn.get_attention_scores(query[:, start:stop], key, mask)
+            rows = query[:, start:stop]
+            probs = attn.get_attention_scores(rows.float() if upcast else rows, key, mask)
             if self.store.enabled:
                 by_head = probs.view(batch_size, heads, *probs.shape[1:])
                 # Sum with an fp32 accumulator: no fp32 copy of all heads is formed.
                 head_means.append(torch.sum(by_head, dim=1, dtype=torch.float32).div_(heads))
-            outputs.append(torch.bmm(probs, value))
+            outputs.append(torch.bmm(probs.to(value.dtype), value))
             del probs
         if head_means:
             self.store.add(self.name, kind, head_means[0] if len(head_means) == 1 else torch.cat(head_means, 1))

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,7 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slices", type=int, default=2, help="slices to time (after warm-up)")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=1, help="untimed warm-up slices")
-    parser.add_argument("--dtype", default=None, help="float16/bfloat16/float32 (default: fp16 on CUDA)")
+    parser.add_argument("--compare-dtypes", action="store_true",
+                        help="run float32 and --dtype (default auto) in this process and print the speed-up")
+    parser.add_argument("--no-floor", action="store_true", help="skip the floor and FLOP measurement")
+    parser.add_argument("--floor-repeats", type=int, default=1, help="timings per distinct bare network call (best)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the networks (the warm-up then includes compilation: reported)")
     parser.add_argument("--output", default=None, help="write the report as JSON here")
 
 
@@ -61,60 +68,145 @@ def peak_memory(device: str) -> dict:
     return {"kind": "cpu_peak_rss", "bytes": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale)}
 
 
-def run_benchmark(args: argparse.Namespace, emit, cancel_token: CancelToken | None = None) -> dict:
+def _reset_peak(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+
+
+def run_benchmark(args: argparse.Namespace, emit, cancel_token: CancelToken | None = None,
+                  dtype: str | None = None) -> dict:
+    """Load once, warm up, record one batch's network calls and FLOPs (untimed), time
+    `args.slices` slices, then time the bare network calls (the floors)."""
+    import gc
+
     import torch
 
     from .arguments import parse_params
-    from .events import JobContext
+    from .dtypes import resolve_policy
     from .job import create_method
     from .models import resolve_device
     from .pipeline import VolumeSegmenter
+    from .profiling import ProfilingContext, method_networks, recording, time_floor
     from .request import PipelineOptions
+    from .threads import configure_threads
 
-    context = JobContext(emit=emit, cancel_token=cancel_token or CancelToken(), seed=args.seed)
+    configure_threads(args.threads)
+    context = ProfilingContext(emit=emit, cancel_token=cancel_token or CancelToken(), seed=args.seed)
     context.device = str(resolve_device(args.device))
-    context.dtype = args.dtype
+    policy = resolve_policy(context.device, dtype)
+    context.dtype = policy.requested
     model = args.model or f"random:sd-v1:{args.resolution}"
     method = create_method(args.method, parse_params(args.param), args.prompt, model, context)
-    if context.device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
+    _reset_peak(context.device)
     with context.timed("load"):
         method.load()
     load_seconds = context.timings.pop("load")
+    policy = getattr(getattr(method, "parts", None), "policy", None) or getattr(method, "policy", None) or policy
+    networks = method_networks(method)
+    if args.compile:
+        for module in networks.values():
+            module.compile()
     options = PipelineOptions(batch_size=args.batch_size, skip_empty_slices=False, intensity="ct-soft-tissue")
     segmenter = VolumeSegmenter(method, options, context)
-    if args.warmup:
+    warmup_seconds = 0.0
+    if args.warmup:  # also fills the per-job caches (text embeddings), as in a real job
+        start = time.perf_counter()
         segmenter.segment(synthetic_volume(args.warmup, method.image_size, seed=1))
+        warmup_seconds = time.perf_counter() - start
+    profile_slices = max(1, args.batch_size)
+    if not args.no_floor:  # one untimed batch: which network calls each stage makes, and its FLOPs
         context.timings.clear()
-        if context.device.startswith("cuda"):
-            torch.cuda.reset_peak_memory_stats()
+        with recording(context, networks):
+            segmenter.segment(synthetic_volume(profile_slices, method.image_size, seed=2))
+    context.timings.clear()
+    _reset_peak(context.device)
     volume = synthetic_volume(args.slices, method.image_size)
     start = time.perf_counter()
     segmenter.segment(volume)
     total = time.perf_counter() - start
-    stages = {name: {"seconds": round(sec, 4), "per_slice": round(sec / args.slices, 4)}
-              for name, sec in context.timings.items()}
-    return {
+    memory = peak_memory(context.device)
+    floors = {} if args.no_floor else time_floor(context, networks, args.floor_repeats)
+    stages = {}
+    for name, sec in context.timings.items():
+        per_slice = sec / args.slices
+        entry = {"seconds": round(sec, 4), "per_slice": round(per_slice, 4)}
+        if name in floors:
+            floor = floors[name]["seconds"] / profile_slices
+            entry.update(floor_per_slice=round(floor, 4), calls=floors[name]["calls"],
+                         floor_ratio=round(per_slice / floor, 3) if floor > 0 else None)
+        if context.flops.get(name):
+            gflop = context.flops[name] / profile_slices / 1e9
+            entry.update(gflop_per_slice=round(gflop, 2),
+                         gflops_per_second=round(gflop / per_slice, 1) if per_slice > 0 else None)
+        stages[name] = entry
+    report = {
         "method": args.method, "model": model, "params": method.params, "device": context.device,
         "device_name": torch.cuda.get_device_name() if context.device.startswith("cuda") else platform.processor() or platform.machine(),
-        "dtype": str(getattr(getattr(method, "parts", None), "dtype", args.dtype or "default")),
-        "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "dtype": policy.name, "dtype_requested": policy.requested, "dtype_reason": policy.reason,
+        "vae_dtype": f"encoder {str(policy.vae_encoder)[6:]}, decoder {str(policy.vae)[6:]}",
+        "threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
+        "torch": torch.__version__, "compiled": bool(args.compile),
         "resolution": method.image_size, "batch_size": args.batch_size, "slices": args.slices,
-        "load_seconds": round(load_seconds, 3), "total_seconds": round(total, 3),
+        "load_seconds": round(load_seconds, 3), "warmup_seconds": round(warmup_seconds, 3),
+        "total_seconds": round(total, 3),
         "seconds_per_slice": round(total / args.slices, 4), "slices_per_second": round(args.slices / total, 4),
-        "stages": stages, "peak_memory": peak_memory(context.device), "command": " ".join(sys.argv),
+        "stages": stages, "peak_memory": memory, "load_average": _load_average(), "command": " ".join(sys.argv),
     }
+    del method, segmenter, networks, context
+    gc.collect()
+    return report
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
 
 
 def format_table(report: dict) -> str:
     lines = [f"{report['method']} on {report['device']} ({report['device_name']}), {report['resolution']} px, "
+             f"{report['dtype']} ({report['dtype_reason']}; VAE {report['vae_dtype']}), {report['threads']} thread(s), "
              f"batch {report['batch_size']}, {report['slices']} slice(s), model {report['model']}",
-             f"{'stage':<14}{'s/slice':>10}", f"{'load (once)':<14}{report['load_seconds']:>10.3f}"]
-    for name, values in report["stages"].items():
-        lines.append(f"{name:<14}{values['per_slice']:>10.3f}")
+             f"{'stage':<13}{'s/slice':>9}{'floor s':>9}{'x floor':>9}{'GFLOP':>9}{'GFLOP/s':>9}  network calls",
+             f"{'load (once)':<13}{report['load_seconds']:>9.3f}"]
+    if report.get("compiled"):
+        lines.append(f"{'warm-up':<13}{report['warmup_seconds']:>9.3f}  (includes torch.compile)")
+
+    def cell(value: Any, spec: str) -> str:
+        return format(value, spec) if isinstance(value, (int, float)) else f"{'-':>9}"
+
+    for name, v in report["stages"].items():
+        calls = ", ".join(f"{k}×{n}" for k, n in (v.get("calls") or {}).items())
+        lines.append(f"{name:<13}{v['per_slice']:>9.3f}{cell(v.get('floor_per_slice'), '>9.3f')}"
+                     f"{cell(v.get('floor_ratio'), '>9.2f')}{cell(v.get('gflop_per_slice'), '>9.1f')}"
+                     f"{cell(v.get('gflops_per_second'), '>9.1f')}  {calls}")
     memory = report["peak_memory"]
-    lines += [f"{'total':<14}{report['seconds_per_slice']:>10.3f}",
-              f"slices/s {report['slices_per_second']:.3f}; peak memory {memory['bytes'] / 2**30:.2f} GiB ({memory['kind']})"]
+    lines += [f"{'total':<13}{report['seconds_per_slice']:>9.3f}",
+              f"slices/s {report['slices_per_second']:.3f}; peak memory {memory['bytes'] / 2**30:.2f} GiB "
+              f"({memory['kind']}); load average {report.get('load_average')}"]
+    return "\n".join(lines)
+
+
+def speedup(reference: dict, other: dict) -> dict:
+    """Per stage and in total: reference seconds / other seconds."""
+    out = {name: round(v["per_slice"] / other["stages"][name]["per_slice"], 2)
+           for name, v in reference["stages"].items()
+           if name in other["stages"] and other["stages"][name]["per_slice"] > 0}
+    out["total"] = round(reference["seconds_per_slice"] / other["seconds_per_slice"], 2)
+    return out
+
+
+def format_speedup(reference: dict, other: dict) -> str:
+    ratios = speedup(reference, other)
+    lines = [f"speed-up {other['dtype']} over {reference['dtype']} (s/slice)",
+             f"{'stage':<13}{reference['dtype']:>10}{other['dtype']:>10}{'speed-up':>10}"]
+    for name, ratio in ratios.items():
+        a = reference["seconds_per_slice"] if name == "total" else reference["stages"][name]["per_slice"]
+        b = other["seconds_per_slice"] if name == "total" else other["stages"][name]["per_slice"]
+        lines.append(f"{name:<13}{a:>10.3f}{b:>10.3f}{ratio:>9.2f}x")
     return "\n".join(lines)
 
 
@@ -122,8 +214,14 @@ def main(args: argparse.Namespace) -> int:
     from .protocol import run_with_events
 
     def work(emit, token) -> None:
-        report = run_benchmark(args, emit, token)
-        print(format_table(report), file=sys.stderr)
+        if args.compare_dtypes:
+            runs = [run_benchmark(args, emit, token, dtype) for dtype in ("float32", args.dtype)]
+            report = {"runs": runs, "speedup": speedup(runs[0], runs[1])}
+            text = "\n\n".join(format_table(run) for run in runs) + "\n\n" + format_speedup(runs[0], runs[1])
+        else:
+            report = run_benchmark(args, emit, token, args.dtype)
+            text = format_table(report)
+        print(text, file=sys.stderr)
         if args.output:
             Path(args.output).write_text(json.dumps(report, indent=2, default=str))
         emit({"event": "result", "output": args.output, "report": report})

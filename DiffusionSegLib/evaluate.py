@@ -77,8 +77,12 @@ def run_evaluation(args: argparse.Namespace, emit, cancel_token: CancelToken | N
     mapping = parse_mask_mapping(args.mask_map)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    context = JobContext(emit=emit, cancel_token=cancel_token or CancelToken(), seed=args.seed)
+    from .dtypes import resolve_policy
+    from .threads import configure_threads
+
+    context = JobContext(emit=emit, cancel_token=cancel_token or CancelToken(), seed=args.seed, dtype=args.dtype)
     context.device = str(resolve_device(args.device))
+    configure_threads(args.threads)
     method = create_method(args.method, parse_params(args.param), args.prompt, args.model, context)
     started = time.perf_counter()
     method.load()
@@ -108,7 +112,8 @@ def run_evaluation(args: argparse.Namespace, emit, cancel_token: CancelToken | N
     summary = {
         "method": args.method, "model": method.model, "prompt": args.prompt, "params": method.params,
         "images": str(args.images), "masks": str(args.masks), "mask_map": args.mask_map,
-        "cases": len(rows), "device": context.device, "seconds": round(time.perf_counter() - started, 2),
+        "cases": len(rows), "device": context.device, "dtype": resolve_policy(context.device, args.dtype).name,
+        "seconds": round(time.perf_counter() - started, 2),
         "metrics": summarise(rows),
         "conventions": "Dice/IoU per case (both empty = 1); HD95 in physical units, undefined when a mask is empty.",
         "command": " ".join(sys.argv),

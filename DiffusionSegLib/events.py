@@ -94,7 +94,7 @@ class JobContext:
     emit: EventCallback = field(default=lambda event: None)
     cancel_token: CancelToken = field(default_factory=CancelToken)
     device: str = "cpu"
-    dtype: str | None = None  # None: the device default (fp16 on CUDA, fp32 elsewhere)
+    dtype: str | None = "auto"  # see dtypes.resolve_policy (None means auto too)
     seed: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     _t0: float = field(default_factory=time.monotonic, repr=False)

@@ -45,12 +45,15 @@ def run_job(request: JobRequest, emit: EventCallback, cancel_token: CancelToken 
     """The order of checks is the contract: the request itself, then the method, then the files
     (input kind, output target, claim), then the image (size, ROI, slice range) — all before the
     model loads; the output is renamed into place only after a verified write."""
+    from .dtypes import resolve_policy
     from .models import resolve_device
     from .multi_prompt import check_several_prompts, segment_prompts
     from .slicing import plan_slices
+    from .threads import configure_threads, current_threads
 
     request.validate()
-    context = JobContext(emit=emit, cancel_token=cancel_token or CancelToken(), seed=request.seed)
+    context = JobContext(emit=emit, cancel_token=cancel_token or CancelToken(), seed=request.seed,
+                         dtype=request.dtype)
     methods = [create_method(request.method, request.params, prompt, request.model, context)
                for prompt in request.prompt_list()]
     check_several_prompts(methods)
@@ -64,8 +67,13 @@ def run_job(request: JobRequest, emit: EventCallback, cancel_token: CancelToken 
         check_bundle_targets(output, inputs=(request.input,), overwrite=request.overwrite)
     with claim_output(output):
         context.device = str(resolve_device(request.device))
-        context.log(f"DiffusionSeg job: method {method.info.name}, device {context.device}, "
-                    f"request {json.dumps(request.to_dict(), default=str)}")
+        policy = resolve_policy(context.device, request.dtype)
+        # A cap from the request; the process default (physical cores) is set by the command that
+        # owns the process (segment/run), and serve/batch workers keep their own setting.
+        threads = configure_threads(request.threads) if request.threads else current_threads()
+        context.log(f"DiffusionSeg job: method {method.info.name}, device {context.device}, dtype {policy.name} "
+                    f"({policy.reason}; VAE encoder {str(policy.vae_encoder)[6:]}, decoder float32), "
+                    f"{threads} CPU thread(s), request {json.dumps(request.to_dict(), default=str)}")
         with context.timed("read"):
             volume = read_volume(request.input)
         for note in volume.notes:
@@ -80,6 +88,9 @@ def run_job(request: JobRequest, emit: EventCallback, cancel_token: CancelToken 
                 each.load()
         check_image_size(method.image_size, f"The model {method.model or method.info.name}")
         context.progress("load", 1, 1)
+        applied = getattr(getattr(method, "parts", None), "policy", None) or getattr(method, "policy", None)
+        if applied is not None and applied.compute != policy.compute:
+            context.log(f"Precision {applied.name}: {applied.reason}.")
         result, overlaps = segment_prompts(methods, request, volume, context, collect_evidence=request.evidence)
         context.check_cancelled()
         bundle = {}
@@ -95,7 +106,7 @@ def run_job(request: JobRequest, emit: EventCallback, cancel_token: CancelToken 
             with context.cancel_token.final():   # cancelled before this line: nothing is written
                 # the bundle first, the labelmap last: a labelmap on disk means a complete result
                 outputs = {name: str(file.commit()) for name, file in bundle.items()}
-                if result.warning:
+                if result.warning:  # an empty or whole-tissue result: say so and what it usually means
                     emit({"event": "warning", "message": result.warning})
                 emit({"event": "result", "version": request.version, "output": str(output), "outputs": outputs,
                       "segments": result.segments, "slices_segmented": result.slices_segmented,

@@ -48,14 +48,10 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def resolve_dtype(device: torch.device, requested: str | None = None) -> torch.dtype:
-    """fp16 on CUDA (half the memory, tensor cores), fp32 elsewhere (CPU fp16 is slow and lossy)."""
-    if requested:
-        try:
-            return {"float16": torch.float16, "fp16": torch.float16, "bfloat16": torch.bfloat16,
-                    "bf16": torch.bfloat16, "float32": torch.float32, "fp32": torch.float32}[requested]
-        except KeyError:
-            raise ModelLoadFailed(f"Unknown dtype {requested!r}; use float16, bfloat16 or float32.") from None
-    return torch.float16 if device.type == "cuda" else torch.float32
+    """The compute dtype (UNet, text encoder) for a device: see `dtypes.resolve_policy`."""
+    from .dtypes import resolve_policy
+
+    return resolve_policy(device, requested).compute
 
 
 def is_local_reference(reference: str) -> bool:
@@ -142,6 +138,7 @@ class StableDiffusionParts:
     reference: str
     device: torch.device
     dtype: torch.dtype
+    policy: Any = None  # the dtypes.DtypePolicy applied (set by load_stable_diffusion)
     unet: Any = None
     vae: Any = None
     text_encoder: Any = None
@@ -193,13 +190,14 @@ class StableDiffusionParts:
 
     @torch.no_grad()
     def _encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.to(self.device, self.vae.dtype) * 2.0 - 1.0
-        return self.vae.encode(x).latent_dist.mean * self.vae.config.scaling_factor
+        """fp32 latents whatever the encoder's dtype (dtypes.py): callers cast at the UNet."""
+        x = images.to(self.device, self.vae.encoder.conv_in.weight.dtype) * 2.0 - 1.0
+        return self.vae.encode(x).latent_dist.mean.float() * self.vae.config.scaling_factor
 
     @torch.no_grad()
     def decode_latent(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents back to images in [0, 1]."""
-        x = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
+        x = self.vae.decode(latents.to(self.vae.decoder.conv_in.weight.dtype) / self.vae.config.scaling_factor).sample
         return ((x.float() + 1.0) / 2.0).clamp(0.0, 1.0)
 
 
@@ -209,13 +207,13 @@ def load_stable_diffusion(reference: str, device: str | torch.device = "auto", d
 
     Within a runner's job the result comes from its model cache when the same reference, device,
     dtype and components were loaded before (the parts are shared: methods never modify them)."""
+    from .dtypes import normalise_dtype_name
     from .model_cache import cached_load
 
     device = device if isinstance(device, torch.device) else resolve_device(device)
-    torch_dtype = resolve_dtype(device, dtype)
     components = tuple(components)
-    key = ("stable-diffusion", cache_identity(reference), str(device), str(torch_dtype), components)
-    return cached_load(key, lambda: _load_stable_diffusion(reference, device, torch_dtype, components))
+    key = ("stable-diffusion", cache_identity(reference), str(device), normalise_dtype_name(dtype), components)
+    return cached_load(key, lambda: _load_stable_diffusion(reference, device, dtype, components))
 
 
 def cache_identity(reference: str) -> str:
@@ -235,40 +233,64 @@ def cache_identity(reference: str) -> str:
     return f"{root}#{digest.hexdigest()[:12]}"
 
 
-def _load_stable_diffusion(reference: str, device: torch.device, torch_dtype: torch.dtype,
+def _load_stable_diffusion(reference: str, device: torch.device, dtype: str | None,
                            components: tuple[str, ...]) -> StableDiffusionParts:
+    import uuid
+
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    import uuid
+    from .dtypes import needs_size, parameter_count, resolve_policy
 
-    parts = StableDiffusionParts(reference=reference, device=device, dtype=torch_dtype,
+    policy = resolve_policy(device, dtype)
+    # auto on a CPU depends on the UNet's size: load in fp32, decide, then cast (never rounds twice).
+    sized = needs_size(device, dtype) and "unet" in components
+    parts = StableDiffusionParts(reference=reference, device=device,
+                                 dtype=torch.float32 if sized else policy.compute,
                                  identity=f"{reference}@{uuid.uuid4().hex[:12]}")
     if reference.startswith(RANDOM_PREFIX):
-        return _random_stable_diffusion(parts, components)
-    if is_local_reference(reference):  # an SDSeg checkpoint or heads folder: say so, no weight warnings
-        from .model_kinds import STABLE_DIFFUSION, check_folder_kind
+        _random_stable_diffusion(parts, components)
+    else:
+        if is_local_reference(reference):  # an SDSeg checkpoint or heads folder: say so, no weight warnings
+            from .model_kinds import STABLE_DIFFUSION, check_folder_kind
 
-        check_folder_kind(reference, STABLE_DIFFUSION)
-    classes = {"unet": UNet2DConditionModel, "vae": AutoencoderKL, "text_encoder": CLIPTextModel,
-               "tokenizer": CLIPTokenizer, "scheduler": DDIMScheduler}
-    for name in components:
-        if name not in classes:
-            raise ValueError(f"unknown component {name}")
-        cls = classes[name]
-        if name in ("tokenizer", "scheduler"):
-            value = load_component(cls, reference, name)
-        else:
-            value = load_component(cls, reference, name, dtype=component_dtype(name, torch_dtype))
-            value = value.to(device).eval().requires_grad_(False)
-        setattr(parts, name, value)
+            check_folder_kind(reference, STABLE_DIFFUSION)
+        classes = {"unet": UNet2DConditionModel, "vae": AutoencoderKL, "text_encoder": CLIPTextModel,
+                   "tokenizer": CLIPTokenizer, "scheduler": DDIMScheduler}
+        for name in components:
+            if name not in classes:
+                raise ValueError(f"unknown component {name}")
+            cls = classes[name]
+            if name in ("tokenizer", "scheduler"):
+                value = load_component(cls, reference, name)
+            else:
+                value = load_component(cls, reference, name, dtype=component_dtype(name, parts.dtype))
+                value = value.to(device).eval().requires_grad_(False)
+            setattr(parts, name, value)
+    if sized:
+        policy = resolve_policy(device, dtype, unet_parameters=parameter_count(parts.unet))
+    parts.dtype, parts.policy = policy.compute, policy
+    for name in ("unet", "text_encoder"):
+        if getattr(parts, name) is not None:
+            getattr(parts, name).to(policy.compute)
+    if parts.vae is not None:
+        encoder_dtype(parts.vae, policy.vae_encoder)
     return parts
 
 
+def encoder_dtype(vae: Any, dtype: torch.dtype) -> Any:
+    """Run the VAE encoder half (encoder + quant_conv) in `dtype`; the decoder stays as loaded."""
+    vae.encoder.to(dtype)
+    if getattr(vae, "quant_conv", None) is not None:
+        vae.quant_conv.to(dtype)
+    return vae
+
+
 def component_dtype(name: str, dtype: torch.dtype) -> torch.dtype:
-    """SD's VAE overflows in fp16 on bright images: it always runs in fp32 (loaded so, never
-    rounded to fp16 first), which costs little for one encode/decode per slice."""
-    return torch.float32 if name == "vae" and dtype == torch.float16 else dtype
+    """The VAE is loaded in fp32 (never rounded to fp16 first: SD's VAE overflows in fp16 on
+    bright images); only its encoder may then follow a bf16 compute dtype (`encoder_dtype`,
+    dtypes.py). Every other network runs in the compute dtype."""
+    return torch.float32 if name == "vae" else dtype
 
 
 def _random_stable_diffusion(parts: StableDiffusionParts, components: Iterable[str]) -> StableDiffusionParts:

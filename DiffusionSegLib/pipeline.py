@@ -24,7 +24,8 @@ from .request import PipelineOptions
 from .selection import result_warning, select_labels
 from .slicing import SlicePlan, plan_slices
 
-DEFAULT_BYTES_PER_SLICE = 3 * 2**30
+MAX_AUTO_BATCH = 16
+MEMORY_HEADROOM = 0.8   # of the free GPU memory; the rest absorbs fragmentation and other processes
 TISSUE_LEVEL = 0.05  # normalised intensity above which a pixel counts as tissue (as `has_tissue`)
 
 
@@ -52,13 +53,21 @@ class VolumeSegmenter:
         self.collect_evidence = collect_evidence
 
     def batch_size(self) -> int:
-        if self.options.batch_size > 0:
-            return self.options.batch_size
-        if not self.context.device.startswith("cuda"):
-            return 1
+        """The requested batch size; automatic (0) is 1 on CPU/MPS and, on CUDA, 1 for the first
+        batch, whose peak memory then sizes the rest (`measured_batch_size`)."""
+        return self.options.batch_size if self.options.batch_size > 0 else 1
+
+    def _measures_memory(self) -> bool:
+        return self.options.batch_size == 0 and self.context.device.startswith("cuda")
+
+    def measured_batch_size(self, baseline: int) -> int:
+        """After one slice ran from `baseline` allocated bytes: how many fit in the free memory."""
+        per_slice = max(1, torch.cuda.max_memory_allocated() - baseline)
         free, _ = torch.cuda.mem_get_info()
-        per_slice = getattr(self.method, "bytes_per_slice", DEFAULT_BYTES_PER_SLICE)
-        return int(max(1, min(16, 0.8 * free // per_slice)))
+        reusable = torch.cuda.memory_reserved() - torch.cuda.memory_allocated()  # cached by torch
+        size = batch_size_from_memory(per_slice, free + reusable)
+        self.context.log(f"Measured {per_slice / 2**20:.0f} MiB per slice; batch size {size}.")
+        return size
 
     def segment(self, volume: Volume, roi: dict | None = None,
                 slice_range: list[int] | None = None) -> VolumeSegmentation:
@@ -86,6 +95,7 @@ class VolumeSegmenter:
         tables: dict = {}
         selection = None
         size = self.batch_size()
+        measure = self._measures_memory()
         done = 0
         ctx.progress("segment", 0, len(todo))
         while done < len(todo):
@@ -95,7 +105,12 @@ class VolumeSegmenter:
             with ctx.timed("letterbox"):
                 model_input = box.forward(images)
             try:
+                if measure:
+                    torch.cuda.reset_peak_memory_stats()
+                    baseline = torch.cuda.memory_allocated()
                 result = self.method.segment(model_input, valid.expand(len(batch), -1, -1), indices=list(batch))
+                if measure:
+                    size, measure = self.measured_batch_size(baseline), False
             except (RuntimeError, torch.cuda.OutOfMemoryError) as error:
                 if not is_out_of_memory(error):
                     raise
@@ -147,3 +162,8 @@ class VolumeSegmenter:
 
     def _postprocess(self, labels: np.ndarray, plan: SlicePlan, consistent: bool) -> np.ndarray:
         return finish_labels(labels, plan.axis, consistent, self.options.fill_holes, self.options.largest_component)
+
+
+def batch_size_from_memory(bytes_per_slice: int, available_bytes: int, cap: int = MAX_AUTO_BATCH) -> int:
+    """Slices per batch that fit `MEMORY_HEADROOM` of the available memory (at least 1, at most cap)."""
+    return int(max(1, min(cap, MEMORY_HEADROOM * available_bytes // max(1, bytes_per_slice))))

@@ -65,6 +65,8 @@ class JobRequest:
     prompts: list[str] | None = None  # several prompts: one named segment each (instead of `prompt`)
     model: str | None = None          # HF repo id or local folder; None: the method's default
     device: str = "auto"
+    dtype: str = "auto"               # auto, float32, bfloat16, float16 (see dtypes.py)
+    threads: int = 0                  # CPU threads; 0 = the physical cores (see threads.py)
     params: dict[str, Any] = field(default_factory=dict)
     pipeline: PipelineOptions = field(default_factory=PipelineOptions)
     roi: dict[str, list[int]] | None = None   # {"ijk_min": [i, j, k], "ijk_max": [i, j, k]}, inclusive
@@ -168,6 +170,14 @@ class JobRequest:
             raise InvalidRequest(f"Device must be one of {', '.join(DEVICES)}; got {describe(self.device)}.")
         _check_params(self.params)
         self._validate_prompts()
+        from .dtypes import normalise_dtype_name
+
+        if not isinstance(self.dtype, str):
+            raise InvalidRequest(f"dtype must be text such as 'auto' or 'float32'; got {describe(self.dtype)}.")
+        self.dtype = normalise_dtype_name(self.dtype)
+        if not _is_int(self.threads) or not 0 <= self.threads <= 4096:
+            raise InvalidRequest(f"threads must be a whole number from 0 (all physical cores) to 4096; "
+                                 f"got {describe(self.threads)}.")
         if self.roi is not None:
             self.roi = _roi(self.roi)
         if self.slice_range is not None:

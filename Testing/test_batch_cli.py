@@ -76,7 +76,9 @@ def test_failures_are_recorded_and_a_rerun_redoes_only_them(tmp_path, tiny_sd_pa
     for row in rows.values():
         if row["status"] == "ok":
             found = labels(row["output"])
-            assert row["voxels"] == int((found > 0).sum()) and row["segments"]
+            assert row["voxels"] == int((found > 0).sum())
+            # zero-shot prompt voting may find nothing on a random-weight model (issue 8): no segment then
+            assert bool(row["segments"]) == (row["voxels"] > 0)
             for segment in row["segments"]:
                 assert segment["voxels"] == int((found == segment["label"]).sum())
     assert any(json.loads(line)["event"] == "error" for line in (out / "logs" / "broken.jsonl").open())

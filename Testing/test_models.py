@@ -50,10 +50,16 @@ def test_missing_models_say_what_was_looked_for(tmp_path, monkeypatch):
     assert "hf download someone/not-a-cached-model" in str(error.value)
 
 
-def test_devices_and_dtypes():
+def test_devices_and_dtypes(monkeypatch):
+    from DiffusionSegLib import dtypes
+
     assert resolve_device("cpu").type == "cpu"
-    assert resolve_dtype(torch.device("cpu")) == torch.float32
+    native = dtypes.cpu_has_native_bf16()
+    assert resolve_dtype(torch.device("cpu")) == (torch.bfloat16 if native else torch.float32)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     assert resolve_dtype(torch.device("cuda")) == torch.float16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_dtype(torch.device("cuda")) == torch.bfloat16
     assert resolve_dtype(torch.device("cpu"), "bf16") == torch.bfloat16
     # the VAE never runs in fp16 (it overflows); it is loaded in fp32, not rounded first
     assert component_dtype("vae", torch.float16) == torch.float32

@@ -78,3 +78,16 @@ def test_fine_tune_section_holds_its_widgets_and_follows_the_scene():
     root = ET.parse(UI_FILE).getroot()
     receivers = {c.findtext("receiver") for c in root.iter("connection") if "mrmlSceneChanged" in c.findtext("signal")}
     assert "correctedSegmentationSelector" in receivers
+
+
+def test_prompt_box_takes_one_prompt_per_line():
+    """VoxTell-style: several prompts, one per line. Slicer's parameter-node connector binds a
+    plain `QTextEdit` (exactly that class) to a str field; rich text must not be accepted."""
+    widget = uiWidgets()["promptTextEdit"]
+    assert widget.get("class") == "QTextEdit"
+    props = {p.get("name"): p for p in widget.findall("property")}
+    assert props["SlicerParameterName"].findtext("string") == "prompt"
+    assert props["acceptRichText"].findtext("bool") == "false"
+    from DiffusionSegSlicerLib.JobSettings import splitPrompts
+
+    assert splitPrompts("liver\nliver tumour\n\n") == ["liver", "liver tumour"]

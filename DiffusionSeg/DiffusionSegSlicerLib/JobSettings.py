@@ -10,9 +10,11 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from DiffusionSegLib.dtypes import DTYPE_CHOICES
 from DiffusionSegLib.request import JobRequest, PipelineOptions
 
 DEVICES = ("auto", "cuda", "cpu", "mps")
+DTYPES = DTYPE_CHOICES                # auto, float32, bfloat16, float16 (DiffusionSegLib/dtypes.py)
 SLICE_AXES = ("auto", "axial", "coronal", "sagittal")
 
 
@@ -22,6 +24,8 @@ class JobSettings:
     prompt: str = ""
     model: str = ""                   # "" = the method's default model; else HF repo id or folder
     device: str = "auto"
+    dtype: str = "auto"               # compute precision (advanced)
+    threads: int = 0                  # CPU threads of the worker; 0 = all physical cores
     params: dict[str, Any] = field(default_factory=dict)   # method parameters (by name)
     axis: str = "auto"
     intensity: str = "auto"
@@ -63,6 +67,9 @@ class JobSettings:
                 setattr(settings, f.name, value)
         if settings.device not in DEVICES:
             settings.device = "auto"
+        if settings.dtype not in DTYPES:
+            settings.dtype = "auto"
+        settings.threads = max(0, settings.threads)
         return settings
 
     @classmethod
@@ -125,7 +132,8 @@ def buildJobRequest(settings: JobSettings, inputPath: str, outputPath: str,
     return JobRequest(
         input=str(inputPath), output=str(outputPath), method=settings.method, prompt=prompt,
         prompts=prompts if len(prompts) > 1 else None,
-        model=settings.model.strip() or None, device=settings.device, params=params,
+        model=settings.model.strip() or None, device=settings.device, dtype=settings.dtype,
+        threads=max(0, int(settings.threads)), params=params,
         pipeline=pipeline, roi=roi,
         slice_range=list(settings.sliceRange) if settings.sliceRange else None,
         seed=int(settings.seed),

@@ -8,7 +8,7 @@ from typing import Annotated, Union
 import slicer
 from slicer.parameterNodeWrapper import Choice, Default, WithinRange, parameterNodeWrapper
 
-from .JobSettings import DEVICES, SLICE_AXES, JobSettings
+from .JobSettings import DEVICES, DTYPES, SLICE_AXES, JobSettings
 
 
 @parameterNodeWrapper
@@ -21,6 +21,8 @@ class DiffusionSegParameterNode:
     prompt: str
     model: str
     device: Annotated[str, Choice(list(DEVICES)), Default("auto")]
+    dtype: Annotated[str, Choice(list(DTYPES)), Default("auto")]
+    threads: Annotated[int, WithinRange(0, 1024)]
     useSliceRange: bool
     sliceFirst: Annotated[int, WithinRange(0, 100000)]
     sliceLast: Annotated[int, WithinRange(0, 100000)]
@@ -37,7 +39,7 @@ class DiffusionSegParameterNode:
 def settingsFromParameterNode(node: DiffusionSegParameterNode, methodParams: dict) -> JobSettings:
     return JobSettings(
         method=node.method, prompt=node.prompt, model=node.model, device=node.device,
-        params=dict(methodParams), axis=node.axis, intensity=node.intensity or "auto",
+        dtype=node.dtype, threads=node.threads, params=dict(methodParams), axis=node.axis, intensity=node.intensity or "auto",
         skipEmptySlices=node.skipEmptySlices,
         fillHoles=node.fillHoles, largestComponent=node.largestComponent, batchSize=node.batchSize,
         sliceRange=[node.sliceFirst, node.sliceLast] if node.useSliceRange else None,
@@ -50,6 +52,8 @@ def applySettingsToParameterNode(settings: JobSettings, node: DiffusionSegParame
     node.prompt = settings.prompt
     node.model = settings.model
     node.device = settings.device
+    node.dtype = settings.dtype
+    node.threads = max(0, min(1024, settings.threads))
     node.axis = settings.axis if settings.axis in SLICE_AXES else "auto"
     node.intensity = settings.intensity
     node.skipEmptySlices = settings.skipEmptySlices

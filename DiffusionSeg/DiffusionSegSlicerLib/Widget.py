@@ -12,7 +12,7 @@ import vtk
 from slicer.i18n import tr as _
 
 from .FineTuneWidget import FineTunePanel
-from .JobSettings import DEVICES, SLICE_AXES, JobSettings, storedParameterValue
+from .JobSettings import DEVICES, DTYPES, SLICE_AXES, JobSettings, storedParameterValue
 from .ParameterNode import applySettingsToParameterNode, settingsFromParameterNode
 from .ParameterWidgets import createParameterWidget
 from .SelectionWidget import SelectionPanel
@@ -46,6 +46,8 @@ class DiffusionSegPanel:
         ui = self.ui
         for device in DEVICES:
             ui.deviceComboBox.addItem(device)
+        for dtype in DTYPES:
+            ui.dtypeComboBox.addItem(dtype)
         for axis in SLICE_AXES:
             ui.axisComboBox.addItem(axis)
         for name, label in self.logic.intensityPresets().items():
@@ -62,8 +64,10 @@ class DiffusionSegPanel:
         ui.pythonInterpreterPathLineEdit.currentPath = self.logic.workerSettings.chosenPython()
         ui.pythonInterpreterPathLineEdit.currentPathChanged.connect(self.logic.workerSettings.choosePython)
         ui.applyButton.clicked.connect(self.onApplyButton)
-        ui.promptLineEdit.toolTip = _("What to segment. Several segments in one run: separate the prompts with ';' "
-                                      "(e.g. 'liver; liver tumour'); where they overlap, the first listed wins.")
+        # Slicer's QTextEdit connector binds the plain text to `prompt`; one segment per line
+        # (as VoxTell's panel), ';' also separates (JobSettings.splitPrompts).
+        ui.promptTextEdit.toolTip = _("What to segment, one prompt per line (or separated by ';'): each prompt "
+                                      "becomes one segment; where they overlap, the first listed wins.")
         ui.checkInterpreterButton.clicked.connect(self.onCheckInterpreter)
         ui.progressBar.hide()
         self.fineTune = FineTunePanel(ui, self.logic, self)
@@ -127,16 +131,13 @@ class DiffusionSegPanel:
         ui = self.ui
         ui.methodDescriptionLabel.text = info.description if info else ""
         needsPrompt = info is not None and info.prompt != "none"
-        ui.promptLineEdit.enabled = needsPrompt
+        ui.promptTextEdit.enabled = needsPrompt
+        # The method's examples, then standard terms (those get SNOMED terminology on import).
+        terms = list(dict.fromkeys([*(info.prompt_examples if info else ()),
+                                    *self.logic.importer.terminology.names()]))
         examples = ", ".join(info.prompt_examples) if info else ""
         ui.promptExamplesLabel.text = _("Examples: {examples}").format(examples=examples) if examples else ""
-        # Completions: the method's examples first, then the standard terms (those get SNOMED
-        # terminology on import).
-        completions = list(dict.fromkeys([*(info.prompt_examples if info else ()),
-                                          *self.logic.importer.terminology.names()]))
-        completer = qt.QCompleter(completions, ui.promptLineEdit)
-        completer.setCaseSensitivity(qt.Qt.CaseInsensitive)
-        ui.promptLineEdit.setCompleter(completer)
+        ui.promptExamplesLabel.toolTip = _("Standard terms: {terms}").format(terms=", ".join(terms))
         if info is not None:
             placeholder = (_("Trained checkpoint folder (required)") if info.needs_checkpoint else
                            _("Default: {model}").format(model=info.default_model or _("none")))

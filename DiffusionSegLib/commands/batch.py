@@ -42,7 +42,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpus-per-worker", type=int, default=1, help="CPUs Ray reserves for each worker")
     parser.add_argument("--ray-address", default=None, help="join this Ray cluster (e.g. auto or ray://host:10001) "
                                                             "instead of starting a local one")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads per worker (0: default)")
     parser.add_argument("--evidence", action="store_true", help="also write each case's evidence bundle")
     add_model_arguments(parser, required_method=False, several_prompts=True)
     parser.set_defaults(method=None)

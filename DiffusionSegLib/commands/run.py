@@ -16,6 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from ..runner import Runner
+    from ..threads import configure_threads
+
+    configure_threads(getattr(args, "threads", 0))  # this process: physical cores, or the cap
 
     return run_with_events(lambda emit, token: Runner().run(JobRequest.load(args.request), emit, token),
                            quiet=args.quiet)

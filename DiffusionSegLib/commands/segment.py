@@ -30,7 +30,8 @@ def request_from_args(args: argparse.Namespace) -> JobRequest:
     prompts = args.prompt or []
     request = JobRequest(input=args.input, output=args.output, method=args.method,
                          prompt=prompts[0] if len(prompts) == 1 else None, prompts=prompts if len(prompts) > 1 else None,
-                         model=args.model, device=args.device, params=parse_params(args.param),
+                         model=args.model, device=args.device, dtype=args.dtype, threads=args.threads,
+                         params=parse_params(args.param),
                          pipeline=pipeline_from_args(args), roi=parse_roi(args.roi),
                          slice_range=parse_slices(args.slices), seed=args.seed, evidence=args.evidence,
                          overwrite=args.overwrite)
@@ -40,5 +41,8 @@ def request_from_args(args: argparse.Namespace) -> JobRequest:
 
 def main(args: argparse.Namespace) -> int:
     from ..runner import Runner
+    from ..threads import configure_threads
+
+    configure_threads(getattr(args, "threads", 0))  # this process: physical cores, or the cap
 
     return run_with_events(lambda emit, token: Runner().run(request_from_args(args), emit, token), quiet=args.quiet)

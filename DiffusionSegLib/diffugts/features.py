@@ -58,6 +58,6 @@ def unet_features(unet: Any, scheduler: Any, latents: torch.Tensor, context: tor
     if context.shape[0] == 1 and latents.shape[0] > 1:
         context = context.expand(latents.shape[0], -1, -1)
     with capture_block_outputs(unet.up_blocks, block_indices) as store:
-        unet(noised(scheduler, latents, noise, timestep), int(timestep),
-             encoder_hidden_states=context.to(latents.dtype))
+        unet(noised(scheduler, latents, noise, timestep).to(unet.dtype), int(timestep),
+             encoder_hidden_states=context.to(unet.dtype))
     return [store[i].float() for i in block_indices]

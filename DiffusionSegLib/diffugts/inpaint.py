@@ -84,7 +84,7 @@ def pseudo_healthy_inpaint(unet: Any, scheduler: Any, latents: torch.Tensor, lat
     z = scheduler.add_noise(latents, noise, timesteps[:1])  # the whole latent noised to strength s
     for i, t in enumerate(timesteps):
         model_input = scheduler.scale_model_input(z, t)
-        eps = unet(model_input, t, encoder_hidden_states=context.to(latents.dtype)).sample
+        eps = unet(model_input.to(unet.dtype), t, encoder_hidden_states=context.to(unet.dtype)).sample.float()
         z = scheduler.step(eps, t, z).prev_sample
         if i + 1 < len(timesteps):
             known = scheduler.add_noise(latents, noise, timesteps[i + 1:i + 2])

@@ -131,7 +131,8 @@ class DiffuGTSPipeline:
             with capture_attention(self.parts.unet, kinds=("cross",)) as store, \
                     capture_block_outputs(self.parts.unet.up_blocks, blocks) as outputs:
                 z_t = noised(self.scheduler, torch.cat([latents, latents]), torch.cat([noise, noise]), t)
-                self.parts.unet(z_t, int(t), encoder_hidden_states=context.to(latents.dtype))
+                dtype = self.parts.unet.dtype
+                self.parts.unet(z_t.to(dtype), int(t), encoder_hidden_states=context.to(dtype))
             cross = list(store.maps("cross").values())
             a = aggregate_token_maps([m[:batch] for m in cross], self.positions_anomaly, size)
             n = aggregate_token_maps([m[batch:] for m in cross], self.positions_normal, size)
@@ -149,8 +150,9 @@ class DiffuGTSPipeline:
         s, ctx, parts = self.settings, self.context, self.parts
         with ctx.timed("encode"):
             with capture_block_outputs(parts.vae.encoder.down_blocks, s.encoder_blocks) as encoder:
-                # The VAE stays fp32 on GPU (models.py); the UNet may be fp16.
-                latents = parts.encode_image(images, use_cache=False).to(parts.unet.dtype)
+                # fp32 latents (dtypes.py): schedulers and residuals in fp32, cast at each UNet call.
+                # Not from the runner's latent cache: the encoder must run for its inner features.
+                latents = parts.encode_image(images, use_cache=False)
         region = body_region(images, valid, s.body_level)
         with ctx.timed("aova"):
             difference, features = self.attention_maps(latents, region, indices)

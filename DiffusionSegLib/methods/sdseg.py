@@ -46,13 +46,16 @@ class Sdseg(Method):
     def load(self) -> None:
         import torch
 
-        from ..models import resolve_dtype
+        from pathlib import Path
+
+        from ..dtypes import resolve_policy, safetensors_parameters
         from ..sdseg.checkpoint import load_checkpoint
 
         device = torch.device(self.context.device)
-        dtype = resolve_dtype(device, self.context.dtype)
-        self._model, self._config = load_checkpoint(self.model, device, dtype)
-        self._device, self._dtype = device, dtype
+        size = safetensors_parameters(Path(self.model) / "unet")  # auto keeps small UNets fp32 on CPU
+        self.policy = resolve_policy(device, self.context.dtype, unet_parameters=size)
+        self._model, self._config = load_checkpoint(self.model, device, self.policy.compute)  # VAE stays fp32
+        self._device, self._dtype = device, self.policy.compute
         self.image_size = int(self._config["image_size"])
         self._n_classes = int(self._config.get("num_classes", 0))
 

@@ -1,0 +1,44 @@
+"""`benchmark`: per-stage floors (bare network calls), FLOPs and the dtype comparison."""
+
+import json
+
+from DiffusionSegLib.benchmark import format_speedup, format_table, run_benchmark, speedup
+from DiffusionSegLib.cli import build_parser, main
+
+
+def args_for(*extra):
+    return build_parser().parse_args(["benchmark", "--method", "adzus", "--model", "random:tiny-sd", "--device", "cpu",
+                                      "--slices", "1", "--threads", "1", *extra])
+
+
+def test_stages_have_floors_from_the_calls_they_make():
+    report = run_benchmark(args_for("--dtype", "float32"), lambda event: None, dtype="float32")
+    stages = report["stages"]
+    # DDIM inversion to t = 300 with 50 steps over 1000 makes 15 UNet calls; the capture pass one.
+    assert stages["inversion"]["calls"] == {"unet": 15}
+    assert stages["attention"]["calls"] == {"unet": 1}
+    assert stages["encode"]["calls"] == {"vae_encoder": 1}  # the prompt embedding is cached per job
+    for name in ("inversion", "attention", "encode"):
+        assert stages[name]["floor_per_slice"] > 0 and stages[name]["floor_ratio"] > 0
+        assert stages[name]["gflop_per_slice"] > 0
+    # One UNet call's FLOPs × 15 ≈ the inversion's FLOPs (same shapes every step).
+    ratio = stages["inversion"]["gflop_per_slice"] / stages["attention"]["gflop_per_slice"]
+    assert 13 < ratio < 17
+    assert "merge" in stages and "calls" not in stages["merge"]  # no network call, no floor
+    assert report["dtype"] == "float32" and report["threads"] == 1
+    table = format_table(report)
+    assert "x floor" in table and "unet×15" in table
+
+
+def test_compare_dtypes_runs_both_and_prints_the_speedup(tmp_path, capsys):
+    output = tmp_path / "report.json"
+    code = main(["benchmark", "--method", "adzus", "--model", "random:tiny-sd", "--device", "cpu", "--slices", "1",
+                 "--threads", "1", "--param", "latent_mode=clean", "--dtype", "bfloat16", "--compare-dtypes",
+                 "--output", str(output)])
+    assert code == 0
+    report = json.loads(output.read_text())
+    assert [run["dtype"] for run in report["runs"]] == ["float32", "bfloat16"]
+    assert set(report["speedup"]) >= {"encode", "attention", "total"}
+    assert report["speedup"] == speedup(*report["runs"])
+    assert "speed-up bfloat16 over float32" in format_speedup(*report["runs"])
+    assert "speed-up" in capsys.readouterr().err

@@ -25,6 +25,7 @@ from .files import UploadRefused, Workspace, readableBySlicer
 from .jobs import JobController
 from .layout import PANEL_TOOL, WebAppLayout
 from .saving import SegmentationSaver
+from .selection import SelectionController
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ class WebApp(TrameApp):
         self.state.ds_service = serviceLabel
         self.state.trame__title = "DiffusionSeg"
         self.jobs = JobController(self, self.logic, pythonInterpreter)
+        self.selection = SelectionController(self.state, self.slicerApp.scene, self.jobs.refreshSegments)
         self.saver = SegmentationSaver(self)
         self._uploaded: list[dict] = []
         self._uploadRefused = False
@@ -126,6 +128,7 @@ class WebApp(TrameApp):
             raise UploadRefused("A job is running; cancel it or wait before opening another volume.")
         scene = self.slicerApp.scene
         scene.Clear()
+        self.selection.clear()
         volumes = self.slicerApp.io_manager.load_volumes(paths)
         if not volumes:
             raise UploadRefused("No image could be read from " + ", ".join(p.rsplit("/", 1)[-1] for p in paths[:3])

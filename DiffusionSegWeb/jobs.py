@@ -4,8 +4,8 @@ Nothing of the job is re-implemented here. `DiffusionSegLogic.createJob` (Diffus
 gives a `ServiceSegmentationJob`: it checks the settings against the method metadata, exports the
 volume through Slicer's storage node (so the result comes back on exactly the node's grid), sends
 it to the service (by path to the local one, uploaded to a remote one), forwards its events,
-downloads the labelmap and imports it with names, colours and standard terminology, removing its
-temporary folder in every outcome. The Slicer panel drives it from a QTimer; the page drives it
+downloads the labelmap (and the evidence bundle) and imports it with names, colours and standard
+terminology, removing its temporary folder in every outcome. The Slicer panel drives it from a QTimer; the page drives it
 from an asyncio task, and copies its signals into the page state.
 """
 
@@ -122,6 +122,7 @@ class JobController:
             self.state.ds_message = f"{len(job.segmentIds)} segment(s) added in {seconds:.1f} s."
         else:
             self.state.ds_message = "The method found nothing here; no segment was added."
+        self.app.selection.setResult(job)   # the evidence overlay and re-selection slider, if any
         self.state.ds_stage = "done"
         self.state.ds_progress = 100
         self.state.ds_last_seconds = round(seconds, 2)

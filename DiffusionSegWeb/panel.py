@@ -123,9 +123,28 @@ def build(controller, methods: dict) -> None:
                 html.Span(style=("{ background: segment.color, width: '12px', height: '12px', "
                                  "display: 'inline-block', borderRadius: '2px' }",))
                 html.Span("{{ segment.name }}: {{ segment.voxels }} voxels")
+        _selection(controller.selection)
         with html.Div(classes="d-flex", style="gap: 4px;"):
             v3.VBtn("Save .seg.nrrd", click=controller.save, id="ds-save", size="small",
                     disabled=("!ds_segments.length || ds_running",))
             v3.VBtn("Download", id="ds-download", size="small", disabled=("!ds_download_ready",),
                     click=f"utils.download('{controller.downloadName}', "
                           f"trigger('{controller.downloadTrigger}'), 'application/octet-stream')")
+
+
+def _selection(selection) -> None:
+    """Evidence overlay and re-selection of the last result (DiffusionSegWeb/selection.py)."""
+    with html.Div(v_if=("ds_sel_kind || ds_sel_has_overlay",), id="ds-selection"):
+        html.Div("Evidence and selection", classes="text-subtitle-2")
+        v3.VCheckbox(v_model=("ds_sel_overlay",), label="Show the evidence overlay", density="compact",
+                     hide_details=True, disabled=("!ds_sel_has_overlay",), id="ds-sel-overlay",
+                     update_modelValue=(selection.showOverlay, "[$event]"))
+        v3.VSlider(v_if=("ds_sel_kind",), v_model=("ds_sel_value",), min=("ds_sel_min",), max=("ds_sel_max",),
+                   step=("ds_sel_step",), thumb_label=True, density="compact", hide_details=True,
+                   label=("ds_sel_kind === 'votes' ? 'Vote threshold' : 'Probability threshold'",),
+                   disabled=("ds_running",), id="ds-sel-slider", end=(selection.setValue, "[$event]"))
+        html.Div("The job used {{ ds_sel_default.toFixed(2) }}; higher keeps fewer regions.",
+                 v_if=("ds_sel_kind === 'votes'",), classes="text-caption")
+        v3.VBtn("Undo selection", click=selection.undo, size="small", id="ds-sel-undo",
+                disabled=("!ds_sel_can_undo || ds_running",))
+        html.Div("{{ ds_sel_message }}", classes="text-body-2", id="ds-sel-message")

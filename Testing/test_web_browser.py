@@ -154,8 +154,14 @@ def test_segment_refine_and_save_in_a_real_browser(webApp, tmp_path, tiny_sd_pat
             page.locator("#ds-prompts").fill("liver")
             page.locator("#ds-model").fill(str(tiny_sd_path))
             chooseAdvanced(page, "latent mode", "clean")
+            # The tiny model has random weights: its prompt evidence is weak, and ADZUS rightly says
+            # "not here" at the default absolute thresholds; lower them so the job selects something.
+            for label in ("Vote threshold", "Seed threshold"):
+                page.get_by_label(label).first.fill("0.8")
             page.wait_for_function("() => window.trame.state.get('ds_model') && "
-                                   "window.trame.state.get('ds_p_adzus_latent_mode') === 'clean'")
+                                   "window.trame.state.get('ds_p_adzus_latent_mode') === 'clean' && "
+                                   "window.trame.state.get('ds_p_adzus_vote_threshold') == 0.8 && "
+                                   "window.trame.state.get('ds_p_adzus_seed_threshold') == 0.8")
             started = time.monotonic()
             page.locator("#ds-apply").click()
             page.wait_for_function("() => window.trame.state.get('ds_running')", timeout=30_000)
@@ -168,7 +174,10 @@ def test_segment_refine_and_save_in_a_real_browser(webApp, tmp_path, tiny_sd_pat
             voxels = segmentVoxels(page)
             assert voxels > 0
 
-            # The overlay: the view's pixels move towards the segment's colour.
+            # The overlay: the view's pixels move towards the segment's colour (the evidence overlay,
+            # shown by default, is hidden for this check).
+            page.locator("#ds-sel-overlay input").uncheck()
+            page.wait_for_function("() => !window.trame.state.get('ds_sel_overlay')")
             time.sleep(2.0)
             after = viewPixels(page)
             changed = np.abs(after - before).sum(axis=2) > 30

@@ -82,10 +82,7 @@ class SegmentationJob(WorkerJob):
     def _importEvidence(self, outputPath: str, label: str) -> dict:
         """The bundle files the worker listed (paths derived from ours, not taken from the
         event), as nodes beside the result; the scene is left as it was if this fails."""
-        from DiffusionSegLib.bundle import OUTPUT_NAMES, bundle_path
-
-        listed = (self.result or {}).get("outputs") or {}
-        paths = {name: str(bundle_path(outputPath, name)) for name in OUTPUT_NAMES[1:] if name in listed}
+        paths = listedBundlePaths(outputPath, (self.result or {}).get("outputs"))
         paths = {name: path for name, path in paths.items() if os.path.isfile(path)}
         if self.segmentationNode is None:  # nothing to steer: keep the maps, not the selection data
             paths = {name: path for name, path in paths.items() if name not in ("proposals", "scores")}
@@ -109,6 +106,17 @@ class SegmentationJob(WorkerJob):
             for segmentId in self.segmentIds:
                 self.segmentationNode.GetSegmentation().RemoveSegment(segmentId)
         self.segmentationNode, self.segmentIds = None, []
+
+
+def listedBundlePaths(outputPath: str, outputs) -> dict[str, str]:
+    """name -> where that bundle file of the labelmap `outputPath` lives locally, for each
+    evidence output the result event lists (`outputs`); the worker's or server's own paths are
+    never used. Shared by the import and by the server job, which downloads these files."""
+    from DiffusionSegLib.bundle import OUTPUT_NAMES, bundle_path
+
+    listed = outputs if isinstance(outputs, dict) else {}
+    return {name: str(bundle_path(outputPath, name)) for name in OUTPUT_NAMES[1:] if name in listed}
+
 
 def segmentNames(segments, log=lambda level, message: None) -> dict[int, str]:
     """label -> name from the result event's `segments`; entries that are not

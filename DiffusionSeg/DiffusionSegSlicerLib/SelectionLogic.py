@@ -223,3 +223,20 @@ class ProbabilityThreshold(ManagedSegment):
     def setThreshold(self, value: float) -> int:
         """Foreground where the probability exceeds `value` (the worker's rule, > threshold)."""
         return self.apply(self.probability > float(value), {"threshold": float(value)})
+
+
+def selectionFor(job):
+    """(logic, evidence node, message) for a finished job: the ProposalSelection of an ADZUS-style
+    result, the ProbabilityThreshold of an SDSeg one, or None (message says why when it is an
+    error). Shared by the Slicer panel and the web app, so both steer the same results."""
+    evidenceNode = (getattr(job, "evidenceNodes", None) or {}).get("evidence")
+    segmentation = job.segmentationNode
+    try:
+        if segmentation is not None and segmentation.GetNodeReference(PROPOSALS_ROLE) is not None:
+            return ProposalSelection(segmentation), evidenceNode, ""
+        if segmentation is not None and evidenceNode is not None and job.settings.method == "sdseg":
+            threshold = float(job.settings.params.get("threshold", 0.5))
+            return ProbabilityThreshold(segmentation, threshold), evidenceNode, ""
+    except SelectionError as error:
+        return None, evidenceNode, str(error)
+    return None, evidenceNode, ""

@@ -13,8 +13,7 @@ import slicer
 import vtk
 from slicer.i18n import tr as _
 
-from .EvidenceImport import PROPOSALS_ROLE
-from .SelectionLogic import ProbabilityThreshold, ProposalSelection, SelectionError
+from .SelectionLogic import ProposalSelection, SelectionError, selectionFor
 
 DEBOUNCE_MS = 60
 OVERLAY_OPACITY = 0.5
@@ -79,15 +78,9 @@ class SelectionPanel:
     def setResult(self, job):
         """Called when a job succeeded: steer its result if it carries its evidence."""
         self.setClickMode(False)
-        self.logic, self.evidenceNode = None, (getattr(job, "evidenceNodes", None) or {}).get("evidence")
-        segmentation = job.segmentationNode
-        try:
-            if segmentation is not None and segmentation.GetNodeReference(PROPOSALS_ROLE) is not None:
-                self.logic = ProposalSelection(segmentation)
-            elif segmentation is not None and self.evidenceNode is not None and job.settings.method == "sdseg":
-                self.logic = ProbabilityThreshold(segmentation, float(job.settings.params.get("threshold", 0.5)))
-        except SelectionError as error:
-            self.statusLabel.text = str(error)
+        self.logic, self.evidenceNode, message = selectionFor(job)
+        if message:
+            self.statusLabel.text = message
         self.section.visible = self.logic is not None or self.evidenceNode is not None
         self._configureSlider()
         self.overlayCheckBox.enabled = self.evidenceNode is not None

@@ -5,11 +5,15 @@ isFinished, returnCode, cancel, stderrTail), so `WorkerJob`'s life cycle — pol
 errors, import, temporary folder removal — is shared unchanged. Its thread connects to the
 server (starting the local one if needed), submits the request (the exported volume by path
 for the local server, uploaded for a remote one), forwards the events, downloads the labelmap
-into the job's folder and then tells the server to forget the job (its copy is deleted).
+and every bundle file the result lists (evidence, proposals, scores…) into the job's folder, under
+the names the one-shot job's worker writes, so `SegmentationJob._onSuccess` imports the evidence
+and sets up re-selection exactly as for a one-shot job; then it tells the server to forget the
+job (its copy is deleted).
 """
 
 from __future__ import annotations
 
+import ntpath
 import queue
 import threading
 
@@ -17,7 +21,7 @@ from DiffusionSegLib.client import ServiceError
 from DiffusionSegLib.errors import EXIT_CANCELLED
 
 from .Process import WorkerProcess
-from .SegmentationLogic import SegmentationJob
+from .SegmentationLogic import SegmentationJob, listedBundlePaths
 
 
 class ServiceJobProcess:
@@ -108,6 +112,7 @@ class ServiceJobProcess:
                 continue
             if kind == "result":
                 client.download(self._jobId, self._outputPath, overwrite=True)
+                self._downloadBundle(client, event.get("outputs"))
                 self._events.put(event)
                 self._cancelQuietly(client, self._jobId)  # finished: the server deletes its copy
                 return 0
@@ -116,6 +121,13 @@ class ServiceJobProcess:
                 return EXIT_CANCELLED if event.get("code") == "cancelled" else 1
         raise ServiceError("disconnected", "The connection to the DiffusionSeg server ended before the job did.",
                            "If the local server crashed, the next Apply starts it again.")
+
+    def _downloadBundle(self, client, outputs) -> None:
+        """Each listed bundle file, by the plain file name the server gave it (its path may be a
+        Windows or POSIX one; the server serves only names of the job's own files)."""
+        for name, destination in listedBundlePaths(self._outputPath, outputs).items():
+            serverName = ntpath.basename(str(outputs[name]))  # ntpath splits on both / and \\
+            client.download(self._jobId, destination, name=serverName, overwrite=True)
 
 
 class ServiceSegmentationJob(SegmentationJob):

@@ -176,7 +176,7 @@ def test_segment_refine_and_save_in_a_real_browser(webApp, tmp_path, tiny_sd_pat
 
             # The overlay: the view's pixels move towards the segment's colour (the evidence overlay,
             # shown by default, is hidden for this check).
-            page.locator("#ds-sel-overlay input").uncheck()
+            page.locator("#ds-sel-overlay").uncheck()
             page.wait_for_function("() => !window.trame.state.get('ds_sel_overlay')")
             time.sleep(2.0)
             after = viewPixels(page)

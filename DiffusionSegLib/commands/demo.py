@@ -81,6 +81,7 @@ def run_demo(folder: Path, device: str, say) -> int:
     say(f"wrote cell.png, ct.nrrd, a labelled set of disc images (labelled/) and two random-weight models "
         f"in {time.monotonic() - started:.1f} s")
     failures = 0
+    runner = Runner()   # one warm runner, as `serve` and `batch` use: each model loads once
     for method, name, prompt, params in JOBS:
         output = folder / f"{Path(name).name.split('.')[0]}-{method}.nrrd"
         request = JobRequest(input=str(folder / name), output=str(output), method=method, prompt=prompt,
@@ -88,9 +89,7 @@ def run_demo(folder: Path, device: str, say) -> int:
         started = time.monotonic()
         try:
             request.validate()
-            # a fresh runner per job, as each `segment` command has: no model or feature cache is
-            # shared between jobs, so each job shows its own path from file to file
-            result = Runner().run(request, lambda event: None)
+            result = runner.run(request, lambda event: None)
         except DiffusionSegError as error:
             failures += 1
             say(f"{method:9s} {name:9s} FAILED: {error}")

@@ -145,7 +145,7 @@ def run_benchmark(args: argparse.Namespace, emit, cancel_token: CancelToken | No
         "method": args.method, "model": model, "params": method.params, "device": context.device,
         "device_name": torch.cuda.get_device_name() if context.device.startswith("cuda") else platform.processor() or platform.machine(),
         "dtype": policy.name, "dtype_requested": policy.requested, "dtype_reason": policy.reason,
-        "vae_dtype": f"encoder {str(policy.vae_encoder)[6:]}, decoder {str(policy.vae)[6:]}",
+        "vae_dtype": policy.vae_description,
         "threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
         "torch": torch.__version__, "compiled": bool(args.compile),
         "resolution": method.image_size, "batch_size": args.batch_size, "slices": args.slices,

@@ -3,9 +3,9 @@
 `auto` picks per device and per part:
 
 - CPU: bfloat16 for the UNet, the text encoder and the SDSeg conditioner when the CPU computes
-  bf16 natively (AVX512-BF16 or AMX: oneDNN then uses `vdpbf16ps`/tile instructions, measured
-  4.7x faster than fp32 for the SD v1 UNet on an AVX512-BF16 EPYC); fp32 otherwise, because
-  emulated bf16 is slower than fp32.
+  bf16 natively (AVX512-BF16 or AMX: oneDNN then uses `vdpbf16ps`/tile instructions); fp32
+  otherwise, because emulated bf16 is slower than fp32. On the AVX512-BF16 EPYC (Zen 4) of
+  docs/benchmarks-cpu.md a bf16 GEMM peaks at 2.1x fp32 and the SD v1 UNet runs 1.7x faster.
 - CUDA: bfloat16 where the GPU supports it (Ampere and later: same speed as fp16 and no fp16
   overflow in attention logits or large activations); float16 on older GPUs.
 - MPS: float16 (what diffusers runs Stable Diffusion in on Apple GPUs; bf16 needs macOS 14).
@@ -14,12 +14,17 @@ Whatever the compute dtype, some parts never leave fp32 (callers cast at the net
 
 - the VAE decoder (pseudo-healthy images whose pixels are compared, SDSeg masks) and the whole
   SDSeg VAE: fp32 always (SD's VAE overflows in fp16 on bright images; decoded pixels are data);
-- the VAE encoder: fp32 too, whatever the UNet runs in (bf16 included). A bf16 encoder was
-  measured 2x faster on this CPU at 512 px (15.3 vs 7.6 CPU-s) with latents within 1.8 % of fp32
-  on random weights, but agreement of segmentations on real weights could not be shown here, so
-  the encoder keeps fp32 (docs/benchmarks-cpu.md gives the measurement);
+- the VAE encoder where its latent is decoded again and compared with the image (DiffuGTS's
+  repaint and residual): fp32 (`encode_image(..., for_reconstruction=True)`);
 - statistics and accumulators: KL merging, latent estimation (z0 from eps), DDIM/inpainting
   latents, Otsu and residual statistics, attention sums (`attention.AttentionStore` sums in fp32).
+
+The VAE encoder whose latent only feeds the UNet (ADZUS reads attention, never pixels) follows
+a bf16 compute dtype (`vae_encoder`; run through autocast, so the fp32 weights are never
+rounded and a DiffuGTS job on the same warm model still gets its fp32 encoder). Measured on
+this CPU at 512 px: 3.8 s instead of 7.1 s, latents within 1.5 % (relative L2) of fp32, and
+ADZUS proposals from the two encoders agree (test_dtype_parity.py; docs/benchmarks-cpu.md).
+fp16 never: SD's VAE overflows in fp16 on bright images.
 
 Imports torch only inside functions: the request and the CLI parser use the names without it.
 """
@@ -85,8 +90,9 @@ def cpu_has_native_bf16(flags: set[str] | None = None) -> bool:
 @dataclass(frozen=True)
 class DtypePolicy:
     """The resolved choice: `compute` for the UNet, text encoder and conditioner; `vae_encoder`
-    and `vae` (the decoder and everything else of the autoencoder); `reason` says why, for the
-    job log and `benchmark`."""
+    for an SD VAE encoder whose latent only feeds the UNet (ADZUS); `vae` for the rest of the
+    autoencoder (decoder, reconstruction encodes, SDSeg's VAE); `reason` says why, for the job
+    log and `benchmark`."""
 
     requested: str
     compute: "torch.dtype"
@@ -97,6 +103,15 @@ class DtypePolicy:
     @property
     def name(self) -> str:
         return str(self.compute).replace("torch.", "")
+
+    @property
+    def vae_description(self) -> str:
+        """For logs: which VAE parts run in which dtype."""
+        encoder = str(self.vae_encoder).replace("torch.", "")
+        rest = str(self.vae).replace("torch.", "")
+        if encoder == rest:
+            return f"{rest} (encoder and decoder)"
+        return f"encoder {encoder} where only the UNet reads the latent (ADZUS), {rest} otherwise"
 
 
 def parameter_count(module: "torch.nn.Module") -> int:
@@ -145,7 +160,8 @@ def resolve_policy(device: "torch.device | str", requested: str | None = "auto",
         compute, reason = getattr(torch, name), "requested"
         if name == "float16" and torch.device(device).type == "cpu":
             reason = "requested (fp16 on CPU is emulated and slow)"
-    return DtypePolicy(requested=name, compute=compute, vae_encoder=torch.float32, vae=torch.float32,
+    vae_encoder = torch.bfloat16 if compute == torch.bfloat16 else torch.float32
+    return DtypePolicy(requested=name, compute=compute, vae_encoder=vae_encoder, vae=torch.float32,
                        reason=reason)
 
 

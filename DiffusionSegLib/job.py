@@ -72,7 +72,7 @@ def run_job(request: JobRequest, emit: EventCallback, cancel_token: CancelToken 
         # owns the process (segment/run), and serve/batch workers keep their own setting.
         threads = configure_threads(request.threads) if request.threads else current_threads()
         context.log(f"DiffusionSeg job: method {method.info.name}, device {context.device}, dtype {policy.name} "
-                    f"({policy.reason}; VAE encoder {str(policy.vae_encoder)[6:]}, decoder float32), "
+                    f"({policy.reason}; VAE {policy.vae_description}), "
                     f"{threads} CPU thread(s), request {json.dumps(request.to_dict(), default=str)}")
         with context.timed("read"):
             volume = read_volume(request.input)

@@ -177,22 +177,41 @@ class StableDiffusionParts:
         hidden = self.text_encoder(tokens.input_ids.to(self.device))[0]
         return hidden.to(self.dtype)
 
-    def encode_image(self, images: torch.Tensor, use_cache: bool = True) -> torch.Tensor:
+    def encode_image(self, images: torch.Tensor, use_cache: bool = True,
+                     for_reconstruction: bool = False) -> torch.Tensor:
         """Posterior mean × scaling factor (deterministic, as DiffSeg's encoder): images in [0, 1].
-        Kept per slice in the runner's feature cache, keyed by the slice's content. A caller
-        that captures the encoder's inner features (DiffuGTS) needs the encoder to run: it passes
-        use_cache=False, since a cached latent comes without them."""
+
+        The encoder runs in the policy's `vae_encoder` dtype (bf16 under `auto` on a CPU with
+        native bf16) when the latent only feeds the UNet; a caller that decodes the latent again
+        and compares pixels (DiffuGTS) passes for_reconstruction=True for the fp32 encoder
+        (dtypes.py). Kept per slice and per encoder dtype in the runner's feature cache. A caller
+        that captures the encoder's inner features (DiffuGTS) needs the encoder to run: it
+        passes use_cache=False, since a cached latent comes without them."""
         from .feature_cache import cached_rows
 
+        dtype = self.encoder_dtype(for_reconstruction)
         if not self.identity or not use_cache:
-            return self._encode_image(images)
-        return cached_rows(("vae-latent", self.identity), images, self._encode_image)
+            return self._encode_image(images, dtype)
+        return cached_rows(("vae-latent", self.identity, str(dtype)), images,
+                           lambda rows: self._encode_image(rows, dtype))
+
+    def encoder_dtype(self, for_reconstruction: bool = False) -> torch.dtype:
+        """The policy's `vae_encoder` dtype, or the VAE's own (fp32) for reconstruction."""
+        if for_reconstruction or self.policy is None:
+            return self.vae.encoder.conv_in.weight.dtype
+        return self.policy.vae_encoder
 
     @torch.no_grad()
-    def _encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        """Latents in at least fp32 whatever the encoder's dtype (dtypes.py): callers cast at the UNet."""
-        x = images.to(self.device, self.vae.encoder.conv_in.weight.dtype) * 2.0 - 1.0
-        mean = self.vae.encode(x).latent_dist.mean
+    def _encode_image(self, images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Latents in at least fp32 whatever `dtype` the encoder computes in: callers cast at the UNet.
+
+        A half-precision `dtype` runs through autocast: the weights stay as loaded (fp32, never
+        rounded), so the same warm model serves fp32 reconstruction encodes too."""
+        weights = self.vae.encoder.conv_in.weight.dtype
+        low = dtype in (torch.bfloat16, torch.float16) and dtype != weights and self.device.type in ("cpu", "cuda")
+        x = images.to(self.device, weights) * 2.0 - 1.0
+        with torch.autocast(self.device.type, dtype=dtype if low else torch.bfloat16, enabled=low):
+            mean = self.vae.encode(x).latent_dist.mean
         return mean.to(torch.promote_types(mean.dtype, torch.float32)) * self.vae.config.scaling_factor
 
     @torch.no_grad()
@@ -273,24 +292,32 @@ def _load_stable_diffusion(reference: str, device: torch.device, dtype: str | No
     parts.dtype, parts.policy = policy.compute, policy
     for name in ("unet", "text_encoder"):
         if getattr(parts, name) is not None:
-            getattr(parts, name).to(policy.compute)
+            cast_module(getattr(parts, name), policy.compute)
     if parts.vae is not None:
-        encoder_dtype(parts.vae, policy.vae_encoder)
+        cast_module(parts.vae, policy.vae)  # fp32 (a no-op) unless a test asks for more
     return parts
 
 
-def encoder_dtype(vae: Any, dtype: torch.dtype) -> Any:
-    """Run the VAE encoder half (encoder + quant_conv) in `dtype`; the decoder stays as loaded."""
-    vae.encoder.to(dtype)
-    if getattr(vae, "quant_conv", None) is not None:
-        vae.quant_conv.to(dtype)
-    return vae
+def cast_module(module: Any, dtype: torch.dtype, device: torch.device | None = None) -> Any:
+    """`module.to(device, dtype)` without diffusers' warning about modules to keep in fp32 when
+    the model names none (diffusers warns on every cast of an SD UNet, whose list is empty)."""
+    import logging
+
+    logger = logging.getLogger("diffusers.models.modeling_utils")
+    quiet = not getattr(module, "_keep_in_fp32_modules", None)
+    level = logger.level
+    if quiet:
+        logger.setLevel(logging.ERROR)
+    try:
+        return module.to(device, dtype) if device is not None else module.to(dtype)
+    finally:
+        logger.setLevel(level)
 
 
 def component_dtype(name: str, dtype: torch.dtype) -> torch.dtype:
-    """The VAE is loaded in fp32 (never rounded to fp16 first: SD's VAE overflows in fp16 on
-    bright images); only its encoder may then follow a bf16 compute dtype (`encoder_dtype`,
-    dtypes.py). Every other network runs in the compute dtype."""
+    """The VAE is loaded and kept in fp32 (SD's VAE overflows in fp16 on bright images); its
+    encoder may compute in bf16 through autocast (`encode_image`, dtypes.py). Every other
+    network runs in the compute dtype."""
     return torch.float32 if name == "vae" else dtype
 
 
@@ -313,7 +340,7 @@ def _random_stable_diffusion(parts: StableDiffusionParts, components: Iterable[s
         parts.tokenizer = CLIPTokenizer.from_pretrained(save_tiny_tokenizer(folder))
     for name in components:
         if name in ("unet", "vae", "text_encoder"):
-            setattr(parts, name, built[name].to(parts.device, component_dtype(name, parts.dtype)).eval()
+            setattr(parts, name, cast_module(built[name], component_dtype(name, parts.dtype), parts.device).eval()
                     .requires_grad_(False))
         elif name == "scheduler":
             parts.scheduler = built["scheduler"]

@@ -82,6 +82,12 @@ class RecordedCall:
     args: tuple
     kwargs: dict
     count: int = 0
+    autocast: "torch.dtype | None" = None  # the call ran under autocast to this dtype (bf16 VAE encoder)
+
+
+def _autocast_dtype(device: str) -> "torch.dtype | None":
+    kind = torch.device(device).type
+    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else None
 
 
 @dataclass
@@ -111,10 +117,11 @@ class ProfilingContext(JobContext):
         if not self.profiling:
             return
         stage = self.stage or "untimed"
-        key = (network, _signature(args), _signature(kwargs))
+        autocast = _autocast_dtype(self.device)
+        key = (network, _signature(args), _signature(kwargs), str(autocast))
         calls = self.calls.setdefault(stage, {})
         if key not in calls:
-            calls[key] = RecordedCall(network, _detach(args), _detach(kwargs))
+            calls[key] = RecordedCall(network, _detach(args), _detach(kwargs), autocast=autocast)
         calls[key].count += 1
 
 
@@ -138,15 +145,19 @@ def recording(context: ProfilingContext, networks: dict[str, torch.nn.Module]) -
 
 @torch.no_grad()
 def time_call(module: torch.nn.Module, call: RecordedCall, device: str, repeats: int = 1) -> float:
-    """Best-of-`repeats` seconds of one bare forward call (after one untimed run)."""
-    module(*call.args, **call.kwargs)
-    best = float("inf")
-    for _ in range(max(1, repeats)):
-        _synchronize(device)
-        start = time.perf_counter()
+    """Best-of-`repeats` seconds of one bare forward call (after one untimed run), under the
+    autocast it was made in."""
+    autocast = torch.autocast(torch.device(device).type, dtype=call.autocast or torch.float32,
+                              enabled=call.autocast is not None)
+    with autocast:
         module(*call.args, **call.kwargs)
-        _synchronize(device)
-        best = min(best, time.perf_counter() - start)
+        best = float("inf")
+        for _ in range(max(1, repeats)):
+            _synchronize(device)
+            start = time.perf_counter()
+            module(*call.args, **call.kwargs)
+            _synchronize(device)
+            best = min(best, time.perf_counter() - start)
     return best
 
 

@@ -34,12 +34,16 @@ def test_auto_on_cpu_follows_native_bf16(monkeypatch, native, expected):
     monkeypatch.setattr(dtypes, "cpu_has_native_bf16", lambda flags=None: native)
     policy = dtypes.resolve_policy("cpu", "auto")
     assert policy.compute == expected and policy.vae == torch.float32
-    assert policy.vae_encoder == torch.float32  # the whole VAE stays fp32 (issue 8)
+    # Only the encoder whose latent the UNet reads follows bf16; decoder and reconstruction stay fp32.
+    assert policy.vae_encoder == expected
 
 
 def test_explicit_requests_and_the_vae_rule():
     fp16 = dtypes.resolve_policy("cpu", "float16")
     assert fp16.compute == torch.float16 and fp16.vae_encoder == torch.float32 and fp16.vae == torch.float32
+    bf16 = dtypes.resolve_policy("cpu", "bfloat16")
+    assert (bf16.compute, bf16.vae_encoder, bf16.vae) == (torch.bfloat16, torch.bfloat16, torch.float32)
+    assert "encoder bfloat16" in bf16.vae_description and "float32 otherwise" in bf16.vae_description
     fp32 = dtypes.resolve_policy("cpu", "fp32")
     assert (fp32.compute, fp32.vae_encoder, fp32.vae) == (torch.float32,) * 3 and fp32.name == "float32"
 

@@ -152,7 +152,7 @@ class DiffuGTSPipeline:
             with capture_block_outputs(parts.vae.encoder.down_blocks, s.encoder_blocks) as encoder:
                 # fp32 latents (dtypes.py): schedulers and residuals in fp32, cast at each UNet call.
                 # Not from the runner's latent cache: the encoder must run for its inner features.
-                latents = parts.encode_image(images, use_cache=False)
+                latents = parts.encode_image(images, use_cache=False, for_reconstruction=True)
         region = body_region(images, valid, s.body_level)
         with ctx.timed("aova"):
             difference, features = self.attention_maps(latents, region, indices)

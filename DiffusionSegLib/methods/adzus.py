@@ -149,7 +149,7 @@ class Adzus(Method):
 
         ctx.check_cancelled()
         with ctx.timed("encode"), torch.no_grad():
-            clean = parts.encode_image(images).float()  # fp32 VAE; cast at the UNet call only
+            clean = parts.encode_image(images)  # fp32 latents; cast at the UNet call only
             context = self._text_embedding(text).expand(batch, -1, -1)
 
         ctx.check_cancelled()

@@ -5,15 +5,19 @@ Nothing of the selection is re-implemented: `SelectionLogic.selectionFor` (the s
 Slicer panel makes) gives the ADZUS `ProposalSelection` (vote threshold) or the SDSeg
 `ProbabilityThreshold` of the result, which rewrite only the result segment and refuse when the
 user edited it. The slider applies its value when released (`setValue`); the overlay is the
-evidence map as the foreground layer of every slice view, as Slicer's panel shows it.
+evidence map as the foreground layer of every slice view, as Slicer's panel shows it. Click mode
+(ADZUS results): a left click in a slice view toggles the proposal under it (`toggleAt`, the
+Slicer panel's `toggleAtRas`); `clicks.SliceClicks` turns the click into the world RAS point.
 """
 
 from __future__ import annotations
 
+from .clicks import SliceClicks
+
 OVERLAY_OPACITY = 0.5
 EMPTY = {"ds_sel_kind": "", "ds_sel_value": 0.0, "ds_sel_min": 0.0, "ds_sel_max": 1.0, "ds_sel_step": 0.01,
          "ds_sel_default": 0.0, "ds_sel_overlay": False, "ds_sel_has_overlay": False, "ds_sel_message": "",
-         "ds_sel_can_undo": False}
+         "ds_sel_can_undo": False, "ds_sel_click": False}
 
 
 class SelectionController:
@@ -22,6 +26,7 @@ class SelectionController:
         self.onChanged = onChanged   # the page's segment table follows the re-selected segment
         self.logic = None
         self.evidenceNode = None
+        self.clicks = SliceClicks(scene, self.toggleAt)
         for key, value in EMPTY.items():
             state.setdefault(key, value)
 
@@ -30,6 +35,7 @@ class SelectionController:
         from DiffusionSegSlicerLib.SelectionLogic import ProposalSelection, selectionFor
 
         self.showOverlay(False)
+        self.clicks.setEnabled(False)
         self.logic, self.evidenceNode, message = selectionFor(job)
         update = dict(EMPTY, ds_sel_message=message, ds_sel_has_overlay=self.evidenceNode is not None)
         if isinstance(self.logic, ProposalSelection):
@@ -45,6 +51,7 @@ class SelectionController:
     def clear(self) -> None:
         """A new volume: the last result's selection no longer applies."""
         self.logic = self.evidenceNode = None
+        self.clicks.setEnabled(False)
         self.state.update(dict(EMPTY))
 
     def setValue(self, value) -> None:
@@ -76,6 +83,38 @@ class SelectionController:
             self.state.ds_sel_message = str(error)
         self._sync()
         self.onChanged()
+
+    def setClickMode(self, enabled) -> None:
+        """While on, a left click in a slice view toggles the proposal under it (ADZUS results only);
+        while off, clicks are the views' own."""
+        from DiffusionSegSlicerLib.SelectionLogic import ProposalSelection
+
+        enabled = bool(enabled) and isinstance(self.logic, ProposalSelection)
+        self.clicks.setEnabled(enabled)
+        self.state.ds_sel_click = enabled
+
+    def toggleAt(self, ras) -> tuple[int, bool] | None:
+        """Add or remove the proposal under a world RAS point, in every slice where it carries that
+        id (what a click does in click mode); returns (proposal id, now included) or None."""
+        from DiffusionSegSlicerLib.SelectionLogic import ProposalSelection, SelectionError
+
+        if not isinstance(self.logic, ProposalSelection):
+            return None
+        toggled = None
+        with self.state:   # a click arrives from the view's event stream, not from a trame callback
+            try:
+                toggled = self.logic.toggleAtRas(ras)
+                if toggled is None:
+                    self.state.ds_sel_message = "No region under that point."
+                else:
+                    pid, added = toggled
+                    self.state.ds_sel_message = (f"Region {pid} {'added' if added else 'removed'}: "
+                                                 f"{self.logic.lastChangedVoxels} voxel(s) changed.")
+            except SelectionError as error:
+                self.state.ds_sel_message = str(error)
+            self._sync()
+            self.onChanged()
+        return toggled
 
     def _sync(self) -> None:
         """The slider and Undo show the selection's state (also after a refused change)."""

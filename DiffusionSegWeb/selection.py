@@ -21,12 +21,17 @@ EMPTY = {"ds_sel_kind": "", "ds_sel_value": 0.0, "ds_sel_min": 0.0, "ds_sel_max"
 
 
 class SelectionController:
-    def __init__(self, state, scene, onChanged=lambda: None):
+    def __init__(self, state, scene, onChanged=lambda: None, editor=None):
         self.state, self.scene = state, scene
         self.onChanged = onChanged   # the page's segment table follows the re-selected segment
         self.logic = None
         self.evidenceNode = None
         self.clicks = SliceClicks(scene, self.toggleAt)
+        # trame-slicer's SegmentationEditor: click mode and a Segment Editor tool take turns with
+        # the left button, so the click does one thing and the highlighted tool says which.
+        self.editor = editor
+        if editor is not None:
+            editor.active_effect_name_changed.connect(self._onEffectChanged)
         for key, value in EMPTY.items():
             state.setdefault(key, value)
 
@@ -90,8 +95,16 @@ class SelectionController:
         from DiffusionSegSlicerLib.SelectionLogic import ProposalSelection
 
         enabled = bool(enabled) and isinstance(self.logic, ProposalSelection)
+        if enabled and self.editor is not None:
+            self.editor.deactivate_effect()
         self.clicks.setEnabled(enabled)
         self.state.ds_sel_click = enabled
+
+    def _onEffectChanged(self, name: str) -> None:
+        from trame_slicer.segmentation import SegmentationEffectNoTool
+
+        if self.clicks.enabled and name and name != SegmentationEffectNoTool.get_effect_name():
+            self.setClickMode(False)
 
     def toggleAt(self, ras) -> tuple[int, bool] | None:
         """Add or remove the proposal under a world RAS point, in every slice where it carries that

@@ -115,7 +115,7 @@ def clickAt(view, ras):
 
 
 def test_click_mode_toggles_the_proposal_under_a_slice_view_click(app, manager):
-    from trame_slicer.segmentation import SegmentationEffectPaint, SegmentationOverwriteMode
+    from trame_slicer.segmentation import SegmentationEffectNoTool, SegmentationEffectPaint, SegmentationOverwriteMode
 
     # As opening a volume does (app.loadVolume): the Segment Editor's effect pipelines are then
     # made for views that exist (made at start-up, before the views, they have no view to paint).
@@ -133,7 +133,7 @@ def test_click_mode_toggles_the_proposal_under_a_slice_view_click(app, manager):
         name = seg.GetSegmentation().GetSegment(resultId).GetName()
         return {row["name"]: row["voxels"] for row in state.ds_segments}[name]
 
-    # A user segment under the Segment Editor's paint brush: a click-mode click must not paint it.
+    # A user segment and the Segment Editor's paint brush: a click paints it unless click mode is on.
     editor = app.segmentEditorLogic.segmentation_editor
     editor.set_active_segmentation(seg, volume)
     userId = editor.add_empty_segment(segment_name="My edit")
@@ -148,8 +148,8 @@ def test_click_mode_toggles_the_proposal_under_a_slice_view_click(app, manager):
     painted = len(segmentVoxelsRas(seg, userId))
     assert painted > 0, "the control click did not reach the paint effect: the test would prove nothing"
 
-    selection.setClickMode(True)
-    assert state.ds_sel_click
+    selection.setClickMode(True)   # the Segment Editor's tool is put down: the click is the mode's
+    assert state.ds_sel_click and editor.active_effect_name == SegmentationEffectNoTool.get_effect_name()
     clickAt(sliceView(app, "Red"), boxCentre)   # on the box in slice 5: the box leaves every slice
     pid = int(re.match(r"Region (\d+) removed", state.ds_sel_message).group(1))
     assert state.ds_sel_message == f"Region {pid} removed: {box.sum()} voxel(s) changed."
@@ -170,10 +170,16 @@ def test_click_mode_toggles_the_proposal_under_a_slice_view_click(app, manager):
     assert state.ds_sel_message == "No region under that point."
     assert sameRasPointSets(result(), voxelCentersRas(volume, sphere))
 
-    selection.setClickMode(False)
-    assert not state.ds_sel_click
+    editor.set_active_effect_type(SegmentationEffectPaint)   # picking a tool ends click mode
+    assert not state.ds_sel_click and not selection.clicks.enabled
     clickAt(sliceView(app, "Yellow"), boxCentre)
     assert state.ds_sel_message == "No region under that point."
+    assert sameRasPointSets(result(), voxelCentersRas(volume, sphere))
+    editor.deactivate_effect()
+    selection.setClickMode(True)
+    selection.setClickMode(False)   # the button again: the views' own interaction (none without a tool)
+    clickAt(sliceView(app, "Yellow"), boxCentre)
+    assert not state.ds_sel_click and state.ds_sel_message == "No region under that point."
     assert sameRasPointSets(result(), voxelCentersRas(volume, sphere))
 
     edited = sphere.copy()

@@ -54,7 +54,8 @@ class WebApp(TrameApp):
         self.state.ds_service = serviceLabel
         self.state.trame__title = "DiffusionSeg"
         self.jobs = JobController(self, self.logic, pythonInterpreter)
-        self.selection = SelectionController(self.state, self.slicerApp.scene, self.jobs.refreshSegments)
+        self.selection = SelectionController(self.state, self.slicerApp.scene, self.jobs.refreshSegments,
+                                             self.segmentEditorLogic.segmentation_editor)
         self.saver = SegmentationSaver(self)
         self._uploaded: list[dict] = []
         self._uploadRefused = False

@@ -145,6 +145,16 @@ def _selection(selection) -> None:
                    disabled=("ds_running",), id="ds-sel-slider", end=(selection.setValue, "[$event]"))
         html.Div("The job used {{ ds_sel_default.toFixed(2) }}; higher keeps fewer regions.",
                  v_if=("ds_sel_kind === 'votes'",), classes="text-caption")
-        v3.VBtn("Undo selection", click=selection.undo, size="small", id="ds-sel-undo",
-                disabled=("!ds_sel_can_undo || ds_running",))
+        with html.Div(classes="d-flex flex-wrap", style="gap: 4px;"):
+            # Checkable, as in the Slicer panel: while on, a left click in a slice view toggles the
+            # proposal under it (DiffusionSegWeb/clicks.py) instead of the views' own interaction.
+            v3.VBtn("Click to add or remove a region", v_if=("ds_sel_kind === 'votes'",), size="small",
+                    prepend_icon="mdi-cursor-default-click", id="ds-sel-click", active=("ds_sel_click",),
+                    color=("ds_sel_click ? 'primary' : undefined",),
+                    variant=("ds_sel_click ? 'flat' : 'outlined'",),
+                    click=(selection.setClickMode, "[!ds_sel_click]"))
+            v3.VBtn("Undo selection", click=selection.undo, size="small", id="ds-sel-undo",
+                    disabled=("!ds_sel_can_undo || ds_running",))
+        html.Div("Click in a slice view: the region under the cursor is added to the result, or removed, "
+                 "in every slice where it continues.", v_if=("ds_sel_click",), classes="text-caption")
         html.Div("{{ ds_sel_message }}", classes="text-body-2", id="ds-sel-message")

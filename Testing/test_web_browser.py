@@ -3,8 +3,10 @@
 One scenario, as a radiologist would click it: start `python -m DiffusionSegWeb` on a free port
 (it starts its own local `serve`), upload an oblique synthetic CT volume, choose ADZUS with a
 tiny Stable Diffusion model, Apply, wait for the result; the segment must exist in the page state
-and tint the slice view (pixel check on screenshots); erase and paint strokes must change its
-voxel count and undo must restore it; the saved `.seg.nrrd`, downloaded through the browser, must
+and tint the slice view (pixel check on screenshots); in "click to add or remove a region" mode a
+click on the segment must toggle the region under it (a second click and Undo restore it; with
+the mode off the click changes nothing); erase and paint strokes must change its voxel count and
+undo must restore it; the saved `.seg.nrrd`, downloaded through the browser, must
 lie on the input's grid with the edited voxels; Cancel mid-job must leave the segmentation as it
 was; the service token must not reach the page; on exit the app's private folder is gone.
 
@@ -129,6 +131,48 @@ def chooseAdvanced(page, label: str, option: str):
     page.wait_for_function("() => !document.querySelector('.v-overlay--active')")
 
 
+def waitForState(page, key, value):
+    page.wait_for_function(f"() => window.trame.state.get('{key}') === {value}")
+
+
+def clickModeRoundTrip(page, tinted: np.ndarray, voxels: int):
+    """With "Click to add or remove a region" on, a click on the segment in the red view removes
+    (or adds) the region under it, a second click restores the count, Undo undoes each click; with
+    the mode off the same click changes nothing. `tinted`: the view pixels the segment colours."""
+    from scipy import ndimage
+
+    assert state(page, "ds_sel_kind") == "votes" and not state(page, "ds_sel_click")
+    depth = ndimage.distance_transform_edt(np.pad(tinted, 1))[1:-1, 1:-1]
+    row, col = np.unravel_index(np.argmax(depth), depth.shape)   # deepest inside the tint
+    assert depth[row, col] >= 3, "no pixel well inside the segment to click"
+    box = page.locator("img.image-display-area").first.bounding_box()
+    x, y = box["x"] + col * box["width"] / tinted.shape[1], box["y"] + row * box["height"] / tinted.shape[0]
+
+    page.locator("#ds-sel-click").click()
+    waitForState(page, "ds_sel_click", "true")
+    page.mouse.click(x, y)
+    toggled = waitForVoxelsChange(page, voxels)
+    message = re.fullmatch(r"Region (\d+) (added|removed): (\d+) voxel\(s\) changed\.", state(page, "ds_sel_message"))
+    assert message and toggled != voxels, (state(page, "ds_sel_message"), voxels, toggled)
+    region, verb, count = message.groups()
+    assert int(count) == abs(toggled - voxels) and (verb == "removed") == (toggled < voxels)
+    page.mouse.click(x, y)   # the same region again: back as it was
+    assert waitForVoxelsChange(page, toggled) == voxels
+    other = "added" if verb == "removed" else "removed"
+    assert state(page, "ds_sel_message") == f"Region {region} {other}: {count} voxel(s) changed."
+    page.locator("#ds-sel-undo").click()
+    assert waitForVoxelsChange(page, voxels) == toggled
+    page.locator("#ds-sel-undo").click()
+    assert waitForVoxelsChange(page, toggled) == voxels
+    print(f"click mode: region {region} {verb}, {voxels} -> {toggled} voxels, restored, undone twice")
+
+    page.locator("#ds-sel-click").click()
+    waitForState(page, "ds_sel_click", "false")
+    page.mouse.click(x, y)   # the views' own interaction now: the selection stays
+    time.sleep(3.0)
+    assert segmentVoxels(page) == voxels and state(page, "ds_sel_message") == "Undone."
+
+
 def test_segment_refine_and_save_in_a_real_browser(webApp, tmp_path, tiny_sd_path):
     from playwright.sync_api import sync_playwright
 
@@ -192,6 +236,9 @@ def test_segment_refine_and_save_in_a_real_browser(webApp, tmp_path, tiny_sd_pat
                 time.sleep(1.5)
                 page.screenshot(path=screenshot)
             print(f"\nApply to overlay: {state(page, 'ds_last_seconds')} s in the app, {wall:.1f} s in the browser")
+
+            # Click mode: a click where the segment tints the view toggles the proposal under it.
+            clickModeRoundTrip(page, changed, voxels)
 
             # Refine: erase then paint a stroke; undo restores each count.
             stroke(page, "mdi-eraser")

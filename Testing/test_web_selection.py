@@ -1,10 +1,15 @@
 """The web app's evidence overlay and re-selection slider for a job run by a REAL `serve` process
 (the bundle test methods registered): the WebApp is built (so the page with its selection part
 builds), the job's evidence shows as the foreground of the app's slice views, and the slider and
-Undo steer the result segment through the Slicer module's SelectionLogic."""
+Undo steer the result segment through the Slicer module's SelectionLogic. Click mode: left button
+presses sent through a slice view's own VTK interactor (as trame-slicer forwards the browser's)
+toggle the proposal under them, and do nothing to the selection while the mode is off."""
+
+import re
 
 import numpy as np
 import pytest
+import vtk
 
 from slicer_test_utils import newScene, sameRasPointSets, segmentVoxelsRas, voxelCentersRas  # noqa: F401
 
@@ -13,7 +18,7 @@ pytest.importorskip("torch")
 
 import DiffusionSegWeb  # noqa: E402,F401  (the Slicer module's lib on the path)
 from slicer_worker_methods import EvidenceWorkerLauncher  # noqa: E402
-from test_slicer_evidence import setSegmentMask, threeLevelVolume  # noqa: E402
+from test_slicer_evidence import rasOf, setSegmentMask, threeLevelVolume  # noqa: E402
 from test_slicer_service import manager, runJob  # noqa: E402,F401  (fixture)
 from test_slicer_service_evidence import evidenceSettings  # noqa: E402
 
@@ -86,3 +91,110 @@ def test_evidence_without_proposals_shows_the_overlay_only(app, manager):
     assert set(foregrounds(app.slicerApp.scene)) == {job.evidenceNodes["evidence"].GetID()}
     app.selection.showOverlay(False)
     assert set(foregrounds(app.slicerApp.scene)) == {None}
+
+
+def sliceView(app, name):
+    return next(v for v in app.slicerApp.view_manager.get_slice_views() if v.name == name)
+
+
+def clickAt(view, ras):
+    """A left click in `view` where it shows the world point `ras`: the slice is moved through the
+    point, the point mapped to the view's pixels by the slice node's XY-to-RAS matrix, and the
+    press and release sent to the view's interactor (trame-slicer's path for browser events)."""
+    sliceNode = view.get_view_node()
+    sliceNode.JumpSliceByOffsetting(*ras)
+    rasToXy = vtk.vtkMatrix4x4()
+    vtk.vtkMatrix4x4.Invert(sliceNode.GetXYToRAS(), rasToXy)
+    x, y, z, _ = rasToXy.MultiplyPoint([*ras, 1.0])
+    assert abs(z) < 1e-3 and 0 <= x < sliceNode.GetDimensions()[0] and 0 <= y < sliceNode.GetDimensions()[1]
+    interactor = view.interactor()
+    interactor.SetEventInformation(int(round(x)), int(round(y)), 0, 0)
+    interactor.MouseMoveEvent()
+    interactor.LeftButtonPressEvent()
+    interactor.LeftButtonReleaseEvent()
+
+
+def test_click_mode_toggles_the_proposal_under_a_slice_view_click(app, manager):
+    from trame_slicer.segmentation import SegmentationEffectNoTool, SegmentationEffectPaint, SegmentationOverwriteMode
+
+    # As opening a volume does (app.loadVolume): the Segment Editor's effect pipelines are then
+    # made for views that exist (made at start-up, before the views, they have no view to paint).
+    app.slicerApp.scene.Clear()
+    job, volume, sphere, box = finishedJob(app, manager, "grey-proposals")
+    seg, (resultId,) = job.segmentationNode, job.segmentIds
+    state, selection = app.state, app.selection
+    selection.setResult(job)
+    app.slicerApp.display_manager.show_volume(volume, do_reset_views=True)
+
+    def result():
+        return segmentVoxelsRas(seg, resultId)
+
+    def tableVoxels():   # the page's segment table
+        name = seg.GetSegmentation().GetSegment(resultId).GetName()
+        return {row["name"]: row["voxels"] for row in state.ds_segments}[name]
+
+    # A user segment and the Segment Editor's paint brush: a click paints it unless click mode is on.
+    editor = app.segmentEditorLogic.segmentation_editor
+    editor.set_active_segmentation(seg, volume)
+    userId = editor.add_empty_segment(segment_name="My edit")
+    editor.set_overwrite_mode(SegmentationOverwriteMode.ALLOW_OVERLAP)   # its dab leaves the result be
+    editor.set_active_effect_type(SegmentationEffectPaint)
+    boxCentre, boxCorner = rasOf(volume, 16, 12, 5), rasOf(volume, 17, 13, 8)
+
+    assert not state.ds_sel_click
+    clickAt(sliceView(app, "Red"), boxCentre)   # mode off: the view's own interaction (a paint dab)
+    assert sameRasPointSets(result(), voxelCentersRas(volume, sphere | box))
+    assert state.ds_sel_message == "" and not state.ds_sel_can_undo
+    painted = len(segmentVoxelsRas(seg, userId))
+    assert painted > 0, "the control click did not reach the paint effect: the test would prove nothing"
+
+    selection.setClickMode(True)   # the Segment Editor's tool is put down: the click is the mode's
+    assert state.ds_sel_click and editor.active_effect_name == SegmentationEffectNoTool.get_effect_name()
+    clickAt(sliceView(app, "Red"), boxCentre)   # on the box in slice 5: the box leaves every slice
+    pid = int(re.match(r"Region (\d+) removed", state.ds_sel_message).group(1))
+    assert state.ds_sel_message == f"Region {pid} removed: {box.sum()} voxel(s) changed."
+    assert sameRasPointSets(result(), voxelCentersRas(volume, sphere))
+    assert tableVoxels() == sphere.sum() and state.ds_sel_can_undo
+    assert len(segmentVoxelsRas(seg, userId)) == painted, "a click-mode click also painted"
+
+    clickAt(sliceView(app, "Green"), boxCorner)  # another view, another voxel of the box: it is back
+    assert state.ds_sel_message == f"Region {pid} added: {box.sum()} voxel(s) changed."
+    assert sameRasPointSets(result(), voxelCentersRas(volume, sphere | box))
+    assert tableVoxels() == (sphere | box).sum()
+    selection.undo()
+    assert state.ds_sel_message == "Undone." and tableVoxels() == sphere.sum()
+    assert sameRasPointSets(result(), voxelCentersRas(volume, sphere))
+
+    outside = rasOf(volume, -3, 8, 5)   # in the Red view, beside the volume
+    clickAt(sliceView(app, "Red"), outside)
+    assert state.ds_sel_message == "No region under that point."
+    assert sameRasPointSets(result(), voxelCentersRas(volume, sphere))
+
+    editor.set_active_effect_type(SegmentationEffectPaint)   # picking a tool ends click mode
+    assert not state.ds_sel_click and not selection.clicks.enabled
+    clickAt(sliceView(app, "Yellow"), boxCentre)
+    assert state.ds_sel_message == "No region under that point."
+    assert sameRasPointSets(result(), voxelCentersRas(volume, sphere))
+    editor.deactivate_effect()
+    selection.setClickMode(True)
+    selection.setClickMode(False)   # the button again: the views' own interaction (none without a tool)
+    clickAt(sliceView(app, "Yellow"), boxCentre)
+    assert not state.ds_sel_click and state.ds_sel_message == "No region under that point."
+    assert sameRasPointSets(result(), voxelCentersRas(volume, sphere))
+
+    edited = sphere.copy()
+    edited[5] = False   # the user erased a slice: a click refuses, as the slider does
+    setSegmentMask(seg, resultId, volume, edited)
+    selection.setClickMode(True)
+    clickAt(sliceView(app, "Red"), boxCentre)
+    assert "edited" in state.ds_sel_message
+    assert sameRasPointSets(result(), voxelCentersRas(volume, edited))
+    selection.clear()   # a new volume: the mode ends with the result
+    assert not state.ds_sel_click and not selection.clicks.enabled
+
+
+def test_click_mode_needs_proposals(app, manager):
+    job, *_ = finishedJob(app, manager, "repaints")
+    app.selection.setResult(job)
+    app.selection.setClickMode(True)
+    assert not app.state.ds_sel_click and not app.selection.clicks.enabled

@@ -46,6 +46,7 @@ class ManagedSegment:
         self.segmentId = segmentId
         self.geometryNode = geometryNode
         self._history: list[tuple[np.ndarray, dict]] = []
+        self.lastChangedVoxels = 0   # of the last change, for messages of calls that return other things
         self._written = self.currentMask()   # what the job wrote: the baseline for edit checks
 
     # -- reading and writing the segment --------------------------------------------------------
@@ -98,6 +99,7 @@ class ManagedSegment:
         of voxels that changed."""
         self._checkUntouched()
         changed = int(np.count_nonzero(mask != self._written))
+        self.lastChangedVoxels = changed
         if changed:
             self._history.append((np.packbits(self._written), self.state()))
             del self._history[:-MAX_UNDO]

@@ -181,8 +181,9 @@ class SelectionPanel:
             self.statusLabel.text = _("No region under that point.")
         else:
             pid, added = toggled
-            message = _("Region {id} added.") if added else _("Region {id} removed.")
-            self.statusLabel.text = message.format(id=pid)
+            message = (_("Region {id} added: {count} voxel(s) changed.") if added
+                       else _("Region {id} removed: {count} voxel(s) changed."))
+            self.statusLabel.text = message.format(id=pid, count=self.logic.lastChangedVoxels)
         self._updateButtons()
         return toggled
 

@@ -28,6 +28,9 @@ Entry points
 ``select_labels(proposals, tables, params, axis=0) -> uint16 array`` (same shape as
 `proposals`): the labels before the pipeline's 3D post-processing (hole filling, largest
 component). Mode "all" returns the proposals themselves, with ids still local to each slice.
+The rules decide per (slice, proposal); they run on the proposals' pieces
+(`proposal_graph.ProposalGraph`), which gives the voxels of the rule below exactly, at the
+cost of a few thousand pieces instead of the volume's voxels (`reselect` keeps the graph).
 ``scores_to_json`` / ``scores_from_json``: the scores file of a result bundle; floats survive
 the JSON round trip exactly, so a re-selection with the same parameters gives the same labels.
 ``result_warning(labels, tissue, axis)``: the text of the `warning` event for an empty result,
@@ -61,6 +64,8 @@ from typing import Any, Mapping
 
 import numpy as np
 from scipy import ndimage
+
+from .proposal_graph import ProposalGraph
 
 SCORES_VERSION = 1
 MODES = ("prompt", "anomaly", "border", "all")
@@ -202,53 +207,37 @@ def border_decision(table: SliceScores, threshold: float) -> set[int]:
 
 
 def select_labels(proposals: np.ndarray, tables: Mapping[int, SliceScores], params: SelectionParams,
-                  axis: int = 0) -> np.ndarray:
-    """The labelmap the proposals and their scores give under `params` (see the module doc)."""
+                  axis: int = 0, graph: ProposalGraph | None = None) -> np.ndarray:
+    """The labelmap the proposals and their scores give under `params` (see the module doc).
+
+    The decision runs on the proposals' pieces (`proposal_graph.py`: exactly the voxel rule, at
+    the cost of the pieces); pass the `graph` of these proposals when it was built before."""
     proposals = np.asarray(proposals)
-    volume = proposals[None] if proposals.ndim == 2 else proposals
-    axis = 0 if proposals.ndim == 2 else axis
     if params.mode == "all":
+        volume, plane_axis = (proposals[None], 0) if proposals.ndim == 2 else (proposals, axis)
         out = np.zeros(volume.shape, np.uint16)
         for index in tables:
-            _plane(out, axis, index)[...] = _plane(volume, axis, index)
+            _plane(out, plane_axis, index)[...] = _plane(volume, plane_axis, index)
         return out[0] if proposals.ndim == 2 else out
-    candidates = np.zeros(volume.shape, bool)
-    seeds = np.zeros(volume.shape, bool)
+    graph = graph if graph is not None else ProposalGraph.build(proposals, axis)
+    return graph.paint(decide_pieces(graph, tables, params))
+
+
+def decide_pieces(graph: ProposalGraph, tables: Mapping[int, SliceScores], params: SelectionParams) -> np.ndarray:
+    """Kept or not, per piece of `graph`: candidates per slice, then (prompt/anomaly) the volume
+    step — candidates 26-connected to a seed."""
+    chosen: dict[int, set[int]] = {}
+    strong: dict[int, set[int]] = {}
     reference = volume_reference(tables, params)
     for index, table in tables.items():
-        plane = _plane(volume, axis, index)
         if params.mode == "border":
-            chosen, strong = border_decision(table, params.border_threshold), set()
+            chosen[index] = border_decision(table, params.border_threshold)
         else:
-            chosen, strong = slice_decision(table, params, reference)
-        if chosen:
-            _plane(candidates, axis, index)[...] = np.isin(plane, sorted(chosen))
-        if strong:
-            _plane(seeds, axis, index)[...] = np.isin(plane, sorted(strong))
+            chosen[index], strong[index] = slice_decision(table, params, reference)
+    candidates = graph.pieces_of(chosen)
     if params.mode == "border":
-        keep = candidates
-    else:
-        keep = _hysteresis(candidates, seeds)
-    out = keep.astype(np.uint16)
-    return out[0] if proposals.ndim == 2 else out
-
-
-def _hysteresis(candidates: np.ndarray, seeds: np.ndarray) -> np.ndarray:
-    """Candidate voxels 26-connected to a seed voxel.
-
-    Labelled inside the candidates' bounding box only (components never leave it) and kept
-    through a lookup table: the same voxels as labelling the whole array, several times faster
-    on a CT where the target fills a small part of the volume (`reselect` runs this live)."""
-    keep = np.zeros_like(candidates)
-    if not (seeds & candidates).any():
-        return keep
-    box = ndimage.find_objects(candidates.astype(np.uint8))[0]
-    components, count = ndimage.label(candidates[box], structure=np.ones((3,) * candidates.ndim, bool))
-    kept = np.zeros(count + 1, bool)
-    kept[components[seeds[box] & candidates[box]]] = True
-    kept[0] = False
-    keep[box] = kept[components]
-    return keep
+        return candidates
+    return graph.connected_to(candidates, graph.pieces_of(strong))
 
 
 def _plane(array: np.ndarray, axis: int, index: int) -> np.ndarray:

@@ -1,5 +1,6 @@
-"""The fast post-processing and volume step (bounding boxes, joint histograms, lookup tables)
-give exactly what the straightforward whole-array versions give, on random label volumes."""
+"""The fast post-processing (bounding boxes, joint histograms, lookup tables) gives exactly what
+the straightforward whole-array versions give, on random label volumes. (The volume step on
+proposal pieces: test_proposal_graph.py.)"""
 
 import numpy as np
 import pytest
@@ -7,7 +8,6 @@ from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
 from DiffusionSegLib.postprocess import fill_holes, keep_largest_component, match_labels_across_slices
-from DiffusionSegLib.selection import _hysteresis
 
 
 def plain_fill_holes(labels, axis):
@@ -80,8 +80,3 @@ def test_fast_versions_equal_the_plain_ones(seed):
         assert np.array_equal(fill_holes(labels, axis), plain_fill_holes(labels, axis))
         assert np.array_equal(match_labels_across_slices(segments, axis), plain_match(segments, axis))
     assert np.array_equal(keep_largest_component(labels), plain_largest(labels))
-    candidates = binary > 0
-    seeds = candidates & (rng.random(binary.shape) < 0.02)
-    components, _ = ndimage.label(candidates, structure=np.ones((3, 3, 3), bool))
-    kept = [v for v in np.unique(components[seeds]) if v]
-    assert np.array_equal(_hysteresis(candidates, seeds), np.isin(components, kept))

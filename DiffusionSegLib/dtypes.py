@@ -111,7 +111,8 @@ class DtypePolicy:
         rest = str(self.vae).replace("torch.", "")
         if encoder == rest:
             return f"{rest} (encoder and decoder)"
-        return f"encoder {encoder} where only the UNet reads the latent (ADZUS), {rest} otherwise"
+        return (f"SD encoder {encoder} where only the UNet reads the latent (ADZUS), {rest} otherwise "
+                f"(decoder, DiffuGTS reconstruction, SDSeg's VAE)")
 
 
 def parameter_count(module: "torch.nn.Module") -> int:

@@ -46,6 +46,7 @@ def test_explicit_requests_and_the_vae_rule():
     assert "encoder bfloat16" in bf16.vae_description and "float32 otherwise" in bf16.vae_description
     fp32 = dtypes.resolve_policy("cpu", "fp32")
     assert (fp32.compute, fp32.vae_encoder, fp32.vae) == (torch.float32,) * 3 and fp32.name == "float32"
+    assert fp32.vae_description == "float32 (encoder and decoder)"
 
 
 def test_request_carries_a_validated_dtype_and_threads():

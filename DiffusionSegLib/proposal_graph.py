@@ -227,13 +227,18 @@ def _cross_slice_pairs(upper: np.ndarray, lower: np.ndarray, base_upper: int, ba
                        end_lower: int) -> np.ndarray:
     """Pieces of two consecutive slices with voxels in a 3×3 neighbourhood of each other.
 
-    The aligned pairs come from one joint histogram; a shifted neighbour adds a pair only where
+    The aligned pairs come from one joint histogram (or a sort, when the slices hold so many
+    pieces that the histogram would outgrow the slice); a shifted neighbour adds a pair only where
     it differs from the aligned one, so the eight shifts look at region edges only."""
     n_upper = int(upper.max()) - base_upper
     n_lower = end_lower - base_lower
     a = (upper.astype(np.int64) - base_upper - 1).ravel()
     b = (lower.astype(np.int64) - base_lower - 1).ravel()
-    codes = [np.flatnonzero(np.bincount(a * n_lower + b, minlength=n_upper * n_lower))]
+    aligned_codes = a * n_lower + b
+    if n_upper * n_lower <= 4 * aligned_codes.size:  # a joint histogram while it is small
+        codes = [np.flatnonzero(np.bincount(aligned_codes, minlength=n_upper * n_lower))]
+    else:  # fragmented slices (thousands of pieces): sort instead of a huge histogram
+        codes = [np.unique(aligned_codes)]
     height, width = upper.shape
     for dy in (-1, 0, 1):
         for dx in (-1, 0, 1):

@@ -15,9 +15,9 @@ post-processing has an exact piece-level form:
   in raster order): components of kept pieces with size = their areas' sum, first voxel = the
   earliest first voxel of their pieces.
 
-The graph is built once per proposals volume (`ProposalGraph.build`; about a second for
+The graph is built once per proposals volume (`ProposalGraph.build`; about 3 s for
 512×512×200, docs/evidence.md); each decision then works on a few thousand pieces and ends with
-one gather, ``kept[graph.pieces]``. numpy and scipy only (the Slicer process has no torch).
+one gather per slice (`paint`). numpy and scipy only (the Slicer process has no torch).
 """
 
 from __future__ import annotations
@@ -34,12 +34,15 @@ from scipy.sparse.csgraph import connected_components
 class ProposalGraph:
     """Pieces of a proposals array and which pieces touch.
 
-    pieces: piece number (1..N) per voxel, the shape of the proposals (2D arrays as one slice).
-    Per piece (index 0 unused): slice index along `axis`, proposal id, area in voxels, raster
-    index of its first voxel in the proposals' own layout, whether it touches its slice's edge.
-    edges4 / edges26: (E, 2) piece pairs, each pair once."""
+    pieces: per voxel, the number of its piece within its slice (1..n_k; uint16 unless a slice has
+    more pieces), the shape of the proposals (2D arrays as one slice); piece j of slice k is
+    graph piece bases[k] + j, so the volume costs 2 bytes per voxel. Per graph piece (index 0
+    unused): slice index along `axis`, proposal id, area in voxels, raster index of its first
+    voxel in the proposals' own layout, whether it touches its slice's edge.
+    edges4 / edges26: (E, 2) graph piece pairs, each pair once."""
 
     pieces: np.ndarray
+    bases: np.ndarray
     axis: int
     slice_of: np.ndarray
     id_of: np.ndarray
@@ -61,34 +64,45 @@ class ProposalGraph:
         axis = 0 if flat else axis
         stack = np.moveaxis(volume, axis, 0)  # a view: slices first
         depth, height, width = stack.shape
-        pieces = np.empty(stack.shape, np.int32)
-        slice_of, id_of, first_in_plane, areas, bases = [], [], [], [], [0]
+        pieces = np.empty(stack.shape, np.uint16)
+        slice_of, id_of, first_in_plane, areas, on_border = [], [], [], [], []
+        four, others, bases = [], [], [0]
+        previous = None  # the previous slice's graph piece numbers
         for k in range(depth):
             local, count = label_equal_regions(stack[k])
-            np.add(local, np.int32(bases[-1]), out=pieces[k])
+            if count > np.iinfo(pieces.dtype).max:
+                pieces = pieces.astype(np.int32)
+            pieces[k] = local
+            base = bases[-1]
             flat_local = local.ravel()
             starts = first_pixels(flat_local, count)
             slice_of.append(np.full(count, k, np.int64))
             id_of.append(stack[k].ravel()[starts].astype(np.int64))
             first_in_plane.append(starts)
-            # per slice: one bincount of the whole volume would first copy it to int64
             areas.append(np.bincount(flat_local, minlength=count + 1)[1:])
-            bases.append(bases[-1] + count)
-        total = bases[-1]
+            border = np.zeros(count + 1, bool)
+            for edge in (local[0], local[-1], local[:, 0], local[:, -1]):
+                border[edge] = True
+            on_border.append(border[1:])
+            plane = local.astype(np.int64) + base
+            four.append(_unique_pairs(plane[:, :-1], plane[:, 1:], base, count + 1))
+            four.append(_unique_pairs(plane[:-1, :], plane[1:, :], base, count + 1))
+            others.append(_unique_pairs(plane[:-1, :-1], plane[1:, 1:], base, count + 1))
+            others.append(_unique_pairs(plane[:-1, 1:], plane[1:, :-1], base, count + 1))
+            if previous is not None:
+                others.append(_cross_slice_pairs(previous, plane, bases[-2], base, base + count))
+            previous = plane
+            bases.append(base + count)
         slice_index = np.concatenate([[0], *slice_of])
         in_plane = np.concatenate([[0], *first_in_plane])
         # raster index in the proposals' own layout (what keep_largest_component's ties follow)
         original = _original_coordinates([slice_index, in_plane // width, in_plane % width], axis)
-        first = np.ravel_multi_index(original, volume.shape)
-        on_border = np.zeros(total + 1, bool)
-        for edge in (pieces[:, 0, :], pieces[:, -1, :], pieces[:, :, 0], pieces[:, :, -1]):
-            on_border[edge.ravel()] = True
-        edges4, edges26 = _edges(pieces, bases)
+        edges4 = np.unique(np.concatenate(four), axis=0)
         pieces_out = np.moveaxis(pieces, 0, axis)
-        if flat:
-            pieces_out = pieces_out[0]
-        return cls(pieces_out, axis, slice_index, np.concatenate([[0], *id_of]),
-                   np.concatenate([[0], *areas]).astype(np.int64), first, on_border, edges4, edges26)
+        return cls(pieces_out[0] if flat else pieces_out, np.asarray(bases, np.int64), axis, slice_index,
+                   np.concatenate([[0], *id_of]), np.concatenate([[0], *areas]).astype(np.int64),
+                   np.ravel_multi_index(original, volume.shape), np.concatenate([[False], *on_border]),
+                   edges4, np.concatenate([edges4, *others]))
 
     # -- decisions on pieces -----------------------------------------------------------------
 
@@ -142,12 +156,12 @@ class ProposalGraph:
         """The labelmap (1 on kept pieces) in the proposals' shape."""
         lookup = kept.astype(dtype)
         lookup[0] = 0
-        if self.pieces.ndim == 2:
-            return lookup[self.pieces]
         out = np.empty(self.pieces.shape, dtype)
-        pieces, target = np.moveaxis(self.pieces, self.axis, 0), np.moveaxis(out, self.axis, 0)
-        for k in range(pieces.shape[0]):  # per slice: no volume-sized int64 copy of the indices
-            np.take(lookup, pieces[k], out=target[k])
+        flat = self.pieces.ndim == 2
+        pieces = self.pieces[None] if flat else np.moveaxis(self.pieces, self.axis, 0)
+        target = out[None] if flat else np.moveaxis(out, self.axis, 0)
+        for k in range(pieces.shape[0]):  # slice k's local numbers index its run of the lookup
+            np.take(lookup[self.bases[k]:self.bases[k + 1] + 1], pieces[k], out=target[k])
         return out
 
     def _components(self, members: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -202,25 +216,6 @@ def _unique_pairs(a: np.ndarray, b: np.ndarray, base: int, span: int) -> np.ndar
     low, high = np.minimum(x, y), np.maximum(x, y)
     codes = np.unique(low * span + high)
     return np.stack([codes // span, codes % span], 1) + base
-
-
-def _edges(pieces: np.ndarray, bases: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """(edges4, edges26) of a slices-first piece volume whose slice k holds pieces
-    bases[k]+1 .. bases[k+1]."""
-    four, others = [], []
-    depth = pieces.shape[0]
-    for k in range(depth):
-        plane, base = pieces[k], bases[k]
-        span = bases[k + 1] - base + 1
-        four.append(_unique_pairs(plane[:, :-1], plane[:, 1:], base, span))
-        four.append(_unique_pairs(plane[:-1, :], plane[1:, :], base, span))
-        others.append(_unique_pairs(plane[:-1, :-1], plane[1:, 1:], base, span))
-        others.append(_unique_pairs(plane[:-1, 1:], plane[1:, :-1], base, span))
-        if k + 1 < depth:
-            others.append(_cross_slice_pairs(plane, pieces[k + 1], base, bases[k + 1], bases[k + 2]))
-    edges4 = np.unique(np.concatenate(four), axis=0) if four else np.zeros((0, 2), np.int64)
-    edges26 = np.concatenate([edges4, *others]) if others else edges4
-    return edges4, edges26
 
 
 def _cross_slice_pairs(upper: np.ndarray, lower: np.ndarray, base_upper: int, base_lower: int,

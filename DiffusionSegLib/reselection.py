@@ -48,7 +48,7 @@ class SelectionBundle:
         return cls(np.asarray(proposals), tables, params, axis, dict(document.get("pipeline") or {}))
 
     def graph(self) -> ProposalGraph:
-        """The proposals' pieces and their contacts, built on first use (about 2 s for
+        """The proposals' pieces and their contacts, built on first use (about 3 s for
         512×512×200) and kept: every later re-selection costs the pieces, not the voxels."""
         if self._graph is None:
             self._graph = ProposalGraph.build(self.proposals, self.axis)

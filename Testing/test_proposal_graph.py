@@ -112,3 +112,21 @@ def test_single_image_and_an_absent_target():
     nothing = {0: SliceScores({pid: {"score": 1.0} for pid in tables[0].proposals}, reference=1.0)}
     assert not select_labels(plane, nothing, params).any()
     assert math.isnan(volume_reference({}, params)) and not select_labels(plane, {}, params).any()
+
+
+def test_a_slice_of_more_pieces_than_uint16_counts():
+    """A 260×260 checkerboard is 67 600 pieces (equal values meet only diagonally): the piece numbers
+    widen to int32 and consecutive slices' contacts come from a sort, not a 67 600² histogram."""
+    yy, xx = np.mgrid[:260, :260]
+    board = ((yy + xx) % 2 + 1).astype(np.uint16)
+    proposals = np.stack([board, 3 - board, board])
+    tables = {0: SliceScores({1: {"score": 3.0}, 2: {"score": 0.1}}, reference=1.0),
+              1: SliceScores({1: {"score": 1.6}, 2: {"score": 0.1}}, reference=1.0),
+              2: SliceScores({1: {"score": 0.1}, 2: {"score": 1.6}}, reference=1.0)}
+    graph = ProposalGraph.build(proposals, 0)
+    assert graph.pieces.dtype == np.int32 and graph.count == 3 * 260 * 260
+    params = SelectionParams("prompt", 1.5, 2.0)
+    expected = voxel_rule(proposals, tables, params, 0)
+    assert expected[1].any() and expected[2].any()  # weak slices kept through 26-contacts with the seed slice
+    assert np.array_equal(graph.paint(decide_pieces(graph, tables, params)), expected)
+    assert np.array_equal(graph.paint(graph.fill_holes(decide_pieces(graph, tables, params))), fill_holes(expected, 0))

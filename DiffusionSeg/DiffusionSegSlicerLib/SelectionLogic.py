@@ -158,7 +158,7 @@ class ProposalSelection(ManagedSegment):
         except ValueError as exc:
             raise SelectionError(f"The selection data of '{segmentationNode.GetName()}' is unusable: {exc}") from None
         super().__init__(segmentationNode, segmentId, proposalsNode)
-        # The proposals' pieces, built now (about 2 s for 512x512x200) so that every slider move
+        # The proposals' pieces, built now (about 3 s for 512x512x200) so that every slider move
         # and click after the import re-selects in a fraction of a second.
         self.bundle.graph()
         self.voteThreshold = self.defaultVoteThreshold

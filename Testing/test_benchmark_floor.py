@@ -42,3 +42,31 @@ def test_compare_dtypes_runs_both_and_prints_the_speedup(tmp_path, capsys):
     assert report["speedup"] == speedup(*report["runs"])
     assert "speed-up bfloat16 over float32" in format_speedup(*report["runs"])
     assert "speed-up" in capsys.readouterr().err
+
+
+def test_a_floor_replays_each_call_under_the_autocast_it_ran_in():
+    """The bf16 ADZUS encoder runs through autocast: its floor must time the same bf16 kernels."""
+    import torch
+
+    from DiffusionSegLib.events import CancelToken
+    from DiffusionSegLib.profiling import ProfilingContext, recording, time_floor
+
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x):
+            seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+            return x * 2
+
+    networks = {"probe": Probe()}
+    context = ProfilingContext(emit=lambda event: None, cancel_token=CancelToken())
+    context.device = "cpu"
+    with recording(context, networks):
+        with context.timed("encode"), torch.autocast("cpu", dtype=torch.bfloat16):
+            networks["probe"](torch.ones(2))
+        with context.timed("attention"):
+            networks["probe"](torch.ones(2))
+    seen.clear()
+    floors = time_floor(context, networks)
+    assert floors["encode"]["calls"] == {"probe": 1} and floors["attention"]["calls"] == {"probe": 1}
+    assert seen.count(torch.bfloat16) == 2 and seen.count(None) == 2  # warm-up + timed run of each

@@ -185,3 +185,20 @@ def test_sdseg_auto_sizes_the_unet_from_the_checkpoint_headers(sdseg_checkpoint,
     assert dtypes.safetensors_parameters(sdseg_checkpoint / "unet") == dtypes.parameter_count(unet)
     assert method.policy.compute == torch.float32 and "small UNet" in method.policy.reason
     assert dtypes.safetensors_parameters(sdseg_checkpoint / "missing") is None
+
+
+def test_the_latent_cache_never_serves_a_bf16_latent_to_a_reconstruction():
+    from DiffusionSegLib.feature_cache import FeatureCache
+    from DiffusionSegLib.models import load_stable_diffusion
+
+    parts = load_stable_diffusion("random:tiny-sd", "cpu", "bfloat16", components=("vae", "unet"))
+    images = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    cache = FeatureCache()
+    with cache.activate():
+        low = parts.encode_image(images)
+        exact = parts.encode_image(images, for_reconstruction=True)
+        again = parts.encode_image(images)
+    stats = cache.describe()
+    assert stats["misses"]["vae-latent"] == 2 and stats["hits"]["vae-latent"] == 1
+    assert not torch.equal(low, exact) and torch.equal(low, again)
+    torch.testing.assert_close(exact, parts.encode_image(images, use_cache=False, for_reconstruction=True))

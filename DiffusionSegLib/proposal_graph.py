@@ -67,7 +67,7 @@ class ProposalGraph:
         pieces = np.empty(stack.shape, np.uint16)
         slice_of, id_of, first_in_plane, areas, on_border = [], [], [], [], []
         four, others, bases = [], [], [0]
-        previous = None  # the previous slice's graph piece numbers
+        previous = None  # the previous slice's piece numbers and count
         for k in range(depth):
             local, count = label_equal_regions(stack[k])
             if count > np.iinfo(pieces.dtype).max:
@@ -84,14 +84,15 @@ class ProposalGraph:
             for edge in (local[0], local[-1], local[:, 0], local[:, -1]):
                 border[edge] = True
             on_border.append(border[1:])
-            plane = local.astype(np.int64) + base
-            four.append(_unique_pairs(plane[:, :-1], plane[:, 1:], base, count + 1))
-            four.append(_unique_pairs(plane[:-1, :], plane[1:, :], base, count + 1))
-            others.append(_unique_pairs(plane[:-1, :-1], plane[1:, 1:], base, count + 1))
-            others.append(_unique_pairs(plane[:-1, 1:], plane[1:, :-1], base, count + 1))
+            four.append(_unique_pairs(local[:, :-1], local[:, 1:], count + 1) + base)
+            four.append(_unique_pairs(local[:-1, :], local[1:, :], count + 1) + base)
+            others.append(_unique_pairs(local[:-1, :-1], local[1:, 1:], count + 1) + base)
+            others.append(_unique_pairs(local[:-1, 1:], local[1:, :-1], count + 1) + base)
             if previous is not None:
-                others.append(_cross_slice_pairs(previous, plane, bases[-2], base, base + count))
-            previous = plane
+                previous_local, previous_count = previous
+                others.append(_cross_slice_pairs(previous_local, local, previous_count, count)
+                              + np.array([bases[-2], base], np.int64))
+            previous = (local, count)
             bases.append(base + count)
         slice_index = np.concatenate([[0], *slice_of])
         in_plane = np.concatenate([[0], *first_in_plane])
@@ -184,7 +185,7 @@ def label_equal_regions(plane: np.ndarray) -> tuple[np.ndarray, int]:
     grid[1::2, ::2] = plane[:-1, :] == plane[1:, :]
     labels, count = ndimage.label(grid)  # cross structure: no diagonal joins
     # a region's first cell on the fine grid is a pixel cell, so the numbering follows the pixels
-    return labels[::2, ::2], count
+    return np.ascontiguousarray(labels[::2, ::2]), count
 
 
 def first_pixels(flat: np.ndarray, count: int) -> np.ndarray:
@@ -206,30 +207,26 @@ def _original_coordinates(moved: list[np.ndarray], axis: int) -> tuple[np.ndarra
     return tuple(out)
 
 
-def _unique_pairs(a: np.ndarray, b: np.ndarray, base: int, span: int) -> np.ndarray:
-    """Distinct unordered pairs of differing piece numbers in [base, base + span)."""
+def _unique_pairs(a: np.ndarray, b: np.ndarray, span: int) -> np.ndarray:
+    """Distinct unordered pairs of differing piece numbers (all below `span`) at equal positions."""
     differ = a != b
     if not differ.any():
         return np.zeros((0, 2), np.int64)
-    x = a[differ].astype(np.int64) - base
-    y = b[differ].astype(np.int64) - base
+    x = a[differ].astype(np.int64)
+    y = b[differ].astype(np.int64)
     low, high = np.minimum(x, y), np.maximum(x, y)
     codes = np.unique(low * span + high)
-    return np.stack([codes // span, codes % span], 1) + base
+    return np.stack([codes // span, codes % span], 1)
 
 
-def _cross_slice_pairs(upper: np.ndarray, lower: np.ndarray, base_upper: int, base_lower: int,
-                       end_lower: int) -> np.ndarray:
-    """Pieces of two consecutive slices with voxels in a 3×3 neighbourhood of each other.
+def _cross_slice_pairs(upper: np.ndarray, lower: np.ndarray, n_upper: int, n_lower: int) -> np.ndarray:
+    """(upper piece, lower piece) pairs of two consecutive slices (piece numbers 1..n of each) with
+    voxels in a 3×3 neighbourhood of each other.
 
     The aligned pairs come from one joint histogram (or a sort, when the slices hold so many
     pieces that the histogram would outgrow the slice); a shifted neighbour adds a pair only where
     it differs from the aligned one, so the eight shifts look at region edges only."""
-    n_upper = int(upper.max()) - base_upper
-    n_lower = end_lower - base_lower
-    a = (upper.astype(np.int64) - base_upper - 1).ravel()
-    b = (lower.astype(np.int64) - base_lower - 1).ravel()
-    aligned_codes = a * n_lower + b
+    aligned_codes = (upper.ravel().astype(np.int64) - 1) * n_lower + (lower.ravel().astype(np.int64) - 1)
     if n_upper * n_lower <= 4 * aligned_codes.size:  # a joint histogram while it is small
         codes = [np.flatnonzero(np.bincount(aligned_codes, minlength=n_upper * n_lower))]
     else:  # fragmented slices (thousands of pieces): sort instead of a huge histogram
@@ -245,8 +242,8 @@ def _cross_slice_pairs(upper: np.ndarray, lower: np.ndarray, base_upper: int, ba
             aligned = lower[rows, cols]
             differ = shifted != aligned
             if differ.any():
-                x = upper[rows, cols][differ].astype(np.int64) - base_upper - 1
-                y = shifted[differ].astype(np.int64) - base_lower - 1
+                x = upper[rows, cols][differ].astype(np.int64) - 1
+                y = shifted[differ].astype(np.int64) - 1
                 codes.append(np.unique(x * n_lower + y))
     merged = np.unique(np.concatenate(codes))
-    return np.stack([merged // n_lower + base_upper + 1, merged % n_lower + base_lower + 1], 1)
+    return np.stack([merged // n_lower + 1, merged % n_lower + 1], 1)

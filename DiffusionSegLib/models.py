@@ -207,10 +207,12 @@ class StableDiffusionParts:
 
         A half-precision `dtype` runs through autocast: the weights stay as loaded (fp32, never
         rounded), so the same warm model serves fp32 reconstruction encodes too."""
+        from contextlib import nullcontext
+
         weights = self.vae.encoder.conv_in.weight.dtype
         low = dtype in (torch.bfloat16, torch.float16) and dtype != weights and self.device.type in ("cpu", "cuda")
         x = images.to(self.device, weights) * 2.0 - 1.0
-        with torch.autocast(self.device.type, dtype=dtype if low else torch.bfloat16, enabled=low):
+        with torch.autocast(self.device.type, dtype=dtype) if low else nullcontext():
             mean = self.vae.encode(x).latent_dist.mean
         return mean.to(torch.promote_types(mean.dtype, torch.float32)) * self.vae.config.scaling_factor
 

@@ -6,8 +6,8 @@ post-processing switches). Re-selection runs the decision of `selection.select_l
 very code the method's job ran — then the pipeline's post-processing (`finish_labels`), then
 the user's include/exclude overrides, so the defaults give the written labelmap back bit for
 bit. All of it runs on the proposals' pieces (`proposal_graph.py`, built once per bundle and
-exact to the voxel), so a re-selection of a 512×512×200 volume takes a fraction of a second. `reselect`
-(command line) and the Slicer panel (no torch there) both call `reselect_labels`.
+exact to the voxel), so a re-selection of a 512×512×200 volume takes a fraction of a second.
+`reselect` (command line) and the Slicer panel (no torch there) both call `reselect_labels`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from .bundle import SCORES_FORMAT
-from .postprocess import present_labels
 from .proposal_graph import ProposalGraph
 from .selection import SelectionParams, SliceScores, decide_pieces, scores_from_json, scores_to_json, volume_reference
 
@@ -34,7 +33,6 @@ class SelectionBundle:
     params: SelectionParams
     axis: int
     pipeline: dict[str, Any] = field(default_factory=dict)
-    _ids: set[int] | None = field(default=None, repr=False)
     _graph: ProposalGraph | None = field(default=None, repr=False)
 
     @classmethod
@@ -55,10 +53,9 @@ class SelectionBundle:
         return self._graph
 
     def proposal_ids(self) -> set[int]:
-        """Ids present in the proposals volume (computed once: re-selection runs live)."""
-        if self._ids is None:
-            self._ids = set(present_labels(self.proposals))
-        return self._ids
+        """Ids present in the proposals volume: those of the graph's pieces."""
+        ids = self.graph().id_of
+        return {int(v) for v in np.unique(ids[ids > 0])}
 
 
 def scores_document(tables: Mapping[int, SliceScores], params: SelectionParams, axis: int, method: str,

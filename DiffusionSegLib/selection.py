@@ -207,11 +207,11 @@ def border_decision(table: SliceScores, threshold: float) -> set[int]:
 
 
 def select_labels(proposals: np.ndarray, tables: Mapping[int, SliceScores], params: SelectionParams,
-                  axis: int = 0, graph: ProposalGraph | None = None) -> np.ndarray:
+                  axis: int = 0) -> np.ndarray:
     """The labelmap the proposals and their scores give under `params` (see the module doc).
 
     The decision runs on the proposals' pieces (`proposal_graph.py`: exactly the voxel rule, at
-    the cost of the pieces); pass the `graph` of these proposals when it was built before."""
+    the cost of the pieces); `reselect` keeps the graph and calls `decide_pieces` itself."""
     proposals = np.asarray(proposals)
     if params.mode == "all":
         volume, plane_axis = (proposals[None], 0) if proposals.ndim == 2 else (proposals, axis)
@@ -219,7 +219,7 @@ def select_labels(proposals: np.ndarray, tables: Mapping[int, SliceScores], para
         for index in tables:
             _plane(out, plane_axis, index)[...] = _plane(volume, plane_axis, index)
         return out[0] if proposals.ndim == 2 else out
-    graph = graph if graph is not None else ProposalGraph.build(proposals, axis)
+    graph = ProposalGraph.build(proposals, axis)
     return graph.paint(decide_pieces(graph, tables, params))
 
 

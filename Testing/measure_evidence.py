@@ -58,7 +58,6 @@ def measure_reselect() -> None:
         proposals, renamed = volume_proposals(local, matched, 0, tables)
         document = scores_document(renamed, SelectionParams("prompt", 1.5, 2.0), 0, "adzus", True, False)
         bundle = SelectionBundle.from_document(proposals, document)
-        bundle.proposal_ids()  # part of loading the bundle
         wall, cpu = time.perf_counter(), time.process_time()
         graph = bundle.graph()  # once per bundle
         print(f"{case}: proposal graph ({graph.count} pieces, {len(graph.edges26)} contacts): "

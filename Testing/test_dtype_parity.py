@@ -88,17 +88,9 @@ def test_bf16_capture_uses_fp32_scores():
 
 @pytest.fixture(scope="module")
 def sdseg_checkpoint(tmp_path_factory):
-    from DiffusionSegLib.sdseg.checkpoint import save_checkpoint
-    from DiffusionSegLib.sdseg.vae_training import as_rgb_mask
-    from sdseg_synthetic import disc_pairs
-    from test_sdseg_model import tiny_model
+    from test_sdseg_model import save_tiny_checkpoint
 
-    model = tiny_model()
-    _, masks = disc_pairs(4)
-    model.set_scale_factor_from(as_rgb_mask(masks))
-    folder = tmp_path_factory.mktemp("sdseg") / "ckpt"
-    save_checkpoint(model, folder, {"kind": "sdseg", "image_size": 32, "num_classes": 0})
-    return folder
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("sdseg") / "ckpt")
 
 
 def sdseg_result(folder, dtype):

@@ -130,3 +130,15 @@ def test_a_slice_of_more_pieces_than_uint16_counts():
     assert expected[1].any() and expected[2].any()  # weak slices kept through 26-contacts with the seed slice
     assert np.array_equal(graph.paint(decide_pieces(graph, tables, params)), expected)
     assert np.array_equal(graph.paint(graph.fill_holes(decide_pieces(graph, tables, params))), fill_holes(expected, 0))
+
+
+def test_reselect_names_unknown_proposal_ids():
+    from DiffusionSegLib.reselection import SelectionBundle, reselect_labels, scores_document
+
+    rng = np.random.default_rng(5)
+    proposals = random_proposals(rng, (4, 12, 12))
+    tables = random_tables(rng, proposals, 0)
+    bundle = SelectionBundle.from_document(proposals, scores_document(tables, SelectionParams(), 0, "adzus", True, False))
+    assert bundle.proposal_ids() == {int(v) for v in np.unique(proposals) if v}
+    with pytest.raises(ValueError, match="proposal id.* 999 do not occur"):
+        reselect_labels(bundle, include=[999])

@@ -25,6 +25,19 @@ def tiny_model(num_classes=0, seed=0):
     return build_from_scratch(vae, small_unet_config(8, 4, (16, 32), 1, 0.0, num_classes), 0.0, seed=seed).eval()
 
 
+def save_tiny_checkpoint(folder):
+    """A random tiny SDSeg checkpoint (32 px) written by the backend's own writer; returns the folder."""
+    from DiffusionSegLib.sdseg.checkpoint import save_checkpoint
+    from DiffusionSegLib.sdseg.vae_training import as_rgb_mask
+    from sdseg_synthetic import disc_pairs
+
+    model = tiny_model()
+    _, masks = disc_pairs(4)
+    model.set_scale_factor_from(as_rgb_mask(masks))
+    save_checkpoint(model, folder, {"kind": "sdseg", "image_size": 32, "num_classes": 0})
+    return folder
+
+
 def test_widened_unet_ignores_the_condition_and_matches_the_original():
     torch.manual_seed(0)
     unet = UNet2DModel(**{**small_unet_config(8, 4, (16, 32), 1, 0.0), "in_channels": 4}).eval()

@@ -28,18 +28,9 @@ FAST = ["--batch-size", "2", "--threads", "1"]
 @pytest.fixture(scope="module")
 def tinyCheckpoint(tmp_path_factory):
     """A random tiny SDSeg checkpoint (32 px), saved with the backend's own writer in a second."""
-    from sdseg_synthetic import disc_pairs
-    from test_sdseg_model import tiny_model
+    from test_sdseg_model import save_tiny_checkpoint
 
-    from DiffusionSegLib.sdseg.checkpoint import save_checkpoint
-    from DiffusionSegLib.sdseg.vae_training import as_rgb_mask
-
-    model = tiny_model()
-    _, masks = disc_pairs(4)
-    model.set_scale_factor_from(as_rgb_mask(masks))
-    folder = tmp_path_factory.mktemp("sdseg") / "ckpt"
-    save_checkpoint(model, folder, {"kind": "sdseg", "image_size": 32, "num_classes": 0})
-    return str(folder)
+    return str(save_tiny_checkpoint(tmp_path_factory.mktemp("sdseg") / "ckpt"))
 
 
 def correctedCase(scene):

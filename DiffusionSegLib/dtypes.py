@@ -22,7 +22,7 @@ Whatever the compute dtype, some parts never leave fp32 (callers cast at the net
 The VAE encoder whose latent only feeds the UNet (ADZUS reads attention, never pixels) follows
 a bf16 compute dtype (`vae_encoder`; run through autocast, so the fp32 weights are never
 rounded and a DiffuGTS job on the same warm model still gets its fp32 encoder). Measured on
-this CPU at 512 px: 3.8 s instead of 7.1 s, latents within 1.5 % (relative L2) of fp32, and
+this CPU at 512 px: 3.7 s instead of 6.5 s, latents within 1.5 % (relative L2) of fp32, and
 ADZUS proposals from the two encoders agree (test_dtype_parity.py; docs/benchmarks-cpu.md).
 fp16 never: SD's VAE overflows in fp16 on bright images.
 

@@ -41,15 +41,6 @@ def read_token(path: str | os.PathLike) -> str:
     return Path(path).expanduser().read_text(encoding="utf-8").strip()
 
 
-def parse_ready_line(line: str) -> dict[str, Any] | None:
-    """The `{"event": "ready", …}` line `serve` prints when it accepts connections, or None."""
-    try:
-        event = json.loads(line)
-    except ValueError:
-        return None
-    return event if isinstance(event, dict) and event.get("event") == "ready" else None
-
-
 class ServiceClient:
     def __init__(self, url: str, token: str | None = None, timeout: float = 60.0):
         self.url = url.rstrip("/")

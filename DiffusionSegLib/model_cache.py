@@ -45,11 +45,6 @@ def cached_load(key: tuple[Hashable, ...], loader: Callable[[], Any]) -> Any:
     return cache.get(key, loader, session)
 
 
-def active_cache() -> "ModelCache | None":
-    active = _ACTIVE.get()
-    return None if active is None else active[0]
-
-
 def object_bytes(value: Any, _seen: set[int] | None = None) -> int:
     """Bytes held by the tensors of a loaded object (modules, dataclasses of modules, tuples…).
 
@@ -223,11 +218,6 @@ class ModelCache:
     def values(self) -> list[Any]:
         with self._lock:
             return [entry.value for entry in self._entries.values()]
-
-    def value_of(self, key: tuple) -> Any:
-        with self._lock:
-            entry = self._entries.get(key)
-            return None if entry is None else entry.value
 
     def describe(self) -> dict[str, Any]:
         with self._lock:

@@ -28,7 +28,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Callable, ContextManager, Iterator
+from typing import Callable, Iterator
 
 from .errors import InvalidRequest, OutputBusy, OutputExists, WriteFailed
 
@@ -221,14 +221,3 @@ def stage_file(path: str | Path, write: Callable[[str], None], verify: Callable[
         staged.discard()
         raise
     return staged
-
-
-def write_file(path: str | Path, write: Callable[[str], None], verify: Callable[[str], None], *,
-               suffix: str = "", guard: Callable[[], ContextManager] | None = None) -> Path:
-    """Stage, then rename into place under `guard` (the job's commit guard, if any)."""
-    staged = stage_file(path, write, verify, suffix)
-    try:
-        with guard() if guard else contextlib.nullcontext():
-            return staged.commit()
-    finally:
-        staged.discard()

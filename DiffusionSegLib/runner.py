@@ -52,10 +52,6 @@ class Runner:
         """Drop models idle for longer than `idle_seconds` (`serve` calls this periodically)."""
         return self.models.unload_idle()
 
-    @property
-    def busy(self) -> bool:
-        return self._lock.locked()
-
     def describe(self) -> dict[str, Any]:
         """What is warm: loaded models (kind, reference, device, dtype, bytes), cache statistics."""
         return {"models": self.models.describe(), "features": self.features.describe(), "jobs_run": self.jobs_run}

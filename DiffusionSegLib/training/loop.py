@@ -12,7 +12,6 @@ from typing import Callable, Iterator
 import torch
 
 from ..events import JobContext
-from .budget import TimeBudget  # noqa: F401 - kept importable from here (trainers on other branches use it)
 
 
 def apply_threads(threads: int) -> None:

@@ -5,8 +5,12 @@ import sys
 import slicer
 from slicer.i18n import tr as _
 from slicer.i18n import translate
-from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
-                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
 from slicer.util import VTKObservationMixin
 
 
@@ -156,7 +160,10 @@ class DiffusionSegTest(ScriptedLoadableModuleTest):
         import shutil
         import tempfile
 
-        from DiffusionSegSlicerLib.SelectionSelfTest import buildSteerableResult, exerciseSelection
+        from DiffusionSegSlicerLib.SelectionSelfTest import (
+            buildSteerableResult,
+            exerciseSelection,
+        )
 
         self.delayDisplay("Steering a result through the Evidence and selection section")
         panel = slicer.modules.diffusionseg.widgetRepresentation().self().panel.selection

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import sys
 
-from .cli import main as cli_main
-from .protocol import exit_when_stdin_closes
+from .cli.main import main as cli_main
+from .cli.protocol import exit_when_stdin_closes
 
 
 def main(argv: list[str] | None = None) -> int:

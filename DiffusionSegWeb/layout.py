@@ -8,7 +8,6 @@ DiffusionSeg drawer, which writes it to the app's private, size-limited folder.
 from __future__ import annotations
 
 from trame_server import Server
-
 from trame_slicer.app.ui import (
     ControlButton,
     LayoutButton,

@@ -62,7 +62,10 @@ class SelectionController:
     def setValue(self, value) -> None:
         if self.logic is None:
             return
-        from DiffusionSegSlicerLib.SelectionLogic import ProposalSelection, SelectionError
+        from DiffusionSegSlicerLib.SelectionLogic import (
+            ProposalSelection,
+            SelectionError,
+        )
 
         try:
             value = float(value)
@@ -109,7 +112,10 @@ class SelectionController:
     def toggleAt(self, ras) -> tuple[int, bool] | None:
         """Add or remove the proposal under a world RAS point, in every slice where it carries that
         id (what a click does in click mode); returns (proposal id, now included) or None."""
-        from DiffusionSegSlicerLib.SelectionLogic import ProposalSelection, SelectionError
+        from DiffusionSegSlicerLib.SelectionLogic import (
+            ProposalSelection,
+            SelectionError,
+        )
 
         if not isinstance(self.logic, ProposalSelection):
             return None

@@ -5,7 +5,7 @@ Written here from the algorithm in google/diffseg `diffseg/segmentor.py` (`gener
 reference's shapes and control flow on purpose - the anchor grid indexed as attns[x, y], the KL as
 ½Σx(log x − log Y) − ½ΣY(log x − log Y), the strict `<`, iteration 1 averaging every query map
 within tau of each anchor, later iterations greedy in index order with a proposal allowed to feed
-several merged maps - so that `DiffusionSegLib.diffseg.merge_by_kl` (matrix form, torch) can be
+several merged maps - so that `DiffusionSegLib.methods.adzus.diffseg.merge_by_kl` (matrix form, torch) can be
 checked against it. One deliberate difference: the reference casts iteration 1's KL to float16 to
 fit a GPU; this port computes every KL in float64, and the tests keep inputs whose distances are
 not within rounding of tau.

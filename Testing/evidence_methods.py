@@ -6,8 +6,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from DiffusionSegLib.decision.selection import (
+    SelectionParams,
+    SliceScores,
+    proposal_table,
+    select_labels,
+)
 from DiffusionSegLib.methods.base import Method, MethodInfo, Param, SliceSegmentation
-from DiffusionSegLib.selection import SelectionParams, SliceScores, proposal_table, select_labels
 
 REFERENCE = 0.25  # every slice's reference attention, so the volume's reference is known exactly
 

@@ -54,7 +54,12 @@ class PlantedEvidence(BrightThreshold):
     def segment(self, images, valid, indices=None):
         import numpy as np
 
-        from DiffusionSegLib.selection import SelectionParams, SliceScores, proposal_table, select_labels
+        from DiffusionSegLib.decision.selection import (
+            SelectionParams,
+            SliceScores,
+            proposal_table,
+            select_labels,
+        )
 
         size = images.shape[-1]
         half = size // 2
@@ -109,7 +114,7 @@ class SlowLoad(BrightThreshold):
 FAKE_CLI_CODE = (
     "import sys; sys.path.insert(0, {testing!r}); import fake_methods as f; from DiffusionSegLib import methods as m; "
     "r = dict(m.available_methods()); r.update({{c.info.name: c for c in (f.BrightThreshold, f.SlowLoad)}}); "
-    "m._REGISTRY = r; from DiffusionSegLib.cli import main; sys.exit(main(sys.argv[1:]))")
+    "m._REGISTRY = r; from DiffusionSegLib.cli.main import main; sys.exit(main(sys.argv[1:]))")
 
 
 def fake_cli_command(*arguments: str) -> list[str]:

@@ -30,7 +30,7 @@ def gemm_gflops(dtype: torch.dtype, side: int = 4096, repeats: int = 3) -> float
 
 def unet_profile(unet: torch.nn.Module, dtype: torch.dtype) -> dict[str, float]:
     """Seconds per operator kind and for the whole call (each the best of two calls)."""
-    from DiffusionSegLib.models import cast_module
+    from DiffusionSegLib.models.loading import cast_module
 
     cast_module(unet, dtype)
     x, t, c = torch.randn(1, 4, 64, 64).to(dtype), torch.tensor([100]), torch.randn(1, 77, 768).to(dtype)
@@ -56,7 +56,7 @@ def _timed(call) -> float:
 def main() -> None:
     from diffusers import UNet2DConditionModel
 
-    from DiffusionSegLib.synthetic_models import architecture
+    from DiffusionSegLib.models.architectures import architecture
 
     torch.set_num_threads(int(sys.argv[1]) if len(sys.argv) > 1 else 2)
     fp32, bf16 = gemm_gflops(torch.float32), gemm_gflops(torch.bfloat16)

@@ -35,9 +35,18 @@ def drifting_proposals(depth: int, side: int = 512, count: int = 24, seed: int =
 
 
 def measure_reselect() -> None:
-    from DiffusionSegLib.postprocess import match_labels_across_slices
-    from DiffusionSegLib.reselection import SelectionBundle, reselect_labels, scores_document, volume_proposals
-    from DiffusionSegLib.selection import SelectionParams, SliceScores, proposal_table
+    from DiffusionSegLib.decision.reselection import (
+        SelectionBundle,
+        reselect_labels,
+        scores_document,
+        volume_proposals,
+    )
+    from DiffusionSegLib.decision.selection import (
+        SelectionParams,
+        SliceScores,
+        proposal_table,
+    )
+    from DiffusionSegLib.imaging.postprocess import match_labels_across_slices
 
     local = drifting_proposals(200)
     valid = np.ones(local.shape[1:], bool)
@@ -77,10 +86,11 @@ def one_job(folder: Path, evidence: bool) -> None:
 
     torch.set_num_threads(1)
     sys.path.insert(0, str(TESTING))
-    import DiffusionSegLib.methods as registry
-    from DiffusionSegLib.job import run_job
-    from DiffusionSegLib.request import JobRequest
     from evidence_methods import GreyProposals
+
+    import DiffusionSegLib.methods as registry
+    from DiffusionSegLib.contract.request import JobRequest
+    from DiffusionSegLib.jobs.job import run_job
 
     registry._REGISTRY = {**registry.available_methods(), "grey-proposals": GreyProposals}
     events: list[dict] = []

@@ -63,7 +63,7 @@ def main():
     os.replace(tmp, request["output"])
     if mode == "noresult":
         return 0
-    if mode == "empty":  # as DiffusionSegLib.job does for an empty result
+    if mode == "empty":  # as DiffusionSegLib.jobs.job does for an empty result
         emit(event="warning", message="The result is empty: no slice had evidence above the thresholds.")
     names = params.get("names") or [request.get("prompt") or "Segment"]
     segments = [{"label": i + 1, "name": n} for i, n in enumerate(names)]

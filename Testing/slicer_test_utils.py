@@ -15,9 +15,8 @@ if str(MODULE_DIR) not in sys.path:
 
 import slicer  # noqa: E402
 import vtk  # noqa: E402
-from vtk.util import numpy_support  # noqa: E402
-
 from DiffusionSegSlicerLib.Worker import WorkerLauncher  # noqa: E402
+from vtk.util import numpy_support  # noqa: E402
 
 
 class FakeWorkerLauncher(WorkerLauncher):

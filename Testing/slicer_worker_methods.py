@@ -6,10 +6,10 @@ import time
 from pathlib import Path
 
 import slicer_test_utils  # noqa: F401  (module folder on sys.path)
+from DiffusionSegSlicerLib.Worker import WorkerLauncher
 from fake_methods import BrightThreshold
 
 from DiffusionSegLib.methods.base import MethodInfo
-from DiffusionSegSlicerLib.Worker import WorkerLauncher
 
 TESTING = Path(__file__).resolve().parent
 
@@ -53,7 +53,7 @@ EVIDENCE_WORKER_CODE = (
     "import sys; sys.path.insert(0, {testing!r}); "
     "import evidence_methods as e; from DiffusionSegLib import methods as m; "
     "r = dict(m.available_methods()); r.update({{c.info.name: c for c in (e.GreyProposals, e.Repaints)}}); "
-    "m._REGISTRY = r; from DiffusionSegLib.cli import main; sys.exit(main(sys.argv[1:]))"
+    "m._REGISTRY = r; from DiffusionSegLib.cli.main import main; sys.exit(main(sys.argv[1:]))"
 )
 
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from fake_methods import PlantedEvidence
 
 import DiffusionSegLib.methods as registry
-from DiffusionSegLib.job import run_job
-from DiffusionSegLib.request import JobRequest
-
-from fake_methods import PlantedEvidence
+from DiffusionSegLib.contract.request import JobRequest
+from DiffusionSegLib.jobs.job import run_job
 
 DEPTH, SIDE = 30, 32
 

@@ -9,12 +9,11 @@ import sys
 import pytest
 import torch
 
-from DiffusionSegLib.errors import InvalidParameter, JobCancelled
-from DiffusionSegLib.events import JobContext
+from DiffusionSegLib.contract.errors import InvalidParameter, JobCancelled
+from DiffusionSegLib.contract.events import JobContext
+from DiffusionSegLib.decision.selection import proposal_table
 from DiffusionSegLib.methods import get_method
-from DiffusionSegLib.methods.adzus import Adzus
-from DiffusionSegLib.selection import proposal_table
-
+from DiffusionSegLib.methods.adzus.method import Adzus
 
 TAU = 0.1  # the tiny model's attention is far flatter than SD's, so its KL distances are small
 
@@ -81,7 +80,7 @@ def test_registered_with_metadata():
 
 def test_module_imports_without_torch():
     code = ("import sys; sys.modules['torch'] = None; "
-            "from DiffusionSegLib.methods.adzus import Adzus; print(Adzus.info.name)")
+            "from DiffusionSegLib.methods.adzus.method import Adzus; print(Adzus.info.name)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "adzus"

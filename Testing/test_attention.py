@@ -5,11 +5,20 @@ from __future__ import annotations
 
 import pytest
 import torch
-from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0
+from diffusers.models.attention_processor import (
+    Attention,
+    AttnProcessor,
+    AttnProcessor2_0,
+)
 
-from DiffusionSegLib.attention import (AttentionCaptureProcessor, AttentionStore, attention_layers,
-                                       capture_attention, token_resolution)
-from DiffusionSegLib.models import load_stable_diffusion
+from DiffusionSegLib.diffusion.attention import (
+    AttentionCaptureProcessor,
+    AttentionStore,
+    attention_layers,
+    capture_attention,
+    token_resolution,
+)
+from DiffusionSegLib.models.stable_diffusion import load_stable_diffusion
 
 
 @pytest.fixture(scope="module")

@@ -14,11 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
-from DiffusionSegLib.errors import EXIT_BAD_REQUEST, EXIT_CASES_FAILED, EXIT_DEVICE
-
 from helpers import rgb_image
 from test_cli import ROOT, cli, events_of
+
+from DiffusionSegLib.contract.errors import (
+    EXIT_BAD_REQUEST,
+    EXIT_CASES_FAILED,
+    EXIT_DEVICE,
+)
 
 # The tiny model has random weights: its prompt evidence is weak, so the absolute thresholds are
 # lowered to make every case select something (the batch mechanics are under test here).

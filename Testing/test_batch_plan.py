@@ -11,10 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from DiffusionSegLib.batch.manifest import Case, Defaults, cases_from_folder, read_manifest
+from DiffusionSegLib.batch.manifest import (
+    Case,
+    Defaults,
+    cases_from_folder,
+    read_manifest,
+)
+from DiffusionSegLib.batch.records import Summary, finished_record, load_records
 from DiffusionSegLib.batch.sharding import select_part
-from DiffusionSegLib.batch.summary import Summary, finished_record, load_records
-from DiffusionSegLib.errors import InvalidRequest
+from DiffusionSegLib.contract.errors import InvalidRequest
 
 
 def defaults(tmp_path: Path, **extra) -> Defaults:
@@ -169,7 +174,7 @@ def test_rows_between_summary_rewrites_survive_a_crash_in_the_journal(tmp_path):
 
 def test_an_interrupted_case_is_redone_but_a_foreign_file_is_refused(tmp_path):
     from DiffusionSegLib.batch.plan import triage
-    from DiffusionSegLib.batch.summary import started_row
+    from DiffusionSegLib.batch.records import started_row
 
     case = _case(tmp_path)
     (tmp_path / "a.nrrd").write_bytes(b"written by a job that was stopped before it was recorded")

@@ -2,13 +2,22 @@
 
 import json
 
-from DiffusionSegLib.benchmark import format_speedup, format_table, run_benchmark, speedup
-from DiffusionSegLib.cli import build_parser, main
+from DiffusionSegLib.cli.arguments import parse_params
+from DiffusionSegLib.cli.main import build_parser, main
+from DiffusionSegLib.tools.benchmark import (
+    format_speedup,
+    format_table,
+    run_benchmark,
+    speedup,
+)
 
 
 def args_for(*extra):
-    return build_parser().parse_args(["benchmark", "--method", "adzus", "--model", "random:tiny-sd", "--device", "cpu",
+    """The options `benchmark` parses, with its parameters read as the command reads them."""
+    args = build_parser().parse_args(["benchmark", "--method", "adzus", "--model", "random:tiny-sd", "--device", "cpu",
                                       "--slices", "1", "--threads", "1", *extra])
+    args.params = parse_params(args.param)
+    return args
 
 
 def test_stages_have_floors_from_the_calls_they_make():
@@ -48,8 +57,8 @@ def test_a_floor_replays_each_call_under_the_autocast_it_ran_in():
     """The bf16 ADZUS encoder runs through autocast: its floor must time the same bf16 kernels."""
     import torch
 
-    from DiffusionSegLib.events import CancelToken
-    from DiffusionSegLib.profiling import ProfilingContext, recording, time_floor
+    from DiffusionSegLib.contract.events import CancelToken
+    from DiffusionSegLib.tools.profiling import ProfilingContext, recording, time_floor
 
     seen = []
 

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 import SimpleITK as sitk
-
-from DiffusionSegLib.errors import EXIT_CANCELLED, JobCancelled
-from DiffusionSegLib.protocol import run_with_events
 from fake_methods import fake_cli_command
 from helpers import ct_like_volume
+
+from DiffusionSegLib.cli.protocol import run_with_events
+from DiffusionSegLib.contract.errors import EXIT_CANCELLED, JobCancelled
 
 ROOT = Path(__file__).resolve().parents[1]
 LOAD_POINTS = (0.0, 0.3, 0.8, 1.5)   # seconds into the load when the cancel arrives
@@ -109,7 +109,7 @@ def test_error_after_a_cancel_is_reported_as_cancelled():
     assert json.loads(stream.getvalue().splitlines()[-1])["code"] == "cancelled"
     done = subprocess.run(
         [sys.executable, "-c",
-         "import sys; from DiffusionSegLib.protocol import run_with_events\n"
+         "import sys; from DiffusionSegLib.cli.protocol import run_with_events\n"
          "def work(emit, token):\n"
          "    token.cancel(); raise OSError('no file named diffusion_pytorch_model.bin')\n"
          "sys.exit(run_with_events(work))"],
@@ -119,7 +119,7 @@ def test_error_after_a_cancel_is_reported_as_cancelled():
 
 
 def test_final_step_is_atomic_with_respect_to_the_watchdog():
-    from DiffusionSegLib.events import CancelToken
+    from DiffusionSegLib.contract.events import CancelToken
 
     token = CancelToken()
     with token.final():

@@ -13,10 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
-from DiffusionSegLib.errors import EXIT_BAD_INPUT, EXIT_BAD_REQUEST, EXIT_CANCELLED, EXIT_MODEL
-
 from helpers import ct_like_volume, rgb_image
+
+from DiffusionSegLib.contract.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_BAD_REQUEST,
+    EXIT_CANCELLED,
+    EXIT_MODEL,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 EVENT_KEYS = {"progress": {"stage", "done", "total"}, "log": {"level", "message"},
@@ -146,7 +150,7 @@ def test_methods_for_people_lists_the_intensity_presets():
     done = cli("methods")
     assert done.returncode == 0
     listed = done.stdout.split("intensity presets")[1]
-    from DiffusionSegLib.intensity import presets
+    from DiffusionSegLib.imaging.intensity import presets
 
     for name, preset in presets().items():
         assert f"{name} " in listed and preset["label"] in listed
@@ -154,7 +158,7 @@ def test_methods_for_people_lists_the_intensity_presets():
 
 def test_method_metadata_does_not_import_torch():
     code = ("import sys, DiffusionSegLib.methods as m; m.available_methods(); "
-            "import DiffusionSegLib.request; print(sorted(k for k in ('torch', 'diffusers', 'transformers', 'slicer', 'qt', 'vtk') if k in sys.modules))")
+            "import DiffusionSegLib.contract.request; print(sorted(k for k in ('torch', 'diffusers', 'transformers', 'slicer', 'qt', 'vtk') if k in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "[]", done.stdout + done.stderr
 

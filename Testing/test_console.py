@@ -19,11 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-
-from DiffusionSegLib.console import ConsoleProgress, attach
-from DiffusionSegLib.summary import summary_paragraph
-
 from helpers import ct_like_volume
+
+from DiffusionSegLib.cli.console import ConsoleProgress, attach
+from DiffusionSegLib.cli.summary import summary_paragraph
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,16 +10,15 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-
-from DiffusionSegLib.cli import build_parser
-from DiffusionSegLib.events import JobContext
-from DiffusionSegLib.job import run_job
-from DiffusionSegLib.methods import get_method
-from DiffusionSegLib.request import JobRequest
-
 from sdseg_synthetic import write_png_pairs
 from test_diffugts_train_cli import heads_run
 from test_zero_shot_volumes import lesion_volume, tiny_sdseg  # noqa: F401 (fixture)
+
+from DiffusionSegLib.cli.main import build_parser
+from DiffusionSegLib.contract.events import JobContext
+from DiffusionSegLib.contract.request import JobRequest
+from DiffusionSegLib.jobs.job import run_job
+from DiffusionSegLib.methods import get_method
 
 pytestmark = pytest.mark.cuda
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from DiffusionSegLib.commands.demo import JOBS
+from DiffusionSegLib.cli.commands.demo import JOBS
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,9 +8,17 @@ import torch
 from scipy.ndimage import gaussian_filter
 from scipy.stats import entropy
 
-from DiffusionSegLib.diffseg import (aggregate_attention, anchor_grid, anchor_indices, merge_by_kl,
-                                     non_maximum_suppression, refine_by_kmeans, resolution_weights,
-                                     symmetric_kl, symmetric_kl_direct)
+from DiffusionSegLib.methods.adzus.diffseg import (
+    aggregate_attention,
+    anchor_grid,
+    anchor_indices,
+    merge_by_kl,
+    non_maximum_suppression,
+    refine_by_kmeans,
+    resolution_weights,
+    symmetric_kl,
+    symmetric_kl_direct,
+)
 
 
 def random_maps(resolutions, batch=2, seed=0):

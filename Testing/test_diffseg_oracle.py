@@ -8,11 +8,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from diffseg_reference import generate_proposals, sampling_grid
 from scipy.ndimage import gaussian_filter
 
-from DiffusionSegLib.diffseg import anchor_indices, merge_by_kl, symmetric_kl
-
-from diffseg_reference import generate_proposals, sampling_grid
+from DiffusionSegLib.methods.adzus.diffseg import (
+    anchor_indices,
+    merge_by_kl,
+    symmetric_kl,
+)
 
 SIDE, POINTS = 16, 6
 

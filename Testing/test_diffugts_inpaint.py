@@ -3,10 +3,14 @@
 import pytest
 import torch
 
-from DiffusionSegLib.diffugts.inpaint import (dilate_mask, mask_to_latent, pseudo_healthy_inpaint,
-                                              strength_timesteps)
-from DiffusionSegLib.models import load_stable_diffusion
-from DiffusionSegLib.synthetic_models import save_tiny_stable_diffusion
+from DiffusionSegLib.methods.diffugts.inpaint import (
+    dilate_mask,
+    mask_to_latent,
+    pseudo_healthy_inpaint,
+    strength_timesteps,
+)
+from DiffusionSegLib.models.stable_diffusion import load_stable_diffusion
+from DiffusionSegLib.testing.models import save_tiny_stable_diffusion
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,12 @@ synthetic-lesion run, and training + loading the heads."""
 import pytest
 import torch
 
-from DiffusionSegLib.errors import InvalidParameter, ModelLoadFailed, ModelNotFound
-from DiffusionSegLib.events import JobContext
+from DiffusionSegLib.contract.errors import (
+    InvalidParameter,
+    ModelLoadFailed,
+    ModelNotFound,
+)
+from DiffusionSegLib.contract.events import JobContext
 from DiffusionSegLib.methods import get_method
 
 
@@ -90,9 +94,9 @@ def test_synthetic_lesion_run_end_to_end(tiny_sd_path):
 
 
 def test_heads_train_save_load_and_are_used(tiny_sd_path, tmp_path):
-    from DiffusionSegLib.diffugts.fit import FitOptions, fit_heads, heads_config
-    from DiffusionSegLib.diffugts.heads import load_heads, save_heads
-    from DiffusionSegLib.diffugts.validation import pooled_dice
+    from DiffusionSegLib.methods.diffugts.fit import FitOptions, fit_heads, heads_config
+    from DiffusionSegLib.methods.diffugts.heads import load_heads, save_heads
+    from DiffusionSegLib.methods.diffugts.validation import pooled_dice
 
     images, masks = synthetic_lesions(16, seed=0)
     valid = torch.ones(16, 64, 64, dtype=torch.bool)
@@ -130,7 +134,11 @@ def test_heads_train_save_load_and_are_used(tiny_sd_path, tmp_path):
 
 
 def test_image_head_learns_slice_labels_and_gates_the_pipeline(tiny_sd_path):
-    from DiffusionSegLib.diffugts.image_head import ImageHead, image_statistics, train_image_head
+    from DiffusionSegLib.methods.diffugts.image_head import (
+        ImageHead,
+        image_statistics,
+        train_image_head,
+    )
 
     generator = torch.Generator().manual_seed(0)
     region = torch.ones(40, 16, 16, dtype=torch.bool)
@@ -148,7 +156,7 @@ def test_image_head_learns_slice_labels_and_gates_the_pipeline(tiny_sd_path):
     valid = torch.ones(2, 64, 64, dtype=torch.bool)
     method = make(tiny_sd_path, organ="brain", steps=2, strength=0.5)
     method.load()
-    from DiffusionSegLib.diffugts.heads import AOVAAdapter
+    from DiffusionSegLib.methods.diffugts.heads import AOVAAdapter
 
     features = method.pipeline.frozen_inputs(images, valid).encoder_features
     method.pipeline.adapter = AOVAAdapter([f.shape[1] for f in features], method.pipeline.text_vectors.shape[-1])
@@ -163,9 +171,14 @@ def test_image_head_learns_slice_labels_and_gates_the_pipeline(tiny_sd_path):
 def test_unet_feature_adapter_sees_fresh_noise_in_training_and_a_seeded_draw_at_inference(tiny_sd_path, tmp_path):
     import dataclasses
 
-    from DiffusionSegLib.diffugts.fit import (FitOptions, adapter_inputs, backbone_cache, heads_config,
-                                              train_adapter)
-    from DiffusionSegLib.diffugts.heads import save_heads
+    from DiffusionSegLib.methods.diffugts.fit import (
+        FitOptions,
+        adapter_inputs,
+        backbone_cache,
+        heads_config,
+        train_adapter,
+    )
+    from DiffusionSegLib.methods.diffugts.heads import save_heads
 
     images, masks = synthetic_lesions(6, seed=2)
     valid = torch.ones(6, 64, 64, dtype=torch.bool)

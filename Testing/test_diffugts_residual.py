@@ -3,9 +3,19 @@
 import pytest
 import torch
 
-from DiffusionSegLib.diffugts.aova import anomaly_map, body_region, coarse_mask, token_map
-from DiffusionSegLib.diffugts.residual import (feature_residual, fuse_residuals, otsu_mask, otsu_threshold,
-                                               pixel_residual)
+from DiffusionSegLib.methods.diffugts.aova import (
+    anomaly_map,
+    body_region,
+    coarse_mask,
+    token_map,
+)
+from DiffusionSegLib.methods.diffugts.residual import (
+    feature_residual,
+    fuse_residuals,
+    otsu_mask,
+    otsu_threshold,
+    pixel_residual,
+)
 
 
 def _planted(size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,8 +97,8 @@ def test_anomaly_map_prefers_the_abnormal_prompt_and_is_zero_for_equal_maps():
 def test_maps_differing_by_noise_give_no_coarse_mask_above_the_floor():
     """Two prompt maps that differ by 1 % noise: the old per-slice rescale to a peak of 1 and Otsu
     painted a quarter of the body; the absolute floor finds nothing, and the gate says 'noise'."""
-    from DiffusionSegLib.diffugts.aova import anomaly_difference
-    from DiffusionSegLib.diffugts.decision import gate_statistic
+    from DiffusionSegLib.methods.diffugts.aova import anomaly_difference
+    from DiffusionSegLib.methods.diffugts.slice_evidence import gate_statistic
 
     generator = torch.Generator().manual_seed(0)
     normal = 0.2 + 0.05 * torch.rand(4, 32, 32, generator=generator)

@@ -7,11 +7,11 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from DiffusionSegLib.cli import build_parser
-from DiffusionSegLib.events import JobContext
-from DiffusionSegLib.job import run_job
+from DiffusionSegLib.cli.main import build_parser
+from DiffusionSegLib.contract.events import JobContext
+from DiffusionSegLib.contract.request import JobRequest
+from DiffusionSegLib.jobs.job import run_job
 from DiffusionSegLib.methods import get_method
-from DiffusionSegLib.request import JobRequest
 
 
 def _write_case(folder, case, seed):
@@ -96,7 +96,7 @@ import pytest  # noqa: E402
     (["--batch-size", "0"], "InvalidRequest", "--batch-size"),
 ])
 def test_out_of_range_options_are_rejected_before_loading(tmp_path, extra, error, needle):
-    from DiffusionSegLib import errors
+    from DiffusionSegLib.contract import errors
 
     args = build_parser().parse_args([
         "train", "diffugts", "--images", str(tmp_path / "i"), "--masks", str(tmp_path / "m"),
@@ -107,7 +107,7 @@ def test_out_of_range_options_are_rejected_before_loading(tmp_path, extra, error
 
 
 def test_sdseg_rejects_a_batch_size_below_one(tmp_path):
-    from DiffusionSegLib.errors import InvalidRequest
+    from DiffusionSegLib.contract.errors import InvalidRequest
 
     args = build_parser().parse_args(["train", "sdseg", "--images", str(tmp_path), "--masks", str(tmp_path),
                                       "--output", str(tmp_path / "out"), "--batch-size", "0"])
@@ -156,8 +156,8 @@ def test_manifest_trains_several_prompt_pairs_and_reports_the_held_out_one(tiny_
 
 
 def test_a_bad_manifest_or_hold_out_is_refused_before_loading(tmp_path):
-    from DiffusionSegLib.diffugts.manifest import read_manifest, split_pairs
-    from DiffusionSegLib.errors import InvalidRequest
+    from DiffusionSegLib.contract.errors import InvalidRequest
+    from DiffusionSegLib.methods.diffugts.manifest import read_manifest, split_pairs
 
     bad = tmp_path / "bad.json"
     bad.write_text('{"pairs": [{"prompt": "brain tumour", "labels": []}]}')

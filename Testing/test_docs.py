@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from DiffusionSegLib.cli import build_parser
+from DiffusionSegLib.cli.main import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"

@@ -15,11 +15,16 @@ import pytest
 import torch
 from diffusers.models.attention_processor import Attention
 
-from DiffusionSegLib.attention import capture_attention
-from DiffusionSegLib.diffseg import aggregate_attention, anchor_indices, merge_by_kl, non_maximum_suppression
-from DiffusionSegLib.events import JobContext
-from DiffusionSegLib.job import create_method
-from DiffusionSegLib.metrics import adjusted_rand_index, dice
+from DiffusionSegLib.contract.events import JobContext
+from DiffusionSegLib.diffusion.attention import capture_attention
+from DiffusionSegLib.jobs.job import create_method
+from DiffusionSegLib.methods.adzus.diffseg import (
+    aggregate_attention,
+    anchor_indices,
+    merge_by_kl,
+    non_maximum_suppression,
+)
+from DiffusionSegLib.tools.metrics import adjusted_rand_index, dice
 
 SIDE, DIM, HEADS = 16, 64, 4
 
@@ -117,7 +122,7 @@ def test_sdseg_bf16_matches_fp32_and_keeps_the_vae_fp32(sdseg_checkpoint):
 
 
 def test_the_vae_stays_fp32_when_the_unet_runs_in_bf16():
-    from DiffusionSegLib.models import load_stable_diffusion
+    from DiffusionSegLib.models.stable_diffusion import load_stable_diffusion
 
     fp32 = load_stable_diffusion("random:tiny-sd", "cpu", "float32", components=("vae", "unet"))
     bf16 = load_stable_diffusion("random:tiny-sd", "cpu", "bfloat16", components=("vae", "unet"))
@@ -145,9 +150,9 @@ def test_adzus_proposals_agree_with_the_bf16_vae_encoder():
     lifted into the token space and scaled by the tokens' norm."""
     from diffusers import AutoencoderKL
 
-    from DiffusionSegLib.dtypes import resolve_policy
-    from DiffusionSegLib.models import StableDiffusionParts
-    from DiffusionSegLib.synthetic_models import architecture
+    from DiffusionSegLib.models.architectures import architecture
+    from DiffusionSegLib.models.stable_diffusion import StableDiffusionParts
+    from DiffusionSegLib.runtime.dtypes import resolve_policy
 
     torch.manual_seed(0)
     vae = AutoencoderKL(**architecture("sd-v1")["vae"]).eval().requires_grad_(False)
@@ -169,7 +174,7 @@ def test_adzus_proposals_agree_with_the_bf16_vae_encoder():
 
 
 def test_sdseg_auto_sizes_the_unet_from_the_checkpoint_headers(sdseg_checkpoint, monkeypatch):
-    from DiffusionSegLib import dtypes
+    from DiffusionSegLib.runtime import dtypes
 
     monkeypatch.setattr(dtypes, "cpu_has_native_bf16", lambda flags=None: True)
     method, _ = sdseg_result(sdseg_checkpoint, "auto")
@@ -180,8 +185,8 @@ def test_sdseg_auto_sizes_the_unet_from_the_checkpoint_headers(sdseg_checkpoint,
 
 
 def test_the_latent_cache_never_serves_a_bf16_latent_to_a_reconstruction():
-    from DiffusionSegLib.feature_cache import FeatureCache
-    from DiffusionSegLib.models import load_stable_diffusion
+    from DiffusionSegLib.models.stable_diffusion import load_stable_diffusion
+    from DiffusionSegLib.runtime.feature_cache import FeatureCache
 
     parts = load_stable_diffusion("random:tiny-sd", "cpu", "bfloat16", components=("vae", "unet"))
     images = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from DiffusionSegLib import dtypes, threads
-from DiffusionSegLib.errors import InvalidRequest
-from DiffusionSegLib.request import JobRequest
+from DiffusionSegLib.contract.errors import InvalidRequest
+from DiffusionSegLib.contract.request import JobRequest
+from DiffusionSegLib.runtime import dtypes, threads
 
 
 def test_names_and_aliases():
@@ -82,7 +82,7 @@ def test_configure_threads_sets_torch():
 
 
 def test_loader_applies_the_policy_per_part():
-    from DiffusionSegLib.models import load_stable_diffusion
+    from DiffusionSegLib.models.stable_diffusion import load_stable_diffusion
 
     parts = load_stable_diffusion("random:tiny-sd", "cpu", "bfloat16")
     assert parts.dtype == torch.bfloat16
@@ -93,8 +93,8 @@ def test_loader_applies_the_policy_per_part():
 
 
 def test_cli_dtype_reaches_the_request():
-    from DiffusionSegLib.cli import build_parser
-    from DiffusionSegLib.commands.segment import request_from_args
+    from DiffusionSegLib.cli.commands.segment import request_from_args
+    from DiffusionSegLib.cli.main import build_parser
 
     args = build_parser().parse_args(["segment", "--input", "a.png", "--output", "b.nrrd", "--method", "adzus",
                                       "--dtype", "fp32", "--threads", "3"])
@@ -107,7 +107,7 @@ def test_auto_keeps_small_models_fp32_on_cpu(monkeypatch):
     assert dtypes.resolve_policy("cpu", "auto", unet_parameters=1_400_000).compute == torch.float32
     assert dtypes.resolve_policy("cpu", "auto", unet_parameters=860_000_000).compute == torch.bfloat16
     assert dtypes.resolve_policy("cpu", "bfloat16", unet_parameters=1_400_000).compute == torch.bfloat16
-    from DiffusionSegLib.models import load_stable_diffusion
+    from DiffusionSegLib.models.stable_diffusion import load_stable_diffusion
 
     tiny = load_stable_diffusion("random:tiny-sd", "cpu", "auto")
     assert tiny.dtype == torch.float32 and tiny.unet.dtype == torch.float32 and "small UNet" in tiny.policy.reason

@@ -12,16 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
-import DiffusionSegLib.methods as registry
-from DiffusionSegLib.bundle import bundle_path
-from DiffusionSegLib.commands.reselect import reselect_files
-from DiffusionSegLib.errors import InvalidRequest
-from DiffusionSegLib.job import run_job
-from DiffusionSegLib.request import JobRequest
-
 from evidence_methods import REFERENCE, GreyProposals, Repaints
 from helpers import ct_like_volume
+
+import DiffusionSegLib.methods as registry
+from DiffusionSegLib.cli.commands.reselect import reselect_files
+from DiffusionSegLib.contract.errors import InvalidRequest
+from DiffusionSegLib.contract.request import JobRequest
+from DiffusionSegLib.io.bundle import bundle_path
+from DiffusionSegLib.jobs.job import run_job
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -136,8 +135,8 @@ def test_pseudo_healthy_returns_in_hounsfield_units_inside_the_window(tmp_path, 
 
 
 def test_a_failed_bundle_write_leaves_no_files(tmp_path, methods, monkeypatch):
-    import DiffusionSegLib.bundle as bundle
-    from DiffusionSegLib.errors import WriteFailed
+    import DiffusionSegLib.io.bundle as bundle
+    from DiffusionSegLib.contract.errors import WriteFailed
 
     calls = []
 
@@ -155,7 +154,7 @@ def test_a_failed_bundle_write_leaves_no_files(tmp_path, methods, monkeypatch):
 
 
 def test_existing_bundle_files_are_refused_before_any_work_unless_overwrite(tmp_path, methods):
-    from DiffusionSegLib.errors import OutputExists
+    from DiffusionSegLib.contract.errors import OutputExists
 
     (tmp_path / "seg.evidence.nrrd").write_bytes(b"mine")
     with pytest.raises(OutputExists, match="evidence"):
@@ -166,7 +165,7 @@ def test_existing_bundle_files_are_refused_before_any_work_unless_overwrite(tmp_
 
 
 def test_float_maps_are_compressed_only_when_it_pays():
-    from DiffusionSegLib.bundle import compresses_well
+    from DiffusionSegLib.io.bundle import compresses_well
 
     piecewise = np.repeat(np.arange(8, dtype=np.float32), 16).reshape(1, 8, 16)
     assert compresses_well(piecewise)
@@ -190,7 +189,7 @@ def test_reselect_command_runs_without_torch(tmp_path, methods):
     seg = event["outputs"]["labelmap"]
     code = ("import sys, json\n"
             "sys.modules['torch'] = None  # any import of torch fails\n"
-            "from DiffusionSegLib.cli import main\n"
+            "from DiffusionSegLib.cli.main import main\n"
             f"rc = main(['reselect', '--result', {seg!r}, '--output', {str(tmp_path / 'cli.nrrd')!r}, "
             "'--vote-threshold', '3'])\n"
             "print(json.dumps({'rc': rc}), file=sys.stderr)\n"
@@ -210,7 +209,7 @@ def test_adzus_bundle_reselects_bit_for_bit(tmp_path, tiny_sd_path):
     threshold must change it."""
     import math
 
-    from DiffusionSegLib.selection import scores_from_json, volume_reference
+    from DiffusionSegLib.decision.selection import scores_from_json, volume_reference
 
     sitk.WriteImage(ct_like_volume(size=(40, 36, 5)), str(tmp_path / "ct.nrrd"))
 

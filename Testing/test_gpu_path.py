@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from DiffusionSegLib.attention import auto_query_chunk
-from DiffusionSegLib.pipeline import MAX_AUTO_BATCH, batch_size_from_memory
+from DiffusionSegLib.diffusion.attention import auto_query_chunk
+from DiffusionSegLib.volume.segmenter import MAX_AUTO_BATCH, batch_size_from_memory
 
 
 def test_batch_size_from_measured_memory():
@@ -28,7 +28,7 @@ def test_capture_chunks_are_cache_sized_on_cpu_only():
 def test_cuda_benchmark_reports_throughput_and_peak_memory(tmp_path):
     import json
 
-    from DiffusionSegLib.cli import main
+    from DiffusionSegLib.cli.main import main
 
     output = tmp_path / "report.json"
     assert main(["benchmark", "--method", "adzus", "--model", "random:tiny-sd", "--device", "cuda", "--slices", "2",

@@ -1,11 +1,10 @@
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
-from DiffusionSegLib.errors import InputNotFound, InvalidImage, InvalidRequest
-from DiffusionSegLib.imageio import read_volume, write_labelmap
-
 from helpers import ct_like_volume, rgb_image
+
+from DiffusionSegLib.contract.errors import InputNotFound, InvalidImage, InvalidRequest
+from DiffusionSegLib.io.images import read_volume, write_labelmap
 
 
 @pytest.mark.parametrize("suffix", [".nrrd", ".nii.gz", ".mha"])

@@ -1,9 +1,13 @@
 import numpy as np
 import pytest
 
-from DiffusionSegLib.errors import InvalidRequest
-from DiffusionSegLib.intensity import choose_mapping, has_tissue, looks_like_ct
-from DiffusionSegLib.postprocess import fill_holes, keep_largest_component, match_labels_across_slices
+from DiffusionSegLib.contract.errors import InvalidRequest
+from DiffusionSegLib.imaging.intensity import choose_mapping, has_tissue, looks_like_ct
+from DiffusionSegLib.imaging.postprocess import (
+    fill_holes,
+    keep_largest_component,
+    match_labels_across_slices,
+)
 
 
 def test_ct_is_detected_and_windowed():

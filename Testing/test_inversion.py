@@ -9,9 +9,17 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from DiffusionSegLib.inversion import (_ddim_move, clean_alpha_of, ddim_invert, ddim_sample, forward_noise,
-                                       inversion_timesteps, reach_timestep, unet_epsilon)
-from DiffusionSegLib.models import load_stable_diffusion
+from DiffusionSegLib.diffusion.inversion import (
+    _ddim_move,
+    clean_alpha_of,
+    ddim_invert,
+    ddim_sample,
+    forward_noise,
+    inversion_timesteps,
+    reach_timestep,
+    unet_epsilon,
+)
+from DiffusionSegLib.models.stable_diffusion import load_stable_diffusion
 
 SD_SCHEDULER = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                     clip_sample=False, set_alpha_to_one=False, steps_offset=1)

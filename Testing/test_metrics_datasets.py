@@ -4,15 +4,21 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
-import DiffusionSegLib.methods as registry
-from DiffusionSegLib.datasets import pair_images_and_masks, parse_mask_mapping, read_mask
-from DiffusionSegLib.errors import InvalidData
-from DiffusionSegLib.evaluate import run_evaluation
-from DiffusionSegLib.metrics import dice, hd95, iou, oracle_selection
-
 from fake_methods import BrightThreshold
 from helpers import rgb_image
+
+import DiffusionSegLib.methods as registry
+from DiffusionSegLib.contract.errors import InvalidData, JobCancelled, OutputExists
+from DiffusionSegLib.contract.events import CancelToken
+from DiffusionSegLib.contract.request import JobRequest, PipelineOptions
+from DiffusionSegLib.io.datasets import (
+    pair_images_and_masks,
+    parse_mask_mapping,
+    read_mask,
+)
+from DiffusionSegLib.jobs.runner import Runner
+from DiffusionSegLib.tools.evaluate import run_evaluation
+from DiffusionSegLib.tools.metrics import dice, hd95, iou, oracle_selection
 
 
 def test_dice_iou_conventions():
@@ -88,24 +94,79 @@ def test_mask_mappings_and_non_binary_masks(tmp_path):
         parse_mask_mapping("lots")
 
 
-def test_evaluate_writes_json_and_csv(tmp_path, monkeypatch):
-    monkeypatch.setattr(registry, "_REGISTRY", {"bright-threshold": BrightThreshold})
+def evaluation_folders(tmp_path, cases=3):
     images, masks = tmp_path / "images", tmp_path / "masks"
     images.mkdir(), masks.mkdir()
-    for n in range(3):
+    for n in range(cases):
         image = rgb_image(seed=n)
         sitk.WriteImage(image, str(images / f"{n:03d}.png"))
         gray = sitk.GetArrayFromImage(image).mean(-1)
         sitk.WriteImage(sitk.GetImageFromArray(((gray < 150) * 255).astype(np.uint8)), str(masks / f"{n:03d}.png"))
-    args = argparse.Namespace(images=str(images), masks=str(masks), mask_map="255", key=None, output=str(tmp_path / "ev"),
-                              limit=0, cases=None, save_predictions=True, oracle=False, method="bright-threshold",
-                              prompt=None, model=None, device="cpu", param=["threshold=0.6"], seed=0, axis="auto",
-                              intensity="auto", keep_empty_slices=False, no_fill_holes=False, largest_component=False,
-                              batch_size=0, dtype="auto", threads=0)
-    summary = run_evaluation(args, lambda e: None)
+    return images, masks
+
+
+def evaluation_args(images, masks, output, **overrides):
+    values = dict(images=str(images), masks=str(masks), mask_map="255", key=None, output=str(output), limit=0,
+                  cases=None, save_predictions=True, oracle=False, method="bright-threshold", prompt=None, model=None,
+                  device="cpu", params={"threshold": "0.6"}, pipeline=PipelineOptions(), seed=0, dtype="auto",
+                  threads=0, overwrite=False)
+    values.update(overrides)
+    return argparse.Namespace(**values)
+
+
+def test_evaluate_writes_json_and_csv(tmp_path, monkeypatch):
+    monkeypatch.setattr(registry, "_REGISTRY", {"bright-threshold": BrightThreshold})
+    images, masks = evaluation_folders(tmp_path)
+    summary = run_evaluation(evaluation_args(images, masks, tmp_path / "ev"), lambda e: None)
     report = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     # the method labels the bright background, the mask is the dark disc: Dice is low but defined
     assert summary["cases"] == 3 and len(report["cases"]) == 3
     assert 0.0 <= summary["metrics"]["dice"]["mean"] < 0.5
+    assert summary["device"] == "cpu" and summary["dtype"] in ("float32", "bfloat16")
     assert (tmp_path / "ev" / "cases.csv").read_text().startswith("case,")
-    assert sorted(p.name for p in (tmp_path / "ev").glob("*.png")) == ["000.png", "001.png", "002.png"]
+    assert sorted(p.name for p in (tmp_path / "ev").glob("*.nrrd")) == ["000.nrrd", "001.nrrd", "002.nrrd"]
+
+
+def test_an_evaluated_case_is_the_labelmap_segment_writes(tmp_path, monkeypatch):
+    """Every case is a job through the Runner: its labelmap equals `segment`'s, bit for bit."""
+    monkeypatch.setattr(registry, "_REGISTRY", {"bright-threshold": BrightThreshold})
+    images, masks = evaluation_folders(tmp_path, cases=2)
+    pipeline = PipelineOptions(fill_holes=False)   # the dark disc stays a hole: a result with two values
+    run_evaluation(evaluation_args(images, masks, tmp_path / "ev", pipeline=pipeline), lambda e: None)
+    for case in ("000", "001"):
+        request = JobRequest(input=str(images / f"{case}.png"), output=str(tmp_path / f"{case}.nrrd"),
+                             method="bright-threshold", device="cpu", params={"threshold": "0.6"}, pipeline=pipeline)
+        Runner().run(request, lambda e: None)
+        segmented = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / f"{case}.nrrd")))
+        evaluated = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "ev" / f"{case}.nrrd")))
+        assert segmented.any() and not segmented.all()   # a real result, not an empty one
+        assert segmented.dtype == evaluated.dtype and np.array_equal(segmented, evaluated)
+
+
+def test_a_cancelled_evaluation_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(registry, "_REGISTRY", {"bright-threshold": BrightThreshold})
+    images, masks = evaluation_folders(tmp_path)
+    token, seen = CancelToken(), []
+
+    def on_event(event):
+        seen.append(event)
+        if event.get("stage") == "evaluate":   # after the first case is measured
+            token.cancel()
+
+    with pytest.raises(JobCancelled):
+        run_evaluation(evaluation_args(images, masks, tmp_path / "ev"), on_event, token)
+    assert any(e.get("stage") == "evaluate" for e in seen)
+    assert not (tmp_path / "ev").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "masks"]   # no staging folder left
+
+
+def test_evaluate_keeps_earlier_results_without_overwrite(tmp_path, monkeypatch):
+    monkeypatch.setattr(registry, "_REGISTRY", {"bright-threshold": BrightThreshold})
+    images, masks = evaluation_folders(tmp_path, cases=1)
+    (tmp_path / "ev").mkdir()
+    (tmp_path / "ev" / "metrics.json").write_text("{}")
+    with pytest.raises(OutputExists):
+        run_evaluation(evaluation_args(images, masks, tmp_path / "ev"), lambda e: None)
+    assert (tmp_path / "ev" / "metrics.json").read_text() == "{}"
+    run_evaluation(evaluation_args(images, masks, tmp_path / "ev", overwrite=True), lambda e: None)
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["summary"]["cases"] == 1

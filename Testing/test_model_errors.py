@@ -16,13 +16,12 @@ from pathlib import Path
 
 import pytest
 import SimpleITK as sitk
-
-from DiffusionSegLib import hub
-from DiffusionSegLib.errors import EXIT_MODEL, ModelLoadFailed, ModelNotFound
-from DiffusionSegLib.models import load_stable_diffusion
-from DiffusionSegLib.synthetic_models import save_tiny_sdseg
-
 from helpers import rgb_image
+
+from DiffusionSegLib.contract.errors import EXIT_MODEL, ModelLoadFailed, ModelNotFound
+from DiffusionSegLib.models import hub
+from DiffusionSegLib.models.stable_diffusion import load_stable_diffusion
+from DiffusionSegLib.testing.models import save_tiny_sdseg
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMIT = "0123456789abcdef0123456789abcdef01234567"  # a cache snapshot is named by its commit
@@ -108,7 +107,7 @@ def sdseg_folder(tmp_path_factory):
 
 
 def test_folders_of_the_wrong_kind_say_what_they_are(sdseg_folder, tiny_sd_path, tmp_path):
-    from DiffusionSegLib.sdseg.checkpoint import read_config
+    from DiffusionSegLib.methods.sdseg.checkpoint import read_config
 
     with pytest.raises(ModelLoadFailed, match="is an SDSeg checkpoint.*use --method sdseg"):
         load_stable_diffusion(str(sdseg_folder), "cpu")

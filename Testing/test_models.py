@@ -3,8 +3,15 @@ import shutil
 import pytest
 import torch
 
-from DiffusionSegLib.errors import DeviceUnavailable, ModelLoadFailed, ModelNotFound
-from DiffusionSegLib.models import component_dtype, is_local_reference, load_stable_diffusion, resolve_device, resolve_dtype
+from DiffusionSegLib.contract.errors import (
+    DeviceUnavailable,
+    ModelLoadFailed,
+    ModelNotFound,
+)
+from DiffusionSegLib.models.loading import component_dtype
+from DiffusionSegLib.models.references import is_local_reference
+from DiffusionSegLib.models.stable_diffusion import load_stable_diffusion, resolve_dtype
+from DiffusionSegLib.runtime.devices import resolve_device
 
 
 def test_tiny_model_loads_through_the_user_path(tiny_sd_path):
@@ -51,7 +58,7 @@ def test_missing_models_say_what_was_looked_for(tmp_path, monkeypatch):
 
 
 def test_devices_and_dtypes(monkeypatch):
-    from DiffusionSegLib import dtypes
+    from DiffusionSegLib.runtime import dtypes
 
     assert resolve_device("cpu").type == "cpu"
     native = dtypes.cpu_has_native_bf16()

@@ -6,14 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
-from DiffusionSegLib.errors import InvalidRequest
-from DiffusionSegLib.multi_prompt import combine_masks
-from DiffusionSegLib.request import JobRequest, PipelineOptions
-from DiffusionSegLib.runner import Runner
-
 from fake_methods import PromptThreshold
 from helpers import ct_like_volume, rgb_image
+
+from DiffusionSegLib.contract.errors import InvalidRequest
+from DiffusionSegLib.contract.request import JobRequest, PipelineOptions
+from DiffusionSegLib.jobs.runner import Runner
+from DiffusionSegLib.volume.several_prompts import combine_masks
 
 SHARED = {"inversion_steps": 10, "proposals": "shared", "vote_threshold": 0.5}
 
@@ -93,7 +92,7 @@ def test_prompt_list_validation(tmp_path):
 
 
 def test_several_prompts_refused_for_a_method_that_ignores_the_prompt(tmp_path):
-    from DiffusionSegLib.job import run_job
+    from DiffusionSegLib.jobs.job import run_job
 
     sitk.WriteImage(rgb_image(), str(tmp_path / "cell.png"))
     job = JobRequest(input=str(tmp_path / "cell.png"), output=str(tmp_path / "o.nrrd"), method="sdseg",
@@ -127,8 +126,8 @@ def test_overlapping_prompts_first_listed_wins(tmp_path, monkeypatch):
 
 
 def test_repeated_prompt_option_makes_a_prompt_list():
-    from DiffusionSegLib.cli import build_parser
-    from DiffusionSegLib.commands.segment import request_from_args
+    from DiffusionSegLib.cli.commands.segment import request_from_args
+    from DiffusionSegLib.cli.main import build_parser
 
     base = ["segment", "--input", "a.png", "--output", "b.nrrd", "--method", "adzus"]
     several = request_from_args(build_parser().parse_args([*base, "--prompt", "liver", "--prompt", "kidney"]))

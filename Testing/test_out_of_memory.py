@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import pytest
 import SimpleITK as sitk
-
-import DiffusionSegLib.methods as registry
-from DiffusionSegLib.errors import OutOfMemory
-from DiffusionSegLib.methods.base import MethodInfo
-from DiffusionSegLib.protocol import error_for
-from DiffusionSegLib.request import JobRequest, PipelineOptions
-from DiffusionSegLib.runner import Runner
-
 from fake_methods import BrightThreshold
 from helpers import ct_like_volume
+
+import DiffusionSegLib.methods as registry
+from DiffusionSegLib.contract.errors import OutOfMemory
+from DiffusionSegLib.contract.events import error_for
+from DiffusionSegLib.contract.request import JobRequest, PipelineOptions
+from DiffusionSegLib.jobs.runner import Runner
+from DiffusionSegLib.methods.base import MethodInfo
 
 
 class MemoryHungry(BrightThreshold):

@@ -14,12 +14,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
-from DiffusionSegLib.errors import EXIT_WRITE_FAILED, InvalidRequest, OutputBusy, OutputExists, WriteFailed
-from DiffusionSegLib.imageio import read_volume, write_labelmap
-from DiffusionSegLib.output_files import claim_output, claim_path, stage_file
 from fake_methods import fake_cli_command
 from helpers import ct_like_volume
+
+from DiffusionSegLib.contract.errors import (
+    EXIT_WRITE_FAILED,
+    InvalidRequest,
+    OutputBusy,
+    OutputExists,
+    WriteFailed,
+)
+from DiffusionSegLib.io.images import read_volume, write_labelmap
+from DiffusionSegLib.io.output_files import claim_output, claim_path, stage_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,7 +62,7 @@ def test_silent_short_write_is_write_failed_and_leaves_nothing(tmp_path):
     def truncating(temp: str) -> None:
         Path(temp).write_bytes(good.read_bytes()[: good.stat().st_size // 2])
 
-    from DiffusionSegLib import imageio
+    from DiffusionSegLib.io import images as imageio
 
     original = imageio.sitk.WriteImage
     imageio.sitk.WriteImage = lambda image, temp, compress: truncating(temp)
@@ -160,7 +166,7 @@ def test_outputs_follow_the_umask(tmp_path, mask):
 
 
 def test_picture_labelmaps_are_viewable_and_volumes_keep_label_values(tmp_path):
-    from DiffusionSegLib.image_formats import palette
+    from DiffusionSegLib.io.formats import palette
 
     image = sitk.GetImageFromArray(np.random.default_rng(0).integers(0, 255, (20, 30)).astype(np.uint8))
     one = np.zeros((1, 20, 30), np.uint8)
@@ -198,7 +204,7 @@ def test_train_refuses_a_non_empty_output_folder_before_reading_data(tmp_path):
 
 
 def test_a_jpeg_named_png_says_what_it_is(tmp_path):
-    from DiffusionSegLib.errors import InvalidImage
+    from DiffusionSegLib.contract.errors import InvalidImage
 
     sitk.WriteImage(sitk.GetImageFromArray(np.full((20, 20), 99, np.uint8)), str(tmp_path / "x.jpg"))
     (tmp_path / "x.jpg").rename(tmp_path / "photo.png")

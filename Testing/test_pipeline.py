@@ -1,14 +1,18 @@
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
-import DiffusionSegLib.methods as registry
-from DiffusionSegLib.errors import InvalidParameter, InvalidRequest, JobCancelled, UnknownMethod
-from DiffusionSegLib.job import run_job
-from DiffusionSegLib.request import JobRequest, PipelineOptions
-
 from fake_methods import BrightThreshold, CancelsItself
 from helpers import ct_like_volume, rgb_image
+
+import DiffusionSegLib.methods as registry
+from DiffusionSegLib.contract.errors import (
+    InvalidParameter,
+    InvalidRequest,
+    JobCancelled,
+    UnknownMethod,
+)
+from DiffusionSegLib.contract.request import JobRequest, PipelineOptions
+from DiffusionSegLib.jobs.job import run_job
 
 
 @pytest.fixture()
@@ -116,7 +120,8 @@ def test_request_round_trips_through_json(tmp_path):
 
 
 def test_malformed_values_are_request_errors_not_crashes(tmp_path, fake_methods):
-    from DiffusionSegLib.arguments import parse_roi as _parse_roi, parse_slices as _parse_slices
+    from DiffusionSegLib.cli.arguments import parse_roi as _parse_roi
+    from DiffusionSegLib.cli.arguments import parse_slices as _parse_slices
 
     with pytest.raises(InvalidRequest, match="--roi"):
         _parse_roi("1,2,a,4,5,6")

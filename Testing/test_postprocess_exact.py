@@ -7,7 +7,11 @@ import pytest
 from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
-from DiffusionSegLib.postprocess import fill_holes, keep_largest_component, match_labels_across_slices
+from DiffusionSegLib.imaging.postprocess import (
+    fill_holes,
+    keep_largest_component,
+    match_labels_across_slices,
+)
 
 
 def plain_fill_holes(labels, axis):

@@ -6,8 +6,12 @@ import pytest
 import torch
 from transformers import CLIPTokenizer
 
-from DiffusionSegLib.prompt_voting import (compact_segments, format_context, prompt_token_positions,
-                                           token_attention)
+from DiffusionSegLib.methods.adzus.prompt_attention import (
+    compact_segments,
+    format_context,
+    prompt_token_positions,
+    token_attention,
+)
 
 
 @pytest.fixture(scope="module")

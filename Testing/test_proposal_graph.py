@@ -11,9 +11,15 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from DiffusionSegLib.postprocess import fill_holes, keep_largest_component
-from DiffusionSegLib.proposal_graph import ProposalGraph, label_equal_regions
-from DiffusionSegLib.selection import SelectionParams, SliceScores, decide_pieces, select_labels, volume_reference
+from DiffusionSegLib.decision.proposal_graph import ProposalGraph, label_equal_regions
+from DiffusionSegLib.decision.selection import (
+    SelectionParams,
+    SliceScores,
+    decide_pieces,
+    select_labels,
+    volume_reference,
+)
+from DiffusionSegLib.imaging.postprocess import fill_holes, keep_largest_component
 
 
 def random_proposals(rng, shape):
@@ -48,7 +54,7 @@ def voxel_rule(proposals, tables, params, axis):
         selector = [slice(None)] * 3
         selector[axis] = k
         if params.mode == "border":
-            from DiffusionSegLib.selection import border_decision
+            from DiffusionSegLib.decision.selection import border_decision
 
             chosen, strong = border_decision(table, params.border_threshold), set()
         else:
@@ -133,7 +139,11 @@ def test_a_slice_of_more_pieces_than_uint16_counts():
 
 
 def test_reselect_names_unknown_proposal_ids():
-    from DiffusionSegLib.reselection import SelectionBundle, reselect_labels, scores_document
+    from DiffusionSegLib.decision.reselection import (
+        SelectionBundle,
+        reselect_labels,
+        scores_document,
+    )
 
     rng = np.random.default_rng(5)
     proposals = random_proposals(rng, (4, 12, 12))

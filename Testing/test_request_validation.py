@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 import SimpleITK as sitk
-
-from DiffusionSegLib.errors import InvalidRequest, ModelLoadFailed
-from DiffusionSegLib.protocol import run_with_events
-from DiffusionSegLib.request import MAX_SEED, SUPPORTED_VERSIONS, JobRequest
 from fake_methods import BrightThreshold, fake_cli_command
 from helpers import ct_like_volume
+
+from DiffusionSegLib.cli.protocol import run_with_events
+from DiffusionSegLib.contract.errors import InvalidRequest, ModelLoadFailed
+from DiffusionSegLib.contract.request import MAX_SEED, SUPPORTED_VERSIONS, JobRequest
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = {"version": 1, "input": "in.nrrd", "output": "out.nrrd", "method": "bright-threshold"}
@@ -116,7 +116,7 @@ def records_load(monkeypatch):
 
 def run_in_process(request: dict) -> tuple[int, list[dict]]:
     """The `run` command's work through the real protocol, in this process."""
-    from DiffusionSegLib.runner import Runner
+    from DiffusionSegLib.jobs.runner import Runner
 
     stream = io.StringIO()
     rc = run_with_events(lambda emit, token: Runner().run(JobRequest.from_dict(request), emit, token), stream)
@@ -140,7 +140,7 @@ def test_image_size_roi_and_slice_errors_come_before_the_model_loads(tmp_path, r
 
 def test_checkpoint_image_size_is_bounded(tmp_path):
     from DiffusionSegLib.methods.base import check_image_size
-    from DiffusionSegLib.sdseg.checkpoint import FORMAT, read_config
+    from DiffusionSegLib.methods.sdseg.checkpoint import FORMAT, read_config
 
     assert check_image_size(256, "x", multiple=8) == 256
     for size in (10**6, 0, -8, 100.5, "256", True, 260):
@@ -179,7 +179,7 @@ def test_cli_prompt_with_undecodable_bytes_is_invalid_request(tmp_path):
 def test_rgba_input_is_read_as_rgb_with_a_note(tmp_path):
     import numpy as np
 
-    from DiffusionSegLib.imageio import read_volume
+    from DiffusionSegLib.io.images import read_volume
 
     rgba = np.zeros((20, 30, 4), np.uint8)
     rgba[..., 0] = np.arange(30)

@@ -10,15 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
-from DiffusionSegLib.cancel_hooks import block_modules
-from DiffusionSegLib.errors import JobCancelled
-from DiffusionSegLib.events import CancelToken
-from DiffusionSegLib.model_cache import ModelCache, cached_load
-from DiffusionSegLib.request import JobRequest
-from DiffusionSegLib.runner import Runner
-
 from helpers import rgb_image
+
+from DiffusionSegLib.contract.errors import JobCancelled
+from DiffusionSegLib.contract.events import CancelToken
+from DiffusionSegLib.contract.request import JobRequest
+from DiffusionSegLib.jobs.runner import Runner
+from DiffusionSegLib.runtime.cancel_hooks import block_modules
+from DiffusionSegLib.runtime.model_cache import ModelCache, cached_load
 
 
 def request(tmp_path: Path, model: Path, name: str, prompt: str = "cell", image: str = "cell.png",

@@ -7,8 +7,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from DiffusionSegLib.attention import capture_attention
-from DiffusionSegLib.diffseg import aggregate_attention, anchor_indices, merge_by_kl, non_maximum_suppression
+from DiffusionSegLib.diffusion.attention import capture_attention
+from DiffusionSegLib.methods.adzus.diffseg import (
+    aggregate_attention,
+    anchor_indices,
+    merge_by_kl,
+    non_maximum_suppression,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -16,7 +21,7 @@ pytestmark = pytest.mark.slow
 def test_sd_v1_capture_layout_transparency_and_post_processing():
     from diffusers import UNet2DConditionModel
 
-    from DiffusionSegLib.synthetic_models import architecture
+    from DiffusionSegLib.models.architectures import architecture
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(**architecture("sd-v1")["unet"]).eval()

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from sdseg_synthetic import write_png_pairs
 from test_sdseg_data import write_volume_case
 
@@ -104,10 +103,10 @@ def test_train_from_pretrained_diffusers_weights(tmp_path):
     """`--pretrained REF` (the paper's starting point), in-process through the same parser."""
     import argparse
 
-    from DiffusionSegLib.events import JobContext
-    from DiffusionSegLib.methods.sdseg import Sdseg
-    from DiffusionSegLib.sdseg.checkpoint import load_checkpoint
-    from DiffusionSegLib.synthetic_models import save_tiny_stable_diffusion
+    from DiffusionSegLib.contract.events import JobContext
+    from DiffusionSegLib.methods.sdseg.checkpoint import load_checkpoint
+    from DiffusionSegLib.methods.sdseg.method import Sdseg
+    from DiffusionSegLib.testing.models import save_tiny_stable_diffusion
 
     save_tiny_stable_diffusion(tmp_path / "sd")
     images, masks = write_png_pairs(tmp_path / "data", 4, size=64)
@@ -132,8 +131,8 @@ def test_multi_class_training_and_segmentation(tmp_path):
     import SimpleITK as sitk
     import torch
 
-    from DiffusionSegLib.events import JobContext
-    from DiffusionSegLib.methods.sdseg import Sdseg
+    from DiffusionSegLib.contract.events import JobContext
+    from DiffusionSegLib.methods.sdseg.method import Sdseg
 
     images, masks = write_png_pairs(tmp_path / "data", 4, size=32)
     for path in masks.iterdir():  # add an inner class: 255 core inside a 128 rim
@@ -159,7 +158,7 @@ def test_multi_class_training_and_segmentation(tmp_path):
 def _train_args(tmp_path, *extra: str):
     import argparse
 
-    from DiffusionSegLib.methods.sdseg import Sdseg
+    from DiffusionSegLib.methods.sdseg.method import Sdseg
 
     parser = argparse.ArgumentParser()
     Sdseg.add_train_arguments(parser)
@@ -183,9 +182,9 @@ def _fake_checkpoint(folder: Path, **config) -> Path:
     (["--vae-from", "CKPT", "--init-from", "CKPT"], "--vae-from"),
 ])
 def test_conflicting_starting_points_are_invalid_requests(tmp_path, extra, needle):
-    from DiffusionSegLib.errors import InvalidRequest
-    from DiffusionSegLib.events import JobContext
-    from DiffusionSegLib.sdseg.train import run
+    from DiffusionSegLib.contract.errors import InvalidRequest
+    from DiffusionSegLib.contract.events import JobContext
+    from DiffusionSegLib.methods.sdseg.train import run
 
     ckpt = _fake_checkpoint(tmp_path / "ckpt", denoiser_skip=False)
     args = _train_args(tmp_path, *[str(ckpt) if a == "CKPT" else a for a in extra])
@@ -195,8 +194,8 @@ def test_conflicting_starting_points_are_invalid_requests(tmp_path, extra, needl
 
 
 def test_init_from_a_supervised_checkpoint_is_an_invalid_request(tmp_path):
-    from DiffusionSegLib.errors import InvalidRequest
-    from DiffusionSegLib.sdseg.train import check_starting_point
+    from DiffusionSegLib.contract.errors import InvalidRequest
+    from DiffusionSegLib.methods.sdseg.train import check_starting_point
 
     ckpt = _fake_checkpoint(tmp_path / "baseline", kind="supervised")
     with pytest.raises(InvalidRequest, match="not an SDSeg"):
@@ -212,7 +211,7 @@ def test_init_from_a_supervised_checkpoint_is_an_invalid_request(tmp_path):
     (["--objective", "supervised"], False),       # the baseline has no denoiser
 ])
 def test_denoiser_skip_defaults(tmp_path, extra, expected):
-    from DiffusionSegLib.sdseg.train import check_starting_point
+    from DiffusionSegLib.methods.sdseg.train import check_starting_point
 
     args = _train_args(tmp_path, *extra)
     check_starting_point(args)
@@ -220,8 +219,8 @@ def test_denoiser_skip_defaults(tmp_path, extra, expected):
 
 
 def test_init_from_inherits_the_parameterisation_and_refuses_to_change_it(tmp_path):
-    from DiffusionSegLib.errors import InvalidRequest
-    from DiffusionSegLib.sdseg.train import check_starting_point
+    from DiffusionSegLib.contract.errors import InvalidRequest
+    from DiffusionSegLib.methods.sdseg.train import check_starting_point
 
     skip = _fake_checkpoint(tmp_path / "skip", denoiser_skip=True)
     args = _train_args(tmp_path, "--init-from", str(skip))
@@ -234,7 +233,7 @@ def test_init_from_inherits_the_parameterisation_and_refuses_to_change_it(tmp_pa
 def test_multi_class_training_samples_a_class_present_in_the_slice():
     import torch
 
-    from DiffusionSegLib.sdseg.train import present_classes
+    from DiffusionSegLib.methods.sdseg.train import present_classes
 
     masks = torch.zeros(3, 8, 8, dtype=torch.long)
     masks[0, :2] = 3             # only class 3 present

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-
-from DiffusionSegLib.errors import InvalidData
-from DiffusionSegLib.training.data import load_slices, split_cases
 from helpers import ct_like_volume
 from sdseg_synthetic import write_png_pairs
+
+from DiffusionSegLib.contract.errors import InvalidData
+from DiffusionSegLib.training.data import load_slices, split_cases
 
 
 def test_png_pairs_become_letterboxed_slices(tmp_path):

@@ -6,16 +6,20 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from DiffusionSegLib.job import run_job
-from DiffusionSegLib.request import JobRequest
+from DiffusionSegLib.contract.request import JobRequest
+from DiffusionSegLib.jobs.job import run_job
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     from diffusers import AutoencoderKL
 
-    from DiffusionSegLib.sdseg.build import build_from_scratch, small_unet_config, small_vae_config
-    from DiffusionSegLib.sdseg.checkpoint import save_checkpoint
+    from DiffusionSegLib.methods.sdseg.build import (
+        build_from_scratch,
+        small_unet_config,
+        small_vae_config,
+    )
+    from DiffusionSegLib.methods.sdseg.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     vae = AutoencoderKL(**small_vae_config(32, (8, 16, 16), 4))

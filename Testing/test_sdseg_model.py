@@ -5,14 +5,27 @@ import json
 import pytest
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel, UNet2DModel
-
-from DiffusionSegLib.errors import ModelLoadFailed, ModelNotFound
-from DiffusionSegLib.sdseg.build import (build_from_pretrained, build_from_scratch, conditioner_from_vae,
-                                         small_unet_config, small_vae_config, widen_conv_in)
-from DiffusionSegLib.sdseg.checkpoint import load_checkpoint, read_config, save_checkpoint
-from DiffusionSegLib.sdseg.predict import labels_from_probabilities, predict_probabilities
-from DiffusionSegLib.sdseg.vae_training import as_rgb_mask
 from sdseg_synthetic import disc_pairs
+
+from DiffusionSegLib.contract.errors import ModelLoadFailed, ModelNotFound
+from DiffusionSegLib.methods.sdseg.build import (
+    build_from_pretrained,
+    build_from_scratch,
+    conditioner_from_vae,
+    small_unet_config,
+    small_vae_config,
+    widen_conv_in,
+)
+from DiffusionSegLib.methods.sdseg.checkpoint import (
+    load_checkpoint,
+    read_config,
+    save_checkpoint,
+)
+from DiffusionSegLib.methods.sdseg.predict import (
+    labels_from_probabilities,
+    predict_probabilities,
+)
+from DiffusionSegLib.methods.sdseg.vae_training import as_rgb_mask
 
 
 def tiny_vae(size=32, seed=0):
@@ -27,9 +40,10 @@ def tiny_model(num_classes=0, seed=0):
 
 def save_tiny_checkpoint(folder):
     """A random tiny SDSeg checkpoint (32 px) written by the backend's own writer; returns the folder."""
-    from DiffusionSegLib.sdseg.checkpoint import save_checkpoint
-    from DiffusionSegLib.sdseg.vae_training import as_rgb_mask
     from sdseg_synthetic import disc_pairs
+
+    from DiffusionSegLib.methods.sdseg.checkpoint import save_checkpoint
+    from DiffusionSegLib.methods.sdseg.vae_training import as_rgb_mask
 
     model = tiny_model()
     _, masks = disc_pairs(4)
@@ -149,7 +163,7 @@ def test_from_pretrained_diffusers_weights_unconditional_unet(tmp_path):
 
 
 def test_from_pretrained_text_to_image_unet_gets_a_null_context(tmp_path):
-    from DiffusionSegLib.synthetic_models import save_tiny_stable_diffusion
+    from DiffusionSegLib.testing.models import save_tiny_stable_diffusion
 
     save_tiny_stable_diffusion(tmp_path / "sd")
     model = build_from_pretrained(str(tmp_path / "sd")).eval()

@@ -8,14 +8,18 @@ parameterisation trained from scratch reached only Dice 0.32 on 8 such pairs aft
 is why the paper starts from a pretrained denoiser."""
 
 import torch
+from sdseg_synthetic import disc_pairs
 
-from DiffusionSegLib.events import JobContext
-from DiffusionSegLib.sdseg.build import build_from_scratch, small_unet_config, small_vae_config
-from DiffusionSegLib.sdseg.predict import predict_labels
-from DiffusionSegLib.sdseg.vae_training import as_rgb_mask, train_vae
+from DiffusionSegLib.contract.events import JobContext
+from DiffusionSegLib.methods.sdseg.build import (
+    build_from_scratch,
+    small_unet_config,
+    small_vae_config,
+)
+from DiffusionSegLib.methods.sdseg.predict import predict_labels
+from DiffusionSegLib.methods.sdseg.vae_training import as_rgb_mask, train_vae
 from DiffusionSegLib.training.budget import TimeBudget
 from DiffusionSegLib.training.loop import dice_iou
-from sdseg_synthetic import disc_pairs
 
 
 def overfit(n_pairs: int, vae_steps: int, steps: int, denoiser_skip: bool, lr: float = 1e-3):

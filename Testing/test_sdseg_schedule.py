@@ -3,8 +3,13 @@
 import pytest
 import torch
 
-from DiffusionSegLib.sdseg.schedule import (FINAL_T, add_noise, estimate_clean_latent, make_ddim_scheduler,
-                                            make_ddpm_scheduler)
+from DiffusionSegLib.methods.sdseg.schedule import (
+    FINAL_T,
+    add_noise,
+    estimate_clean_latent,
+    make_ddim_scheduler,
+    make_ddpm_scheduler,
+)
 
 
 def test_ldm_schedule_values():
@@ -56,7 +61,7 @@ def test_ddim_starts_at_the_single_step_timestep():
 def test_a_pretrained_schedule_that_differs_is_reported(tmp_path):
     import json
 
-    from DiffusionSegLib.sdseg.schedule import schedule_mismatch
+    from DiffusionSegLib.methods.sdseg.schedule import schedule_mismatch
 
     (tmp_path / "scheduler").mkdir()
     config = {"_class_name": "PNDMScheduler", "beta_start": 0.00085, "beta_end": 0.012,

@@ -9,9 +9,16 @@ import sys
 import numpy as np
 import pytest
 
-from DiffusionSegLib.selection import (SelectionParams, SliceScores, proposal_table, result_warning,
-                                       scores_from_json, scores_to_json, select_labels,
-                                       valid_border)
+from DiffusionSegLib.decision.selection import (
+    SelectionParams,
+    SliceScores,
+    proposal_table,
+    result_warning,
+    scores_from_json,
+    scores_to_json,
+    select_labels,
+    valid_border,
+)
 
 SIZE, DEPTH = 32, 30
 
@@ -168,7 +175,7 @@ def test_whole_tissue_warning():
 
 
 def test_imports_without_torch():
-    code = ("import sys; sys.modules['torch'] = None; import DiffusionSegLib.selection as s; "
+    code = ("import sys; sys.modules['torch'] = None; import DiffusionSegLib.decision.selection as s; "
             "assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]")
     subprocess.run([sys.executable, "-c", code], check=True)
 

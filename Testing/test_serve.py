@@ -13,11 +13,10 @@ import urllib.request
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
-from DiffusionSegLib.client import ServiceClient, ServiceError
-
 from helpers import ct_like_volume, rgb_image
 from serve_helpers import running_server
+
+from DiffusionSegLib.serve.client import ServiceClient, ServiceError
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +171,7 @@ def test_client_needs_only_the_standard_library():
     import subprocess
     import sys
 
-    code = ("import sys; before = set(sys.modules); import DiffusionSegLib.client; "
+    code = ("import sys; before = set(sys.modules); import DiffusionSegLib.serve.client; "
             "print(' '.join(sorted(set(sys.modules) - before)))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     third_party = {name.split(".")[0] for name in loaded} - set(sys.stdlib_module_names) - {"DiffusionSegLib"}

@@ -4,22 +4,37 @@ a RAS point, undo, user edits and other segments left alone, SDSeg-style probabi
 
 import numpy as np
 import pytest
-
-from slicer_test_utils import (addVolume, ijkToRasMatrix, listFiles, newScene, rotation, sameRasPointSets,
-                               segmentVoxelsRas, voxelCentersRas)
+from slicer_test_utils import (
+    addVolume,
+    ijkToRasMatrix,
+    listFiles,
+    newScene,
+    rotation,
+    sameRasPointSets,
+    segmentVoxelsRas,
+    voxelCentersRas,
+)
 
 pytest.importorskip("torch")
 
 import slicer  # noqa: E402
 import vtk  # noqa: E402
-from vtk.util import numpy_support  # noqa: E402
-
-from DiffusionSegLib.intensity import choose_mapping  # noqa: E402
 from DiffusionSegSlicerLib import JobSettings, SegmentationJob  # noqa: E402
-from DiffusionSegSlicerLib.EvidenceImport import PROPOSALS_ROLE, SCORES_ROLE, volumeArray  # noqa: E402
-from DiffusionSegSlicerLib.SelectionLogic import ProbabilityThreshold, ProposalSelection, SelectionError  # noqa: E402
+from DiffusionSegSlicerLib.EvidenceImport import (  # noqa: E402
+    PROPOSALS_ROLE,
+    SCORES_ROLE,
+    volumeArray,
+)
+from DiffusionSegSlicerLib.SelectionLogic import (  # noqa: E402
+    ProbabilityThreshold,
+    ProposalSelection,
+    SelectionError,
+)
 from evidence_methods import REFERENCE  # noqa: E402
 from slicer_worker_methods import EvidenceWorkerLauncher  # noqa: E402
+from vtk.util import numpy_support  # noqa: E402
+
+from DiffusionSegLib.imaging.intensity import choose_mapping  # noqa: E402
 
 
 def threeLevelVolume(scene):

@@ -9,18 +9,16 @@ import time
 
 import numpy as np
 import pytest
-
 from slicer_test_utils import addVolume, listFiles, newScene, rotation
 
 pytest.importorskip("torch")
 
 import slicer  # noqa: E402
 import vtk  # noqa: E402
-from vtk.util import numpy_support  # noqa: E402
-
 from DiffusionSegSlicerLib import DiffusionSegLogic, FineTuneJob, FineTuneSettings  # noqa: E402
 from DiffusionSegSlicerLib.FineTuneLogic import checkOutputFolder, checkSdsegCheckpoint  # noqa: E402
 from DiffusionSegSlicerLib.Worker import WorkerLauncher  # noqa: E402
+from vtk.util import numpy_support  # noqa: E402
 
 FAST = ["--batch-size", "2", "--threads", "1"]
 
@@ -110,7 +108,7 @@ def test_fine_tune_from_the_scene_writes_a_loadable_checkpoint(tmp_path, tinyChe
     for needle in ("fine-tuned from", "Corrected_CT", "Learning from corrections (3D Slicer)",
                    "volume: Corrected CT", "corrected segmentation: Liver corrected", "segments (foreground): liver"):
         assert needle in card, needle
-    from DiffusionSegLib.sdseg.checkpoint import load_checkpoint
+    from DiffusionSegLib.methods.sdseg.checkpoint import load_checkpoint
 
     model, loaded = load_checkpoint(output)
     assert loaded["scale_factor"] == pytest.approx(json.loads(
@@ -213,7 +211,6 @@ def test_logic_creates_the_job_with_its_launcher_and_train_arguments(tmp_path):
 def test_segments_are_exported_on_the_volume_grid(tmp_path):
     """The mask file has exactly the volume file's grid (oblique, anisotropic) and the box voxels."""
     import SimpleITK as sitk
-
     from DiffusionSegSlicerLib.FineTuneLogic import exportSegmentsAsLabelmap
     from DiffusionSegSlicerLib.VolumeIO import exportVolume
 

@@ -4,14 +4,19 @@ import json
 
 import numpy as np
 import pytest
-
-from slicer_test_utils import addVolume, newScene, sameRasPointSets, segmentVoxelsRas
-
 import SimpleITK as sitk  # noqa: E402
 import slicer  # noqa: E402
-from DiffusionSegSlicerLib.SegmentationImport import TERMINOLOGY_TAG, SegmentationImporter  # noqa: E402
-from DiffusionSegSlicerLib.Terminology import TERMINOLOGY_FILE, TerminologyTable, normalizeTerm  # noqa: E402
+from DiffusionSegSlicerLib.SegmentationImport import (  # noqa: E402
+    TERMINOLOGY_TAG,
+    SegmentationImporter,
+)
+from DiffusionSegSlicerLib.Terminology import (  # noqa: E402
+    TERMINOLOGY_FILE,
+    TerminologyTable,
+    normalizeTerm,
+)
 from DiffusionSegSlicerLib.VolumeIO import exportVolume  # noqa: E402
+from slicer_test_utils import addVolume, newScene, sameRasPointSets, segmentVoxelsRas
 
 
 def volumeAndLabelFile(scene, tmp_path, labels):

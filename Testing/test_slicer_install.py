@@ -6,10 +6,9 @@ import sys
 import types
 
 import pytest
-
-import slicer_test_utils  # noqa: F401
 import slicer
 import slicer.util
+import slicer_test_utils  # noqa: F401
 
 
 class FakeTorchLogic:

@@ -4,12 +4,18 @@ speaks the job contract (the real-worker round trip is in test_slicer_worker_rou
 import numpy as np
 import psutil
 import pytest
-
-from slicer_test_utils import (FakeWorkerLauncher, addVolume, listFiles, newScene, rotation,
-                               sameRasPointSets, segmentVoxelsRas, voxelCentersRas)
-
 import slicer  # noqa: E402
 from DiffusionSegSlicerLib import JobSettings, SegmentationJob  # noqa: E402
+from slicer_test_utils import (
+    FakeWorkerLauncher,
+    addVolume,
+    listFiles,
+    newScene,
+    rotation,
+    sameRasPointSets,
+    segmentVoxelsRas,
+    voxelCentersRas,
+)
 
 
 def obliqueVolume(scene):
@@ -79,7 +85,6 @@ def test_roi_becomes_ijk_box_in_request(tmp_path):
     """A markups ROI aligned with an oblique volume maps to exactly the voxel box it covers; an
     ROI away from the volume is refused before anything starts."""
     import vtk
-
     from DiffusionSegSlicerLib.VolumeIO import roiToIjkBox
     from slicer_test_utils import ijkToRasMatrix
 

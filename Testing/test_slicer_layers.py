@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from slicer_test_utils import MODULE_DIR, ROOT
 
 SLICER_LIB = MODULE_DIR / "DiffusionSegSlicerLib"
@@ -35,7 +34,7 @@ def _sysModulesAfter(code: str) -> set[str]:
 
 
 def test_backend_imports_without_slicer_qt_or_vtk():
-    loaded = _sysModulesAfter("import DiffusionSegLib, DiffusionSegLib.request, DiffusionSegLib.methods as m; m.available_methods()")
+    loaded = _sysModulesAfter("import DiffusionSegLib, DiffusionSegLib.contract.request, DiffusionSegLib.methods as m; m.available_methods()")
     assert not loaded & {"slicer", "qt", "ctk", "vtk", "vtkmodules", "slicer_core"}
 
 

@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import pytest
-
 from slicer_test_utils import MODULE_DIR, ROOT
 
 STAND_IN = ROOT / "Testing" / "SlicerStandIn"
@@ -61,11 +60,11 @@ def test_installed_tree_imports_like_inside_slicer(installed, tmp_path):
     """With only qt-scripted-modules on sys.path (as in Slicer), the backend, its method list,
     the module's logic, its data files and the worker command all resolve to the installed copy."""
     _, tree = installed
-    code = ("import json, DiffusionSegLib, DiffusionSegLib.methods as m, DiffusionSegLib.intensity as i\n"
+    code = ("import json, DiffusionSegLib, DiffusionSegLib.methods as m, DiffusionSegLib.api as i\n"
             "from DiffusionSegSlicerLib import TerminologyTable\n"
             "from DiffusionSegSlicerLib.Requirements import readRequirements\n"
             "from DiffusionSegSlicerLib.Worker import libraryParentDir\n"
-            "m.available_methods(); i.preset_names()\n"
+            "m.available_methods(); i.presets()\n"
             "print(json.dumps({'lib': DiffusionSegLib.__file__, 'parent': libraryParentDir(),"
             " 'terms': len(TerminologyTable()), 'reqs': readRequirements()}))")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

@@ -16,16 +16,28 @@ import numpy as np
 import psutil
 import pytest
 import SimpleITK as sitk
-
-from slicer_test_utils import MODULE_DIR, FakeWorkerLauncher, addVolume, listFiles, newScene
-
 from DiffusionSegSlicerLib import JobSettings, SegmentationJob  # noqa: E402
 from DiffusionSegSlicerLib.Logic import DiffusionSegLogic  # noqa: E402
-from DiffusionSegSlicerLib.TempFolders import OWNER_FILE, cleanupAllJobs, createWorkDir, removeOrphanedWorkDirs  # noqa: E402
+from DiffusionSegSlicerLib.TempFolders import (  # noqa: E402
+    OWNER_FILE,
+    cleanupAllJobs,
+    createWorkDir,
+    removeOrphanedWorkDirs,
+)
 from DiffusionSegSlicerLib.Worker import WorkerLauncher  # noqa: E402
 from DiffusionSegSlicerLib.WorkerJob import crashHint  # noqa: E402
-from DiffusionSegSlicerLib.WorkerSettings import (DictSettings, WorkerPythonNotApproved,  # noqa: E402
-                                                  WorkerPythonSettings)
+from DiffusionSegSlicerLib.WorkerSettings import (  # noqa: E402
+    DictSettings,
+    WorkerPythonNotApproved,
+    WorkerPythonSettings,
+)
+from slicer_test_utils import (
+    MODULE_DIR,
+    FakeWorkerLauncher,
+    addVolume,
+    listFiles,
+    newScene,
+)
 
 TESTING = Path(__file__).resolve().parent
 

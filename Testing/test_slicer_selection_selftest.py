@@ -3,11 +3,13 @@ slicer-core: a bundle written by the backend's own numpy writers, imported like 
 steered through the logic. Inside Slicer the same scenario drives the panel's widgets."""
 
 import numpy as np
-
-from slicer_test_utils import newScene
-
 from DiffusionSegSlicerLib.SelectionLogic import ProposalSelection  # noqa: E402
-from DiffusionSegSlicerLib.SelectionSelfTest import buildSteerableResult, exerciseSelection, segmentMask  # noqa: E402
+from DiffusionSegSlicerLib.SelectionSelfTest import (  # noqa: E402
+    buildSteerableResult,
+    exerciseSelection,
+    segmentMask,
+)
+from slicer_test_utils import newScene
 
 
 def test_selection_scenario_through_the_logic(tmp_path):

@@ -5,15 +5,15 @@ generated oblique volume, real worker process, import, geometry check."""
 import os
 
 import pytest
-
 from slicer_test_utils import listFiles, newScene
 
 pytest.importorskip("torch")
 
-from DiffusionSegLib.methods import available_methods  # noqa: E402
 from DiffusionSegSlicerLib.Logic import DiffusionSegLogic  # noqa: E402
 from DiffusionSegSlicerLib.SelfTest import runEndToEndScenario  # noqa: E402
 from slicer_worker_methods import RealWorkerLauncher, SlowBrightThreshold  # noqa: E402
+
+from DiffusionSegLib.methods import available_methods  # noqa: E402
 
 
 class TestMethodsLogic(DiffusionSegLogic):

@@ -7,14 +7,23 @@ import signal
 import time
 
 import pytest
-
-from slicer_test_utils import listFiles, newScene, sameRasPointSets, segmentVoxelsRas, voxelCentersRas
+from slicer_test_utils import (
+    listFiles,
+    newScene,
+    sameRasPointSets,
+    segmentVoxelsRas,
+    voxelCentersRas,
+)
 
 pytest.importorskip("torch")
 
 from DiffusionSegSlicerLib.JobSettings import buildJobRequest, splitPrompts  # noqa: E402
 from DiffusionSegSlicerLib.ServiceJob import ServiceSegmentationJob  # noqa: E402
-from DiffusionSegSlicerLib.ServiceManager import ServiceManager, ServiceSettings, describeHealth  # noqa: E402
+from DiffusionSegSlicerLib.ServiceManager import (  # noqa: E402
+    ServiceManager,
+    ServiceSettings,
+    describeHealth,
+)
 from serve_helpers import running_server  # noqa: E402
 from slicer_worker_methods import RealWorkerLauncher, workerCommand  # noqa: E402
 from test_slicer_worker_roundtrip import obliqueSphere, settingsFor  # noqa: E402

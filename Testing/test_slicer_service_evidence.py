@@ -5,19 +5,29 @@ the input's (oblique) geometry and the proposals can be re-selected."""
 
 import numpy as np
 import pytest
-
-from slicer_test_utils import ijkToRasMatrix, newScene, sameRasPointSets, segmentVoxelsRas, voxelCentersRas
+from slicer_test_utils import (
+    ijkToRasMatrix,
+    newScene,
+    sameRasPointSets,
+    segmentVoxelsRas,
+    voxelCentersRas,
+)
 
 pytest.importorskip("torch")
 
-from DiffusionSegLib.intensity import choose_mapping  # noqa: E402
 from DiffusionSegSlicerLib import JobSettings  # noqa: E402
-from DiffusionSegSlicerLib.EvidenceImport import PROPOSALS_ROLE, SCORES_ROLE, volumeArray  # noqa: E402
+from DiffusionSegSlicerLib.EvidenceImport import (  # noqa: E402
+    PROPOSALS_ROLE,
+    SCORES_ROLE,
+    volumeArray,
+)
 from DiffusionSegSlicerLib.SelectionLogic import ProposalSelection  # noqa: E402
 from evidence_methods import REFERENCE  # noqa: E402
 from slicer_worker_methods import EvidenceWorkerLauncher  # noqa: E402
 from test_slicer_evidence import threeLevelVolume  # noqa: E402
 from test_slicer_service import manager, runJob, serverJobFolders  # noqa: E402,F401  (fixture)
+
+from DiffusionSegLib.imaging.intensity import choose_mapping  # noqa: E402
 
 
 def evidenceSettings(method="grey-proposals", evidence=True):

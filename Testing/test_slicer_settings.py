@@ -1,12 +1,12 @@
 """Panel settings -> job request, and the settings' JSON round trip (QSettings, parameter node)."""
 
 import pytest
-
 import slicer_test_utils  # noqa: F401  (puts the module folder on sys.path)
-from DiffusionSegLib.errors import InvalidParameter
-from DiffusionSegLib.methods.base import MethodInfo, Param
 from DiffusionSegSlicerLib.JobSettings import JobSettings, buildJobRequest
 from DiffusionSegSlicerLib.Process import parseEventLine, workerEnvironment
+
+from DiffusionSegLib.contract.errors import InvalidParameter
+from DiffusionSegLib.methods.base import MethodInfo, Param
 
 INFO = MethodInfo(
     name="toy", label="Toy", description="A toy method.", prompt="required", needs_checkpoint=False,
@@ -82,8 +82,9 @@ def test_empty_slice_range_is_refused_before_any_process():
 def test_request_for_every_registered_method_from_its_metadata():
     """Whatever methods the backend registers, defaults from their metadata make a valid request
     (the panel builds its parameter widgets from the same data)."""
-    from DiffusionSegLib.request import JobRequest
     from DiffusionSegSlicerLib.Logic import methodCatalog
+
+    from DiffusionSegLib.contract.request import JobRequest
 
     catalog = methodCatalog()
     for name, info in catalog.items():

@@ -6,9 +6,15 @@ import time
 
 import numpy as np
 import pytest
-
-from slicer_test_utils import (addVolume, listFiles, newScene, rotation, sameRasPointSets,
-                               segmentVoxelsRas, voxelCentersRas)
+from slicer_test_utils import (
+    addVolume,
+    listFiles,
+    newScene,
+    rotation,
+    sameRasPointSets,
+    segmentVoxelsRas,
+    voxelCentersRas,
+)
 
 pytest.importorskip("torch")
 
@@ -131,7 +137,6 @@ def test_real_worker_roi_restricts_the_result_to_the_box(tmp_path):
     """ROI markups -> IJK box in the request -> the worker's crop: only the sphere voxels inside
     the box come back, at their RAS positions (checks the IJK convention end to end)."""
     import vtk
-
     from slicer_test_utils import ijkToRasMatrix
 
     scene = newScene()

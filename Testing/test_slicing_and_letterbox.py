@@ -1,13 +1,12 @@
 import numpy as np
 import pytest
 import torch
-
-from DiffusionSegLib.errors import InvalidImage, InvalidRequest
-from DiffusionSegLib.imageio import volume_from_image
-from DiffusionSegLib.letterbox import Letterbox
-from DiffusionSegLib.slicing import choose_axis, plan_slices
-
 from helpers import ct_like_volume
+
+from DiffusionSegLib.contract.errors import InvalidImage, InvalidRequest
+from DiffusionSegLib.imaging.letterbox import Letterbox
+from DiffusionSegLib.imaging.slicing import choose_axis, plan_slices
+from DiffusionSegLib.io.images import volume_from_image
 
 
 def _volume(direction=(1, 0, 0, 0, 1, 0, 0, 0, 1), size=(30, 20, 12)):

@@ -12,12 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
-
-from DiffusionSegLib.cli import build_parser
-from DiffusionSegLib.errors import JobCancelled
-from DiffusionSegLib.events import CancelToken, JobContext
-from DiffusionSegLib.training.budget import RunBudget, TimeBudget
 from sdseg_synthetic import write_png_pairs
+
+from DiffusionSegLib.cli.main import build_parser
+from DiffusionSegLib.contract.errors import JobCancelled
+from DiffusionSegLib.contract.events import CancelToken, JobContext
+from DiffusionSegLib.training.budget import RunBudget, TimeBudget
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--image-size", "32", "--vae-channels", "8,16,16", "--unet-channels", "16,32", "--batch-size", "4",
@@ -86,7 +86,7 @@ def _args(images, masks, out, *extra):
 
 
 def test_cancelled_run_keeps_finished_stages_and_resumes_from_them(tmp_path):
-    from DiffusionSegLib.sdseg.train import run
+    from DiffusionSegLib.methods.sdseg.train import run
 
     images, masks = write_png_pairs(tmp_path / "data", 8, size=40)
     out = tmp_path / "ckpt"

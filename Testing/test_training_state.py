@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from DiffusionSegLib.training.checkpoint import STATE_DIR, load_training_state, save_training_state
+from DiffusionSegLib.training.checkpoint import (
+    STATE_DIR,
+    load_training_state,
+    save_training_state,
+)
 
 
 def _save(folder, value: float) -> None:

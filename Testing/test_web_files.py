@@ -10,8 +10,8 @@ import pytest
 
 pytest.importorskip("trame_slicer")
 
-from DiffusionSegWeb.files import UploadRefused, Workspace  # noqa: E402
 from DiffusionSegWeb.__main__ import isLoopback  # noqa: E402
+from DiffusionSegWeb.files import UploadRefused, Workspace  # noqa: E402
 
 
 def upload(name: str, content: bytes) -> dict:

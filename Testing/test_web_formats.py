@@ -19,10 +19,10 @@ LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
 @pytest.fixture(scope="module")
 def app():
-    import DiffusionSegWeb  # noqa: F401  (the Slicer module's lib on the path)
     from DiffusionSegSlicerLib.ServiceManager import ServiceSettings
     from trame.app import get_server
 
+    import DiffusionSegWeb  # noqa: F401  (the Slicer module's lib on the path)
     from DiffusionSegWeb.app import WebApp
     from DiffusionSegWeb.files import Workspace
 

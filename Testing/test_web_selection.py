@@ -10,17 +10,22 @@ import re
 import numpy as np
 import pytest
 import vtk
-
-from slicer_test_utils import newScene, sameRasPointSets, segmentVoxelsRas, voxelCentersRas  # noqa: F401
+from slicer_test_utils import (  # noqa: F401
+    newScene,
+    sameRasPointSets,
+    segmentVoxelsRas,
+    voxelCentersRas,
+)
 
 pytest.importorskip("trame_slicer")
 pytest.importorskip("torch")
 
-import DiffusionSegWeb  # noqa: E402,F401  (the Slicer module's lib on the path)
 from slicer_worker_methods import EvidenceWorkerLauncher  # noqa: E402
 from test_slicer_evidence import rasOf, setSegmentMask, threeLevelVolume  # noqa: E402
 from test_slicer_service import manager, runJob  # noqa: E402,F401  (fixture)
 from test_slicer_service_evidence import evidenceSettings  # noqa: E402
+
+import DiffusionSegWeb  # noqa: E402,F401  (the Slicer module's lib on the path)
 
 
 @pytest.fixture()
@@ -115,7 +120,11 @@ def clickAt(view, ras):
 
 
 def test_click_mode_toggles_the_proposal_under_a_slice_view_click(app, manager):
-    from trame_slicer.segmentation import SegmentationEffectNoTool, SegmentationEffectPaint, SegmentationOverwriteMode
+    from trame_slicer.segmentation import (
+        SegmentationEffectNoTool,
+        SegmentationEffectPaint,
+        SegmentationOverwriteMode,
+    )
 
     # As opening a volume does (app.loadVolume): the Segment Editor's effect pipelines are then
     # made for views that exist (made at start-up, before the views, they have no view to paint).

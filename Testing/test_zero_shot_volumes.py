@@ -10,10 +10,10 @@ import SimpleITK as sitk
 import torch
 from scipy import ndimage
 
-from DiffusionSegLib.diffugts.decision import gate_statistic
-from DiffusionSegLib.diffugts.pipeline import DiffuGTSPipeline
-from DiffusionSegLib.job import run_job
-from DiffusionSegLib.request import JobRequest
+from DiffusionSegLib.contract.request import JobRequest
+from DiffusionSegLib.jobs.job import run_job
+from DiffusionSegLib.methods.diffugts.slice_evidence import gate_statistic
+from DiffusionSegLib.methods.diffugts.stages import DiffuGTSPipeline
 
 DEPTH, SIDE = 24, 48
 
@@ -104,7 +104,7 @@ def float64_models(monkeypatch):
     """Every model in float64. Batched fp32 kernels reassociate sums differently for 1 and 4
     images (about 1e-7 here), which can move a pixel across an Otsu cut or SDSeg's 0.5; in float64
     that does not happen, so what the test sees is whether any random draw depends on the batch."""
-    from DiffusionSegLib import dtypes
+    from DiffusionSegLib.runtime import dtypes
 
     def float64_policy(device, requested=None, **kwargs):
         return dtypes.DtypePolicy(requested="float64", compute=torch.float64, vae_encoder=torch.float64,
@@ -119,8 +119,12 @@ def tiny_sdseg(tmp_path_factory):
     """An untrained tiny SDSeg checkpoint (32 px, latent 8), written by the real save path."""
     from diffusers import AutoencoderKL
 
-    from DiffusionSegLib.sdseg.build import build_from_scratch, small_unet_config, small_vae_config
-    from DiffusionSegLib.sdseg.checkpoint import save_checkpoint
+    from DiffusionSegLib.methods.sdseg.build import (
+        build_from_scratch,
+        small_unet_config,
+        small_vae_config,
+    )
+    from DiffusionSegLib.methods.sdseg.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     vae = AutoencoderKL(**small_vae_config(32, (8, 16, 16), 4))

@@ -22,14 +22,13 @@ from dataclasses import dataclass, field
 import slicer
 import vtk
 
-
 from .SegmentationImport import removeNodeAndDisplay
-from .WorkerJob import JobFailed, WorkerJob
 from .VolumeIO import checkInputVolume, exportVolume
 from .Worker import WorkerLauncher
+from .WorkerJob import JobFailed, WorkerJob
 from .WorkerSettings import WorkerPythonSettings
 
-SDSEG_FORMAT = "diffusionseg.sdseg"   # DiffusionSegLib.sdseg.checkpoint.FORMAT (that module imports torch)
+SDSEG_FORMAT = "diffusionseg.sdseg"   # DiffusionSegLib.methods.sdseg.checkpoint.FORMAT (that module imports torch)
 CHECKPOINT_FOLDER = "checkpoint"
 MODEL_CARD = "README.md"
 

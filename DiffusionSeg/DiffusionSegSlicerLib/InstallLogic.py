@@ -13,7 +13,12 @@ import logging
 import slicer
 from slicer.i18n import tr as _
 
-from .Requirements import TORCH_REQUIREMENT, missingRequirements, packageIndexReachable, readRequirements
+from .Requirements import (
+    TORCH_REQUIREMENT,
+    missingRequirements,
+    packageIndexReachable,
+    readRequirements,
+)
 
 
 class InstallError(RuntimeError):

@@ -10,11 +10,10 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from DiffusionSegLib.dtypes import DTYPE_CHOICES
-from DiffusionSegLib.request import JobRequest, PipelineOptions
+from DiffusionSegLib.api import DTYPE_CHOICES, JobRequest, PipelineOptions
 
 DEVICES = ("auto", "cuda", "cpu", "mps")
-DTYPES = DTYPE_CHOICES                # auto, float32, bfloat16, float16 (DiffusionSegLib/dtypes.py)
+DTYPES = DTYPE_CHOICES                # auto, float32, bfloat16, float16 (DiffusionSegLib/runtime/dtypes.py)
 SLICE_AXES = ("auto", "axial", "coronal", "sagittal")
 
 

@@ -23,7 +23,7 @@ from .WorkerSettings import WorkerPythonSettings
 def methodCatalog() -> dict:
     """name -> MethodInfo of every backend method (metadata only: no torch is imported)."""
     try:
-        from DiffusionSegLib.methods import available_methods
+        from DiffusionSegLib.api import available_methods
 
         return {name: cls.info for name, cls in available_methods().items()}
     except Exception as exc:  # a broken method module must not break the panel
@@ -34,7 +34,7 @@ def methodCatalog() -> dict:
 def intensityPresets() -> dict:
     """name -> label of the backend's intensity presets (data/intensity_presets.json)."""
     try:
-        from DiffusionSegLib.intensity import presets
+        from DiffusionSegLib.api import presets
 
         return {name: preset.get("label", name) for name, preset in presets().items()}
     except Exception as exc:

@@ -6,7 +6,12 @@ import json
 from typing import Annotated, Union
 
 import slicer
-from slicer.parameterNodeWrapper import Choice, Default, WithinRange, parameterNodeWrapper
+from slicer.parameterNodeWrapper import (
+    Choice,
+    Default,
+    WithinRange,
+    parameterNodeWrapper,
+)
 
 from .JobSettings import DEVICES, DTYPES, SLICE_AXES, JobSettings
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 
-from .JobSettings import JobSettings, buildJobRequest
 from .EvidenceImport import EvidenceImporter
+from .JobSettings import JobSettings, buildJobRequest
 from .SegmentationImport import SegmentationImporter, removeNodeAndDisplay
 from .VolumeIO import checkInputVolume, exportVolume, roiToIjkBox
 from .Worker import WorkerLauncher
-from .WorkerSettings import WorkerPythonSettings
 from .WorkerJob import WorkerJob
+from .WorkerSettings import WorkerPythonSettings
 
 
 class SegmentationJob(WorkerJob):
@@ -112,7 +112,7 @@ def listedBundlePaths(outputPath: str, outputs) -> dict[str, str]:
     """name -> where that bundle file of the labelmap `outputPath` lives locally, for each
     evidence output the result event lists (`outputs`); the worker's or server's own paths are
     never used. Shared by the import and by the server job, which downloads these files."""
-    from DiffusionSegLib.bundle import OUTPUT_NAMES, bundle_path
+    from DiffusionSegLib.api import OUTPUT_NAMES, bundle_path
 
     listed = outputs if isinstance(outputs, dict) else {}
     return {name: str(bundle_path(outputPath, name)) for name in OUTPUT_NAMES[1:] if name in listed}

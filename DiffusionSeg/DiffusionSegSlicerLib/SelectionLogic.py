@@ -2,7 +2,7 @@
 
 `ProposalSelection` (ADZUS, and any result whose bundle has proposals and selection scores):
 re-select with a new vote threshold, or toggle the proposal under a point, through
-`DiffusionSegLib.reselection.reselect_labels` — the same numpy code the worker ran, so the
+`DiffusionSegLib.decision.reselection.reselect_labels` — the same numpy code the worker ran, so the
 job's own threshold gives its labelmap back. `ProbabilityThreshold` (SDSeg): the segment is the
 probability volume above a threshold.
 
@@ -21,9 +21,15 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
-from DiffusionSegLib.reselection import SelectionBundle, reselect_labels
+from DiffusionSegLib.api import SelectionBundle, reselect_labels
 
-from .EvidenceImport import EVIDENCE_ROLE, PROPOSALS_ROLE, SCORES_ROLE, SEGMENT_ATTRIBUTE, volumeArray
+from .EvidenceImport import (
+    EVIDENCE_ROLE,
+    PROPOSALS_ROLE,
+    SCORES_ROLE,
+    SEGMENT_ATTRIBUTE,
+    volumeArray,
+)
 from .VolumeIO import _worldToVolumeMatrix
 
 MAX_UNDO = 20

@@ -54,11 +54,17 @@ def buildSteerableResult(scene, folder: str) -> SteerableResult:
     """Write a result bundle for the generated volume with the backend's code and import it."""
     import SimpleITK as sitk
 
-    from DiffusionSegLib.bundle import stage_bundle
-    from DiffusionSegLib.imageio import write_labelmap
-    from DiffusionSegLib.postprocess import match_labels_across_slices
-    from DiffusionSegLib.reselection import scores_document, volume_proposals
-    from DiffusionSegLib.selection import SelectionParams, SliceScores, proposal_table, select_labels
+    from DiffusionSegLib.api import (
+        SelectionParams,
+        SliceScores,
+        match_labels_across_slices,
+        proposal_table,
+        scores_document,
+        select_labels,
+        stage_bundle,
+        volume_proposals,
+        write_labelmap,
+    )
 
     volume, array, ellipse, box = addSteerableVolume(scene)
     inputPath = exportVolume(volume, os.path.join(folder, "input.nrrd"))

@@ -19,7 +19,7 @@ from vtk.util import numpy_support
 from .JobSettings import JobSettings
 from .Logic import DiffusionSegLogic
 
-TINY_MODEL_CODE = ("from DiffusionSegLib.synthetic_models import save_tiny_stable_diffusion; "
+TINY_MODEL_CODE = ("from DiffusionSegLib.testing.models import save_tiny_stable_diffusion; "
                    "save_tiny_stable_diffusion(sys.argv[1])")
 
 

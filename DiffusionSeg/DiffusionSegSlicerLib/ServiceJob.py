@@ -17,8 +17,7 @@ import ntpath
 import queue
 import threading
 
-from DiffusionSegLib.client import ServiceError
-from DiffusionSegLib.errors import EXIT_CANCELLED
+from DiffusionSegLib.api import EXIT_CANCELLED, ServiceError
 
 from .Process import WorkerProcess
 from .SegmentationLogic import SegmentationJob, listedBundlePaths

@@ -10,7 +10,7 @@ Stop button, module cleanup, Slicer exit).
 Remote: a URL and token typed by the user; the volume is uploaded, so it is used only after
 the user has agreed to send images to that host (`consentText`).
 
-No Qt and no torch here; the HTTP client is DiffusionSegLib.client (standard library only).
+No Qt and no torch here; the HTTP client is DiffusionSegLib.serve.client (standard library only).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import time
 import urllib.parse
 from dataclasses import dataclass
 
-from DiffusionSegLib.client import ServiceClient, ServiceError
+from DiffusionSegLib.api import ServiceClient, ServiceError
 
 from .Process import WorkerProcess
 from .Signal import Signal

@@ -13,7 +13,7 @@ import json
 import signal
 import time
 
-from DiffusionSegLib.errors import EXIT_CANCELLED
+from DiffusionSegLib.api import EXIT_CANCELLED
 
 from .Signal import Signal
 from .TempFolders import createWorkDir, registerJob, removeWorkDir

@@ -14,10 +14,10 @@ from .JobSettings import JobSettings, buildJobRequest
 from .Logic import DiffusionSegLogic, methodCatalog
 from .SegmentationImport import SegmentationImporter
 from .SegmentationLogic import SegmentationJob
-from .WorkerJob import JobFailed, WorkerJob
 from .Signal import Signal
 from .Terminology import TerminologyTable
 from .Worker import WorkerLauncher
+from .WorkerJob import JobFailed, WorkerJob
 
 __all__ = ["DiffusionSegLogic", "FineTuneJob", "FineTuneSettings", "JobFailed", "JobSettings",
            "SegmentationImporter", "SegmentationJob", "Signal", "TerminologyTable", "WorkerJob", "WorkerLauncher",

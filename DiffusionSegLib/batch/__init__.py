@@ -1,4 +1,4 @@
-"""Cohort runs: many cases through the one Runner (see DESIGN.md, "One runner, several front doors").
+"""Cohort runs: many cases through the one Runner (docs/architecture.md, "One runner, several front doors").
 
 manifest  cases from a CSV/JSONL manifest or an image folder, each a ready job request
 sharding  `--num-parts N --part-id k`: which cases this machine runs

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from ..events import CancelToken
+from ..contract.events import CancelToken
 from .manifest import Case
 from .worker import CaseWorker
 

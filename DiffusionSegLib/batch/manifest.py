@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..datasets import file_stem, list_cases
-from ..errors import DiffusionSegError, InvalidRequest
-from ..request import JobRequest
+from ..contract.errors import DiffusionSegError, InvalidRequest
+from ..contract.request import JobRequest
+from ..io.datasets import file_stem, list_cases
 
 COLUMNS = ("case", "image", "method", "model", "prompt", "params", "output")
 PROMPT_SEPARATOR = ";"
@@ -205,14 +205,14 @@ def _build(rows: list[tuple[dict, str]], base: Path, defaults: Defaults) -> list
 def validate_case(case: Case) -> None:
     """The same checks a job makes before it loads anything (request fields, method, parameters,
     prompts), made for every case before the first model load of the run."""
-    from ..events import JobContext
-    from ..job import create_method
+    from ..contract.events import JobContext
+    from ..jobs.job import create_method
 
     request = JobRequest.from_dict(case.request)
     methods = [create_method(request.method, request.params, prompt, request.model, JobContext())
                for prompt in request.prompt_list()]
     if len(methods) > 1:
-        from ..multi_prompt import check_several_prompts
+        from ..volume.several_prompts import check_several_prompts
 
         check_several_prompts(methods)
 

@@ -12,13 +12,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..errors import CasesFailed
-from ..events import CancelToken, EventCallback
+from ..contract.errors import CasesFailed
+from ..contract.events import CancelToken, EventCallback
 from .journal import LOG_FOLDER
 from .manifest import Case
 from .progress import CaseProgress
+from .records import (
+    Summary,
+    failed_row,
+    finished_record,
+    interrupted_here,
+    load_records,
+    skipped_row,
+    started_row,
+)
 from .sharding import part_label, select_part
-from .summary import Summary, failed_row, finished_record, interrupted_here, load_records, skipped_row, started_row
+
 
 @dataclass(frozen=True)
 class BatchOptions:

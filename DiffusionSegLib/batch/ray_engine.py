@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .. import __version__
-from ..errors import DeviceUnavailable, InvalidRequest
-from ..events import CancelToken
+from ..contract.errors import DeviceUnavailable, InvalidRequest
+from ..contract.events import CancelToken
 from .manifest import Case
-from .summary import failed_row
+from .records import failed_row
 from .worker import CaseWorker
 
 LOCAL_OBJECT_STORE_BYTES = 256 * 2**20  # the driver sends paths, not images: a small store starts faster

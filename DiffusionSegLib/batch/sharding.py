@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Sequence, TypeVar
 
-from ..errors import InvalidRequest
+from ..contract.errors import InvalidRequest
 
 T = TypeVar("T")
 

@@ -19,11 +19,11 @@ import traceback
 from pathlib import Path
 
 from .. import __version__
-from ..errors import OUT_OF_MEMORY_HINT, DiffusionSegError, JobCancelled
-from ..events import CancelToken, JsonLinesWriter
-from ..request import JobRequest
+from ..contract.errors import OUT_OF_MEMORY_HINT, DiffusionSegError, JobCancelled
+from ..contract.events import CancelToken, JsonLinesWriter
+from ..contract.request import JobRequest
 from .manifest import Case
-from .summary import case_fields, failed_row, now
+from .records import case_fields, failed_row, now
 
 
 def log_name(case_id: str) -> str:
@@ -52,7 +52,7 @@ class CaseWorker:
     """Runs cases one at a time on one Runner; one instance lives as long as its worker."""
 
     def __init__(self, log_dir: str | None = None, threads: int = 0):
-        from ..runner import Runner
+        from ..jobs.runner import Runner
 
         if threads:
             import torch

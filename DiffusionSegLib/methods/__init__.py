@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from ..errors import UnknownMethod
+from ..contract.errors import UnknownMethod
 from .base import Method, MethodInfo, Param, SliceSegmentation
 
 __all__ = ["Method", "MethodInfo", "Param", "SliceSegmentation", "available_methods", "get_method"]

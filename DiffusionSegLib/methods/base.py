@@ -12,13 +12,13 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
-from ..errors import InvalidParameter, ModelLoadFailed, describe
+from ..contract.errors import InvalidParameter, ModelLoadFailed, describe
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from ..events import JobContext
-    from ..selection import SelectionParams, SliceScores
+    from ..contract.events import JobContext
+    from ..decision.selection import SelectionParams, SliceScores
 
 PARAM_TYPES = ("int", "float", "bool", "choice", "str")
 

@@ -6,5 +6,5 @@ jobs.py    the job registry and the single worker thread that runs jobs from a q
 health.py  device, memory and warm models, for /v1/health
 app.py     the HTTP routes
 
-The HTTP API is documented in docs/service.md; DiffusionSegLib/client.py is its stdlib client.
+The HTTP API is documented in docs/service.md; DiffusionSegLib/serve/client.py is its stdlib client.
 """

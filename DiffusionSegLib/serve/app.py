@@ -17,8 +17,8 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from .. import __version__
-from ..errors import DiffusionSegError, InvalidRequest
-from ..events import _jsonable, error_event
+from ..contract.errors import DiffusionSegError, InvalidRequest
+from ..contract.events import _jsonable, error_event
 from .auth import token_matches
 from .health import health
 from .inputs import PathNotAllowed, UploadTooLarge

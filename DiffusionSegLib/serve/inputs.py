@@ -14,8 +14,8 @@ import shutil
 from pathlib import Path
 from typing import BinaryIO
 
-from ..errors import InvalidRequest
-from ..imageio import LABEL_SUFFIXES
+from ..contract.errors import InvalidRequest
+from ..io.images import LABEL_SUFFIXES
 
 UPLOAD_SUFFIXES = (".nrrd", ".nii", ".nii.gz", ".mha", ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 CHUNK = 1 << 20

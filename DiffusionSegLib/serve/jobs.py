@@ -16,11 +16,10 @@ from collections import deque
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..errors import JobCancelled
-from ..events import CancelToken, JobContext, error_event
-from ..protocol import error_for
-from ..request import JobRequest
-from ..runner import Runner
+from ..contract.errors import JobCancelled
+from ..contract.events import CancelToken, JobContext, error_event, error_for
+from ..contract.request import JobRequest
+from ..jobs.runner import Runner
 from .inputs import confined_input, job_output, remove_folder, save_upload
 
 FINISHED = ("done", "failed", "cancelled")
@@ -110,10 +109,10 @@ class JobService:
 
     def submit(self, data: Any, upload: tuple[str, BinaryIO] | None = None) -> Job:
         """Validate a request (everything checkable before a model loads), queue it, return the job."""
-        from ..job import create_method
+        from ..jobs.job import create_method
 
         if not isinstance(data, dict):
-            from ..errors import InvalidRequest
+            from ..contract.errors import InvalidRequest
 
             raise InvalidRequest("A job request must be a JSON object.")
         job_id = uuid.uuid4().hex[:16]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from ..events import JobContext
+from ..contract.events import JobContext
 
 
 @dataclass

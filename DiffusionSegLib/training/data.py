@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..errors import InvalidData
+from ..contract.errors import InvalidData
 
 # Empty slices of a volume (no label) are kept in this proportion to labelled ones: enough to
 # learn "nothing here", few enough not to drown the foreground.
@@ -94,8 +94,8 @@ def _mask_on_image_grid(mask_array: np.ndarray, mask_reference, image_reference,
 
 def _read_labels(path: Path, mask_map: str | None, class_values: list[float] | None):
     """(K, J, I) int class ids and the mask's volume; binary unless class values are given."""
-    from ..datasets import parse_mask_mapping, read_mask
-    from ..imageio import read_volume
+    from ..io.datasets import parse_mask_mapping, read_mask
+    from ..io.images import read_volume
 
     if class_values:
         volume = read_volume(path, allow_constant=True)
@@ -112,12 +112,12 @@ def load_slices(images: str | Path, masks: str | Path, image_size: int, mask_map
                 class_values: list[float] | None = None, intensity: str = "auto", axis: str = "auto",
                 empty_slice_ratio: float = DEFAULT_EMPTY_SLICE_RATIO, key: str | None = None) -> SliceSet:
     """Read every pair and preprocess it as the inference pipeline does."""
-    from ..datasets import pair_images_and_masks
-    from ..errors import DiffusionSegError
-    from ..imageio import read_volume
-    from ..intensity import choose_mapping
-    from ..letterbox import Letterbox
-    from ..slicing import plan_slices
+    from ..contract.errors import DiffusionSegError
+    from ..imaging.intensity import choose_mapping
+    from ..imaging.letterbox import Letterbox
+    from ..imaging.slicing import plan_slices
+    from ..io.datasets import pair_images_and_masks
+    from ..io.images import read_volume
 
     pairs = pair_images_and_masks(images, masks, key)
     out_images: list[torch.Tensor] = []

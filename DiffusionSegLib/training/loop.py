@@ -11,7 +11,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from ..events import JobContext
+from ..contract.events import JobContext
 
 
 def apply_threads(threads: int) -> None:

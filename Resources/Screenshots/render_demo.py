@@ -20,7 +20,7 @@ import SimpleITK as sitk
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from DiffusionSegLib.commands.demo import JOBS, run_demo  # noqa: E402
+from DiffusionSegLib.cli.commands.demo import JOBS, run_demo  # noqa: E402
 
 HEIGHT = 240
 COLOURS = np.array([[0, 0, 0], [255, 200, 0], [0, 200, 255], [255, 80, 80]], dtype=float)

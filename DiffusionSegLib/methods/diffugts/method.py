@@ -1,0 +1,130 @@
+"""DiffuGTS: anomaly-aware open-vocabulary tumour segmentation with pseudo-healthy inpainting.
+
+Registry entry only: metadata for the Slicer panel and CLI, parameter checks, and the hand-off
+to `DiffusionSegLib.methods.diffugts` (imported inside `load`, so reading `info` needs no torch).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any, Sequence
+
+from ...contract.errors import InvalidParameter
+from ..base import Method, SliceSegmentation
+from .spec import INFO, parse_timesteps
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from ...contract.events import JobContext
+
+
+class DiffuGTS(Method):
+    info = INFO
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Prompts and parameters are checked when the method is created, before the job reads the
+        # image or any model: a missing organ fails in milliseconds, not after a model load.
+        self._prompts()
+        self._settings()
+
+    def _prompts(self) -> Any:
+        from .prompts import resolve_prompts
+
+        return resolve_prompts(self.prompt, self.params.get("organ", ""), self.params.get("normal_prompt", ""))
+
+    def load(self) -> None:
+        prompts, settings = self._prompts(), self._settings()
+        from ...models.stable_diffusion import load_stable_diffusion
+        from .heads import load_heads, load_image_head
+        from .stages import DiffuGTSPipeline
+
+        self.context.log(f"DiffuGTS prompts: anomaly '{prompts.anomaly}', normal '{prompts.normal}'.")
+        # Half precision only when asked for explicitly; otherwise the loader's choice (fp16 on CUDA).
+        parts = load_stable_diffusion(self.model or self.info.default_model, self.context.device, self.context.dtype)
+        adapter = residual_head = image_head = None
+        heads = (self.params.get("heads") or "").strip()
+        if heads:
+            config, adapter, residual_head = load_heads(heads, parts.device)
+            image_head = load_image_head(heads, parts.device) if adapter is not None else None
+            self._check_heads(config, parts)
+            # the adapter reads what it was trained on
+            settings = dataclasses.replace(settings, adapter_features=config.get("adapter_features", "vae"))
+        self._image_head = image_head is not None
+        self.parts = parts  # read by `benchmark` (dtype) and by callers that reuse the model
+        self.image_size = parts.image_size
+        self.pipeline = DiffuGTSPipeline(parts, prompts, settings, self.context, adapter, residual_head, image_head)
+
+    def _settings(self) -> Any:
+        from .stages import DiffuGTSSettings
+
+        p = self.params
+        if p.get("beta1", 0.5) + p.get("beta2", 0.5) <= 0:
+            raise InvalidParameter("beta1 + beta2 must be positive: the fused residual would be empty.")
+        return DiffuGTSSettings(
+            strength=p.get("strength", 0.6), steps=p.get("steps", 20), dilation=p.get("dilation", 3),
+            beta1=p.get("beta1", 0.5), beta2=p.get("beta2", 0.5),
+            threshold_method=p.get("threshold_method", "auto"), threshold=p.get("threshold", 0.5),
+            aova_timesteps=parse_timesteps(p.get("aova_timesteps", "100")), body_level=p.get("body_level", 0.05),
+            anomaly_floor=p.get("anomaly_floor", 0.5))
+
+    def selection(self) -> Any:
+        """The volume-level decision's parameters: absolute anomaly floor and seed, image gate.
+        With a trained adapter the evidence is its probability, decided at 0.5."""
+        from ...decision.selection import SelectionParams
+
+        gate = float(self.params.get("gate_threshold", 4.0))
+        gate_threshold = gate if gate > 0 else None
+        if (self.params.get("heads") or "").strip():
+            if gate_threshold is not None and getattr(self, "_image_head", False):
+                gate_threshold = 0.5  # the trained image-level head's probability
+            return SelectionParams(mode="anomaly", vote_threshold=0.5, seed_threshold=0.5,
+                                   gate_threshold=gate_threshold)
+        return SelectionParams(mode="anomaly", vote_threshold=float(self.params.get("anomaly_floor", 0.5)),
+                               seed_threshold=float(self.params.get("anomaly_seed", 1.0)),
+                               gate_threshold=gate_threshold)
+
+    def _check_heads(self, config: dict, parts: Any) -> None:
+        from ...contract.errors import ModelLoadFailed
+
+        unet = config.get("adapter_features", "vae") == "unet"
+        blocks = parts.unet.up_blocks if unet else parts.vae.encoder.down_blocks
+        taps = config.get("feature_blocks" if unet else "encoder_blocks", [])
+        channels = [int(blocks[i].resnets[-1].conv2.out_channels) if i < len(blocks) else -1 for i in taps]
+        adapter = config.get("adapter") or {}
+        if adapter and channels != list(adapter.get("feature_channels", [])):
+            raise ModelLoadFailed(
+                f"The DiffuGTS heads were trained on {'UNet-decoder' if unet else 'VAE-encoder'} features with "
+                f"channels {adapter.get('feature_channels')} (model '{config.get('model')}'), but this model "
+                f"gives {channels}.", hint="Use the base model the heads were trained with.")
+        if config.get("image_size") and int(config["image_size"]) != parts.image_size:
+            self.context.log(f"Heads were trained at {config['image_size']} px; the model runs at "
+                             f"{parts.image_size} px.", level="warning")
+
+    def segment(self, images: "torch.Tensor", valid: "torch.Tensor",
+                indices: "Sequence[int] | None" = None) -> SliceSegmentation:
+        import torch
+
+        from ...decision.selection import select_labels
+
+        out = self.pipeline(images, valid, indices)
+        selection = self.selection()
+        # each slice's own decision here; the pipeline decides the volume from proposals + scores
+        labels = torch.stack([torch.from_numpy(select_labels(p.numpy(), {0: t}, selection).astype("int64"))
+                              for p, t in zip(out.proposals, out.scores)])
+        return SliceSegmentation(labels=labels, probabilities=out.probability * (labels > 0),
+                                 segment_map=out.proposals, scores=out.scores, selection=selection,
+                                 evidence=out.fused, anomaly=out.anomaly, pseudo_healthy=out.pseudo_healthy)
+
+    @classmethod
+    def add_train_arguments(cls, parser: Any) -> None:
+        from .train import add_train_arguments
+
+        add_train_arguments(parser)
+
+    @classmethod
+    def train(cls, args: Any, context: "JobContext") -> dict:
+        from .train import train
+
+        return train(args, context)

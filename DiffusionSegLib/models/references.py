@@ -1,8 +1,9 @@
 """What a model reference names, before anything is loaded.
 
 A reference is a Hugging Face repo id ("CompVis/stable-diffusion-v1-4"), a local folder in
-diffusers layout, or a built-in test architecture: "random:<architecture>[:<image size>]" (the
-real shapes with random weights, for `benchmark`). A path-looking reference is never sent to the
+diffusers layout, or a model the loader builds itself: "random:<architecture>[:<image size>]"
+(the real shapes with random weights, for `benchmark`) or "planted[:<image size>]" (the test
+model with a known answer, planted.py). A path-looking reference is never sent to the
 hub, so a typo cannot become a download.
 """
 
@@ -14,11 +15,12 @@ from pathlib import Path
 # "random:<architecture>[:<image size>]" builds an architecture from data/architectures with random
 # weights: real shapes and FLOPs for `benchmark`, without downloading anything. Never for results.
 RANDOM_PREFIX = "random:"
+PLANTED = "planted"   # the planted test model (planted.py): a known right answer, never for results
 
 
 def is_built_in(reference: str) -> bool:
     """A reference the loader builds itself instead of reading weights."""
-    return reference.startswith(RANDOM_PREFIX)
+    return reference.startswith(RANDOM_PREFIX) or reference == PLANTED or reference.startswith(PLANTED + ":")
 
 
 def is_local_reference(reference: str) -> bool:

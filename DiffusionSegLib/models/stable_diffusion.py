@@ -14,7 +14,7 @@ import torch
 
 from ..runtime.devices import resolve_device
 from .loading import cast_module, component_dtype, load_component
-from .references import cache_identity, is_built_in, is_local_reference
+from .references import PLANTED, cache_identity, is_built_in, is_local_reference
 
 SD_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 
@@ -153,9 +153,7 @@ def _load_stable_diffusion(reference: str, device: torch.device, dtype: str | No
                                  dtype=torch.float32 if sized else policy.compute,
                                  identity=f"{reference}@{uuid.uuid4().hex[:12]}")
     if is_built_in(reference):
-        from .architectures import build_from_reference
-
-        built = build_from_reference(reference, with_text_encoder="text_encoder" in components)
+        built = _build(reference, with_text_encoder="text_encoder" in components)
         for name in components:
             value = built[name]
             if name in ("unet", "vae", "text_encoder"):
@@ -187,3 +185,19 @@ def _load_stable_diffusion(reference: str, device: torch.device, dtype: str | No
     if parts.vae is not None:
         cast_module(parts.vae, policy.vae)  # fp32 (a no-op) unless a test asks for more
     return parts
+
+
+def _build(reference: str, with_text_encoder: bool) -> dict[str, Any]:
+    """The modules of a built-in reference: the planted test model or a random-weight architecture."""
+    from ..contract.errors import ModelNotFound
+
+    if reference.startswith(PLANTED):
+        from .planted import build_planted
+
+        try:
+            return build_planted(reference, with_text_encoder)
+        except ValueError as error:
+            raise ModelNotFound(str(error)) from None
+    from .architectures import build_from_reference
+
+    return build_from_reference(reference, with_text_encoder)

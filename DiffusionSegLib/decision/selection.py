@@ -17,8 +17,8 @@ tables
     ``{slice index: SliceScores}``, slice index along ``axis`` of `proposals` (0 for a 2D
     image). A slice without a table contributes nothing. `SliceScores` holds, per proposal id,
     ``{"score": float, "area": float, "border": float}`` and per slice ``reference`` (ADZUS:
-    the median prompt attention over the slice's valid pixels) and ``gate`` (DiffuGTS: the
-    image-level abnormality evidence).
+    the slice's background level, `background_level`) and ``gate`` (DiffuGTS: the image-level
+    abnormality evidence).
 params
     `SelectionParams`: the foreground mode and the thresholds below. ``SelectionParams.from_dict``
     reads a method's parameter dictionary, so a saved request's ``params`` is enough.
@@ -40,17 +40,20 @@ The rules
 ---------
 "prompt" (ADZUS): a proposal's score is its mean absolute prompt attention (each pixel's share
 of cross-attention on the prompt's tokens). It is compared with ONE reference for the whole
-volume, the median over slices of each slice's median attention, never with a per-slice
-rescale: contrast = score / reference. A proposal is a candidate when contrast >=
-``vote_threshold`` (a slice may have none). The volume-level step then keeps the 3D-connected
-(26-neighbourhood) components of candidate voxels that contain a seed, a proposal with
-contrast >= ``seed_threshold``: runs of strong evidence survive, weaker candidates survive
-only when connected to one, and an isolated slice whose best proposal is merely above the vote
-threshold is dropped. A single image gets the same rule in 2D.
+volume, never with a per-slice rescale: the median over slices of each slice's background
+level (`background_level`: the least-attended proposals covering 5 % of the slice), so
+contrast = score / reference. Comparing with the background rather than with the slice's
+median attention finds a target that covers most of an image or ROI too. A proposal is a
+candidate when contrast >= ``vote_threshold`` (a slice may have none). The volume-level step
+then keeps the 3D-connected (26-neighbourhood) components of candidate voxels that contain a
+seed, a proposal with contrast >= ``seed_threshold``: runs of strong evidence survive, weaker
+candidates survive only when connected to one, and an isolated slice whose best proposal is
+merely above the vote threshold is dropped. A single image gets the same rule in 2D.
 "anomaly" (DiffuGTS): a proposal's score is already absolute (mean anomaly difference, in units
 of the normal prompt's mean attention inside the body, or a trained head's probability), so the
-reference is 1. Slices whose ``gate`` is below ``gate_threshold`` have no candidates; the
-floor (``vote_threshold``) and the seeds (``seed_threshold``) work as above.
+reference is 1. The floor (``vote_threshold``) makes candidates and (``seed_threshold``) seeds
+as above; a slice whose ``gate`` is below ``gate_threshold`` seeds nothing, but its candidates
+are kept when connected to a seed on a slice that passed (a tumour's small first and last slices).
 "border": per slice, all proposals except those holding >= ``border_threshold`` of the valid
 region's border and the one holding most (no prompt involved; a slice may be empty).
 "all": every proposal is its own label.
@@ -71,6 +74,10 @@ SCORES_VERSION = 1
 MODES = ("prompt", "anomaly", "border", "all")
 WHOLE_TISSUE_FRACTION = 0.95
 TINY = 1e-12
+# The background of a slice, for the prompt vote: its least-attended proposals that together cover
+# this share of the valid area. Small enough that a target covering 90 % of an image or ROI
+# leaves background to compare with; large enough that no speck of a proposal sets the level.
+BACKGROUND_SHARE = 0.05
 
 
 @dataclass
@@ -104,12 +111,13 @@ class SliceScores:
 
 @dataclass(frozen=True)
 class SelectionParams:
-    """Thresholds of the decision. Defaults match the method registry's."""
+    """Thresholds of the decision. No defaults here: a method's spec defines them once
+    (`from_dict` reads its resolved parameters) and a scores file records the ones used."""
 
-    mode: str = "prompt"
-    vote_threshold: float = 1.5
-    seed_threshold: float = 2.0
-    border_threshold: float = 0.2
+    mode: str
+    vote_threshold: float = math.nan
+    seed_threshold: float = math.nan
+    border_threshold: float = math.nan
     gate_threshold: float | None = None
 
     def __post_init__(self) -> None:
@@ -119,28 +127,41 @@ class SelectionParams:
     @classmethod
     def from_dict(cls, params: Mapping[str, Any], mode: str | None = None,
                   has_prompt: bool = True) -> "SelectionParams":
-        """From a method's resolved parameters (ADZUS or DiffuGTS names). ADZUS's foreground 'auto'
-        is 'prompt' with a prompt, else 'border'. (DiffuGTS with trained heads decides at the
-        adapter's 0.5: use the `selection` a scores file records, or `DiffuGTS.selection()`.)"""
+        """From a method's resolved parameters (ADZUS or DiffuGTS names, every one present: the
+        defaults live in the method's spec, not here). ADZUS's foreground 'auto' is 'prompt' with
+        a prompt, else 'border'. (DiffuGTS with trained heads decides at the adapter's 0.5: use
+        the `selection` a scores file records, or `DiffuGTS.selection()`.)"""
         if mode is None:
-            mode = str(params.get("foreground", "prompt"))
+            mode = str(_required(params, "foreground"))
         if mode == "auto":
             mode = "prompt" if has_prompt else "border"
         if mode == "anomaly":
-            gate = params.get("gate_threshold")
-            return cls(mode="anomaly", vote_threshold=float(params.get("anomaly_floor", 0.25)),
-                       seed_threshold=float(params.get("anomaly_seed", 0.5)),
-                       gate_threshold=None if gate is None or float(gate) <= 0 else float(gate))
-        return cls(mode=mode, vote_threshold=float(params.get("vote_threshold", 1.5)),
-                   seed_threshold=float(params.get("seed_threshold", 2.0)),
-                   border_threshold=float(params.get("border_threshold", 0.2)))
+            gate = float(_required(params, "gate_threshold"))
+            return cls(mode="anomaly", vote_threshold=float(_required(params, "anomaly_floor")),
+                       seed_threshold=float(_required(params, "anomaly_seed")),
+                       gate_threshold=gate if gate > 0 else None)
+        if mode == "prompt":
+            return cls(mode=mode, vote_threshold=float(_required(params, "vote_threshold")),
+                       seed_threshold=float(_required(params, "seed_threshold")),
+                       border_threshold=float(params.get("border_threshold", math.nan)))
+        if mode == "border":
+            return cls(mode=mode, border_threshold=float(_required(params, "border_threshold")))
+        return cls(mode=mode)
+
+
+def _required(params: Mapping[str, Any], name: str) -> Any:
+    if name not in params:
+        raise ValueError(f"the selection needs the method's resolved parameter {name!r}")
+    return params[name]
 
 
 # -- per-slice evidence (numpy; the methods use these on their own maps) ------------------------
 
-def proposal_table(proposals: np.ndarray, evidence: np.ndarray | None,
-                   valid: np.ndarray) -> dict[int, dict[str, float]]:
-    """Per proposal id: mean `evidence` over its valid pixels, its valid area and border share."""
+def proposal_table(proposals: np.ndarray, evidence: np.ndarray | None, valid: np.ndarray,
+                   statistic: str = "mean") -> dict[int, dict[str, float]]:
+    """Per proposal id: the `statistic` ("mean" or "median") of `evidence` over its valid pixels,
+    its valid area and border share. The median ignores a fringe: attention that a blurry map
+    spills over a proposal's edge from a strong neighbour moves its mean, not its median."""
     proposals = np.asarray(proposals)
     valid = np.asarray(valid, dtype=bool)
     ids = proposals[valid].astype(np.int64)
@@ -148,7 +169,13 @@ def proposal_table(proposals: np.ndarray, evidence: np.ndarray | None,
     areas = np.bincount(ids, minlength=count).astype(np.float64)
     sums = None
     if evidence is not None:
-        sums = np.bincount(ids, weights=np.asarray(evidence, dtype=np.float64)[valid], minlength=count)
+        values = np.asarray(evidence, dtype=np.float64)[valid]
+        if statistic == "median":
+            sums = _medians(ids, values, count) * areas
+        elif statistic == "mean":
+            sums = np.bincount(ids, weights=values, minlength=count)
+        else:
+            raise ValueError(f"statistic must be 'mean' or 'median'; got {statistic!r}")
     border = valid_border(valid)
     border_counts = np.bincount(proposals[border].astype(np.int64), minlength=count).astype(np.float64)
     border_total = max(float(border_counts[1:].sum()), 1.0)
@@ -159,6 +186,42 @@ def proposal_table(proposals: np.ndarray, evidence: np.ndarray | None,
         score = float(sums[pid] / areas[pid]) if sums is not None else math.nan
         table[pid] = {"score": score, "area": float(areas[pid]), "border": float(border_counts[pid] / border_total)}
     return table
+
+
+def _medians(ids: np.ndarray, values: np.ndarray, count: int) -> np.ndarray:
+    """Median of `values` per id (0..count-1; NaN where an id is absent), with one sort."""
+    order = np.lexsort((values, ids))
+    ids, values = ids[order], values[order]
+    starts = np.searchsorted(ids, np.arange(count), side="left")
+    ends = np.searchsorted(ids, np.arange(count), side="right")
+    out = np.full(count, np.nan)
+    present = ends > starts
+    low = values[np.maximum((starts + ends - 1) // 2, 0)[present]]
+    high = values[np.maximum((starts + ends) // 2, 0)[present]]
+    out[present] = (low + high) / 2.0
+    return out
+
+
+def background_level(proposals: Mapping[int, Mapping[str, float]], share: float = BACKGROUND_SHARE) -> float:
+    """The evidence of a slice's background: the area-weighted mean score of its lowest-scoring
+    proposals that together cover `share` of their total area (the last one counted in part).
+
+    The prompt vote divides by this, not by the median attention: a target that covers most of an
+    image or ROI (a centred cell, a liver in a liver ROI) is then still compared with what lies
+    around it, and a slice without target has contrast about 1 everywhere. NaN without scores."""
+    rows = sorted((float(v.get("score", math.nan)), float(v.get("area", 0.0))) for v in proposals.values()
+                  if math.isfinite(float(v.get("score", math.nan))) and float(v.get("area", 0.0)) > 0)
+    total = sum(area for _, area in rows)
+    if not rows or total <= 0:
+        return math.nan
+    wanted, taken, weighted = share * total, 0.0, 0.0
+    for score, area in rows:
+        part = min(area, wanted - taken)
+        taken += part
+        weighted += part * score
+        if taken >= wanted:
+            break
+    return weighted / taken
 
 
 def valid_border(valid: np.ndarray) -> np.ndarray:
@@ -181,18 +244,19 @@ def volume_reference(tables: Mapping[int, SliceScores], params: SelectionParams)
 
 
 def slice_decision(table: SliceScores, params: SelectionParams, reference: float) -> tuple[set[int], set[int]]:
-    """(candidates, seeds) of one slice: proposal ids over the vote and the seed threshold."""
-    if params.mode == "anomaly" and params.gate_threshold is not None:
-        if table.gate is None or not table.gate >= params.gate_threshold:
-            return set(), set()
+    """(candidates, seeds) of one slice: proposal ids over the vote and the seed threshold. A
+    DiffuGTS slice whose gate is below `gate_threshold` may hold candidates but no seed: the
+    first and last slices of a tumour, too small to pass the gate, are kept when connected to it."""
     if not (math.isfinite(reference) and reference > 0):
         return set(), set()
+    may_seed = not (params.mode == "anomaly" and params.gate_threshold is not None
+                    and not (table.gate is not None and table.gate >= params.gate_threshold))
     candidates, seeds = set(), set()
     for pid in table.proposals:
         contrast = table.score(pid) / reference
         if contrast >= params.vote_threshold:  # NaN compares False: no evidence, no foreground
             candidates.add(pid)
-            if contrast >= params.seed_threshold:
+            if may_seed and contrast >= params.seed_threshold:
                 seeds.add(pid)
     return candidates, seeds
 
@@ -255,9 +319,9 @@ def scores_to_json(tables: Mapping[int, SliceScores], params: SelectionParams | 
     data: dict[str, Any] = {"version": SCORES_VERSION, "method": method, "axis": int(axis),
                             "slices": {str(k): t.to_dict() for k, t in sorted(tables.items())}}
     if params is not None:
-        data["selection"] = {"mode": params.mode, "vote_threshold": params.vote_threshold,
-                             "seed_threshold": params.seed_threshold,
-                             "border_threshold": params.border_threshold,
+        data["selection"] = {"mode": params.mode, "vote_threshold": _finite_or_none(params.vote_threshold),
+                             "seed_threshold": _finite_or_none(params.seed_threshold),
+                             "border_threshold": _finite_or_none(params.border_threshold),
                              "gate_threshold": params.gate_threshold}
     return data
 
@@ -268,7 +332,12 @@ def scores_from_json(data: Mapping[str, Any]) -> tuple[dict[int, SliceScores], S
     if version != SCORES_VERSION:
         raise ValueError(f"scores file version {version} is not supported (expected {SCORES_VERSION})")
     tables = {int(k): SliceScores.from_dict(v) for k, v in (data.get("slices") or {}).items()}
-    params = SelectionParams(**data["selection"]) if data.get("selection") else None
+    params = None
+    if data.get("selection"):
+        recorded = dict(data["selection"])
+        for name in ("vote_threshold", "seed_threshold", "border_threshold"):   # a mode's unused ones
+            recorded[name] = math.nan if recorded.get(name) is None else float(recorded[name])
+        params = SelectionParams(**recorded)
     return tables, params, int(data.get("axis", 0))
 
 

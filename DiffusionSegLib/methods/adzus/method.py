@@ -17,8 +17,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Sequence
 
-import numpy as np
-
 from ...contract.errors import InvalidParameter
 from ..base import Method, SliceSegmentation
 from .spec import INFO
@@ -139,7 +137,8 @@ class Adzus(Method):
         return segment_images(self_maps, self.image_size, kl_threshold=float(params["kl_threshold"]),
                               merge_iterations=int(params["merge_iterations"]),
                               anchors_per_side=int(params["anchors_per_side"]),
-                              refine_kmeans=bool(params["refine_kmeans"]), check=ctx.check_cancelled,
+                              refine_kmeans=bool(params["refine_kmeans"]), normalise=str(params["nms"]),
+                              check=ctx.check_cancelled,
                               progress=lambda done, total: ctx.progress("merge", done, total))
 
     def _select(self, segments: list["torch.Tensor"], valid: "torch.Tensor", mode: str, text: str,
@@ -151,6 +150,7 @@ class Adzus(Method):
         from ...decision.selection import (
             SelectionParams,
             SliceScores,
+            background_level,
             proposal_table,
             select_labels,
         )
@@ -177,8 +177,8 @@ class Adzus(Method):
             proposals = compact.cpu().numpy()
             mask = image_valid.cpu().numpy()
             evidence = attention[index].numpy() if attention is not None else None
-            reference = float(np.median(evidence[mask])) if evidence is not None and mask.any() else float("nan")
-            table = SliceScores(proposal_table(proposals, evidence, mask), reference=reference)
+            scores = proposal_table(proposals, evidence, mask, statistic="median")
+            table = SliceScores(scores, reference=background_level(scores) if evidence is not None else float("nan"))
             tables.append(table)
             segment_maps.append(compact)
             # this slice alone; the pipeline redoes the decision over the volume

@@ -7,13 +7,16 @@ place of BLIP nouns:
 1. The prompt is placed in a template ("{prompt}", "a dermoscopy image of a {prompt}") that is
    the text context of the attention pass; the prompt's token positions inside that context
    are found by sub-sequence search of its token ids, so multi-token words count fully.
-2. Cross-attention of those tokens is aggregated over resolutions with equal weights
-   (DiffSeg's ratio [1, 1, 1, 1] for semantics), upsampled bilinearly to the image and
-   normalised over all 77 tokens per pixel, then summed over the prompt's tokens.
-3. Each segment's evidence is its mean prompt attention (an absolute share of the pixel's
-   attention, in [0, 1]) over valid pixels; each slice also records its median attention. The
-   decision - which segments, on which slices, with the volume-level step - is made from these
-   numbers by `selection.py` (numpy only), so `reselect` and the Slicer process can redo it.
+2. Cross-attention of those tokens is upsampled bilinearly to the image, normalised over all
+   77 tokens per pixel, summed over the prompt's tokens and averaged over resolutions with
+   DiffSeg's resolution-proportional weights (its semantic extension weighted them equally;
+   see `token_attention` for why not here).
+3. Each segment's evidence is its median prompt attention (an absolute share of the pixel's
+   attention, in [0, 1]) over valid pixels — the median, so that attention spilling over a
+   segment's edge from a strong neighbour does not count; each slice also records its
+   background level (`decision.selection.background_level`). The decision - which segments, on
+   which slices, with the volume-level step - is made from these numbers by
+   `decision/selection.py` (numpy only), so `reselect` and the Slicer process can redo it.
    Nothing forces a segment per slice: a slice, or the whole volume, may be empty.
 
 Without a prompt the border rule applies (`selection.border_decision`): the valid region's border
@@ -76,13 +79,20 @@ def token_attention(cross_maps: dict[int, "torch.Tensor"], positions: Sequence[i
     cross_maps: {s: (B, s², N_tokens)} layer-averaged cross-attention. Normalising over tokens
     after bilinear upsampling equals upsampling the selected tokens and the token sum
     separately and dividing (upsampling is linear), which avoids a (B, 77, S, S) tensor.
+    Resolutions are weighted in proportion to their side, as DiffSeg weights self-attention
+    (DiffSeg's BLIP-noun semantics weighted them equally): the coarse layers' attention spills
+    over a whole neighbourhood, and equal weights let it lift the tissue around a large target
+    to 3.6× the background on the planted model (1.3× with these weights).
     """
     import torch
     import torch.nn.functional as F
 
+    from .diffseg import resolution_weights
+
     if not cross_maps:
         raise ValueError("no cross-attention maps were captured")
     index = torch.as_tensor(list(positions), dtype=torch.long)
+    weights = resolution_weights(list(cross_maps))
     total = None
     for s, amap in cross_maps.items():
         amap = amap.float()
@@ -91,9 +101,9 @@ def token_attention(cross_maps: dict[int, "torch.Tensor"], positions: Sequence[i
         token_sum = amap.sum(-1)
         pair = torch.stack([selected, token_sum], dim=1).reshape(batch, 2, s, s)
         pair = F.interpolate(pair, size=(image_size, image_size), mode="bilinear", align_corners=False)
-        normalised = pair[:, 0] / pair[:, 1].clamp_min(1e-12)
+        normalised = weights[s] * pair[:, 0] / pair[:, 1].clamp_min(1e-12)
         total = normalised if total is None else total + normalised
-    return total / len(cross_maps)
+    return total
 
 
 def compact_segments(segments: "torch.Tensor", valid: "torch.Tensor") -> tuple["torch.Tensor", int]:

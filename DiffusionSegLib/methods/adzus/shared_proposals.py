@@ -27,7 +27,7 @@ from ...runtime.feature_cache import active_features, content_hash
 
 # Every parameter the proposals depend on (with the job's seed, for latent_mode=noise).
 PROPOSAL_PARAMS = ("latent_mode", "timestep", "inversion_steps", "kl_threshold", "merge_iterations",
-                   "anchors_per_side", "refine_kmeans")
+                   "anchors_per_side", "refine_kmeans", "nms")
 
 
 Embed = Callable[[str], torch.Tensor]                                   # text → CLIP context (1, 77, D)

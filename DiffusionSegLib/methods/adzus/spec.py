@@ -28,18 +28,23 @@ PARAMS = (
     Param("anchors_per_side", "int", 16, "Anchor grid M×M for the first merge (DiffSeg: 16).",
           minimum=1, maximum=128),
     Param("refine_kmeans", "bool", False, "Refine merged segments with K-means (slower, smoother)."),
+    Param("nms", "choice", "peak",
+          "How merged maps become segments: 'peak' = each map divided by its own maximum before the per-pixel "
+          "argmax (segment sizes unbiased), 'diffseg' = DiffSeg's plain argmax, which enlarges small segments.",
+          label="Segment boundaries", choices=("peak", "diffseg")),
     Param("foreground", "choice", "auto",
           "Which segments are returned: 'prompt' = cross-attention voting of the prompt's tokens, "
           "'border' = all but segments on the image border, 'all' = every segment as its own label, "
           "'auto' = prompt when a prompt is given, else border.",
           choices=("auto", "prompt", "border", "all"), advanced=False),
-    Param("vote_threshold", "float", 1.5,
-          "A segment is a candidate when its mean prompt attention is at least this multiple of the volume's "
-          "median attention (one reference for all slices, so a slice or the whole volume may be empty).",
-          minimum=0.0, maximum=100.0),
-    Param("seed_threshold", "float", 2.0,
+    Param("vote_threshold", "float", 2.0,
+          "A segment is a candidate when its median prompt attention is at least this multiple of the "
+          "background's (the least-attended segments covering 5 % of each slice; one reference for the whole "
+          "volume, so a slice or the whole volume may be empty). Tissue next to a target reaches 1.3× on the "
+          "planted model.", label="Vote threshold", minimum=0.0, maximum=100.0, advanced=False),
+    Param("seed_threshold", "float", 3.0,
           "Volume-level step: candidates are kept only when 3D-connected to a segment at least this multiple "
-          "of the median (strong evidence); set equal to vote_threshold to keep every candidate.",
+          "of the background (strong evidence); set equal to vote_threshold to keep every candidate.",
           minimum=0.0, maximum=100.0),
     Param("border_threshold", "float", 0.2,
           "Border rule: segments holding at least this fraction of the image border are background.",

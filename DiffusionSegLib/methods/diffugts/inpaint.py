@@ -57,8 +57,15 @@ def pseudo_healthy_inpaint(unet: Any, scheduler: Any, latents: torch.Tensor, lat
                            context: torch.Tensor, strength: float = 0.7, num_inference_steps: int = 20,
                            generator: torch.Generator | None = None,
                            step_callback: Callable[[int, int], None] | None = None,
-                           noise: torch.Tensor | None = None) -> torch.Tensor:
+                           noise: torch.Tensor | None = None, negative_context: torch.Tensor | None = None,
+                           guidance_scale: float = 1.0) -> torch.Tensor:
     """Repaint `latent_mask` of `latents` under `context` (the normal prompt's embeddings).
+
+    With `guidance_scale` > 1 and a `negative_context` (the anomaly prompt's embeddings) each step
+    uses classifier-free guidance, as Stable Diffusion's img2img does with a negative prompt:
+    eps = eps(negative) + g·(eps(normal) − eps(negative)), steering the repaint towards "healthy
+    <organ>" and away from "<organ> tumour" (one UNet call on the doubled batch). g = 1 is the
+    normal prompt alone.
 
     latents: (B, 4, h, w) scaled VAE latents of the input; latent_mask: (B, 1, h, w) bool, True
     where to repaint; context: (B, 77, D) or (1, 77, D); noise: the (B, 4, h, w) draw to use
@@ -74,6 +81,10 @@ def pseudo_healthy_inpaint(unet: Any, scheduler: Any, latents: torch.Tensor, lat
         return latents.clone()
     if context.shape[0] == 1 and latents.shape[0] > 1:
         context = context.expand(latents.shape[0], -1, -1)
+    guided = negative_context is not None and guidance_scale != 1.0
+    if guided:
+        negative_context = negative_context.expand(latents.shape[0], -1, -1)
+        context = torch.cat([negative_context, context])
     # One noise draw for both the start point and the known region: with DDIM (eta = 0) the
     # known region then follows exactly the trajectory DDIM itself would take, so the seam
     # between repainted and kept latents carries no noise mismatch.
@@ -84,7 +95,12 @@ def pseudo_healthy_inpaint(unet: Any, scheduler: Any, latents: torch.Tensor, lat
     z = scheduler.add_noise(latents, noise, timesteps[:1])  # the whole latent noised to strength s
     for i, t in enumerate(timesteps):
         model_input = scheduler.scale_model_input(z, t)
+        if guided:
+            model_input = torch.cat([model_input, model_input])
         eps = unet(model_input.to(unet.dtype), t, encoder_hidden_states=context.to(unet.dtype)).sample.float()
+        if guided:
+            negative, positive = eps.chunk(2)
+            eps = negative + guidance_scale * (positive - negative)
         z = scheduler.step(eps, t, z).prev_sample
         if i + 1 < len(timesteps):
             known = scheduler.add_noise(latents, noise, timesteps[i + 1:i + 2])

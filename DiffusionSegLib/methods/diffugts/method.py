@@ -11,12 +11,15 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from ...contract.errors import InvalidParameter
 from ..base import Method, SliceSegmentation
-from .spec import INFO, parse_timesteps
+from .spec import INFO
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from ...contract.events import JobContext
+
+
+ADAPTER_LEVEL = 0.5   # trained heads output probabilities: their decision level is 0.5
 
 
 class DiffuGTS(Method):
@@ -32,7 +35,7 @@ class DiffuGTS(Method):
     def _prompts(self) -> Any:
         from .prompts import resolve_prompts
 
-        return resolve_prompts(self.prompt, self.params.get("organ", ""), self.params.get("normal_prompt", ""))
+        return resolve_prompts(self.prompt, self.params["organ"], self.params["normal_prompt"])
 
     def load(self) -> None:
         prompts, settings = self._prompts(), self._settings()
@@ -44,7 +47,7 @@ class DiffuGTS(Method):
         # Half precision only when asked for explicitly; otherwise the loader's choice (fp16 on CUDA).
         parts = load_stable_diffusion(self.model or self.info.default_model, self.context.device, self.context.dtype)
         adapter = residual_head = image_head = None
-        heads = (self.params.get("heads") or "").strip()
+        heads = (self.params["heads"] or "").strip()
         if heads:
             config, adapter, residual_head = load_heads(heads, parts.device)
             image_head = load_image_head(heads, parts.device) if adapter is not None else None
@@ -59,31 +62,23 @@ class DiffuGTS(Method):
     def _settings(self) -> Any:
         from .stages import DiffuGTSSettings
 
-        p = self.params
-        if p.get("beta1", 0.5) + p.get("beta2", 0.5) <= 0:
+        if self.params["beta1"] + self.params["beta2"] <= 0:
             raise InvalidParameter("beta1 + beta2 must be positive: the fused residual would be empty.")
-        return DiffuGTSSettings(
-            strength=p.get("strength", 0.6), steps=p.get("steps", 20), dilation=p.get("dilation", 3),
-            beta1=p.get("beta1", 0.5), beta2=p.get("beta2", 0.5),
-            threshold_method=p.get("threshold_method", "auto"), threshold=p.get("threshold", 0.5),
-            aova_timesteps=parse_timesteps(p.get("aova_timesteps", "100")), body_level=p.get("body_level", 0.05),
-            anomaly_floor=p.get("anomaly_floor", 0.5))
+        return DiffuGTSSettings.from_params(self.params)
 
     def selection(self) -> Any:
         """The volume-level decision's parameters: absolute anomaly floor and seed, image gate.
-        With a trained adapter the evidence is its probability, decided at 0.5."""
+        With a trained adapter the evidence is its probability, decided at ADAPTER_LEVEL."""
         from ...decision.selection import SelectionParams
 
-        gate = float(self.params.get("gate_threshold", 4.0))
-        gate_threshold = gate if gate > 0 else None
-        if (self.params.get("heads") or "").strip():
+        if (self.params["heads"] or "").strip():
+            gate = self.params["gate_threshold"]
+            gate_threshold = float(gate) if gate > 0 else None
             if gate_threshold is not None and getattr(self, "_image_head", False):
-                gate_threshold = 0.5  # the trained image-level head's probability
-            return SelectionParams(mode="anomaly", vote_threshold=0.5, seed_threshold=0.5,
+                gate_threshold = ADAPTER_LEVEL   # the trained image-level head's probability
+            return SelectionParams(mode="anomaly", vote_threshold=ADAPTER_LEVEL, seed_threshold=ADAPTER_LEVEL,
                                    gate_threshold=gate_threshold)
-        return SelectionParams(mode="anomaly", vote_threshold=float(self.params.get("anomaly_floor", 0.5)),
-                               seed_threshold=float(self.params.get("anomaly_seed", 1.0)),
-                               gate_threshold=gate_threshold)
+        return SelectionParams.from_dict(self.params, mode="anomaly")
 
     def _check_heads(self, config: dict, parts: Any) -> None:
         from ...contract.errors import ModelLoadFailed

@@ -1,6 +1,6 @@
-"""DiffuGTS's absent-target evidence: the image-level gate statistic and, per slice, the refined
-mask's connected components with their mean anomaly evidence (the proposals and scores that
-`selection.py` turns into labels for the whole volume)."""
+"""DiffuGTS's evidence per slice: the image-level gate statistic and the refined mask's connected
+components with their mean anomaly evidence (the proposals and scores that
+`decision/selection.py` turns into labels for the whole volume)."""
 
 from __future__ import annotations
 
@@ -10,26 +10,38 @@ from scipy import ndimage
 
 from ...decision.selection import SliceScores, proposal_table
 
-NOISE_QUANTILE = 0.99
 MAD_TO_SIGMA = 1.4826
+# The gate's noise level never drops below this, in the difference's units (the normal prompt's
+# mean attention in the body): a tenth of the default anomaly floor. A flat map is not noise-free
+# evidence of an anomaly.
+MIN_SPREAD = 0.05
 
 
 def gate_statistic(difference: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
-    """Per slice, how far the top 1 % of the signed anomaly difference stands above the slice's
-    median, in robust standard deviations (MAD × 1.4826), (B,).
+    """Per slice, how far the region the anomaly prompt singles out stands above the rest of the
+    body, in the rest's robust standard deviations, (B,).
 
-    Calibrated against the slice's own noise: if the two prompts' maps differ by noise only, the
-    statistic is about 2.3 (the 99th percentile of a normal), whatever the noise amplitude; a
-    region the anomaly prompt singles out pushes it far higher. 0 for a slice without body."""
+    The body's values are split in two by Otsu's threshold; the statistic is (mean of the upper
+    part − median of the lower part) / (MAD × 1.4826 of the lower part, at least MIN_SPREAD). If
+    the two prompts differ by noise only, Otsu cuts the noise and the statistic is about 2; a
+    lesion stands many deviations above the tissue around it whatever its size — from a few
+    pixels to most of the body, as long as some healthy tissue is left to compare with (a top
+    quantile of the map could not see a lesion smaller than its quantile, nor a median one
+    larger than half the body). 0 for a slice without body or with a flat map."""
+    from .residual import otsu_threshold
+
     out = torch.zeros(difference.shape[0])
     for b in range(difference.shape[0]):
         values = difference[b][region[b]].float().cpu()
-        if values.numel() < 2:
+        if values.numel() < 2 or float(values.max() - values.min()) <= 0:
             continue
-        median = values.median()
-        spread = MAD_TO_SIGMA * (values - median).abs().median()
-        top = torch.quantile(values, NOISE_QUANTILE)
-        out[b] = float((top - median) / spread.clamp_min(1e-6))
+        cut = otsu_threshold(values)
+        upper, lower = values[values > cut], values[values <= cut]
+        if upper.numel() == 0 or lower.numel() < 2:
+            continue
+        level = lower.median()
+        spread = max(MAD_TO_SIGMA * float((lower - level).abs().median()), MIN_SPREAD)
+        out[b] = float((upper.mean() - level) / spread)
     return out
 
 

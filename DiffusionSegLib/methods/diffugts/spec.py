@@ -52,6 +52,9 @@ INFO = MethodInfo(
               "(fraction of the schedule re-generated).", minimum=0.05, maximum=1.0),
         Param("steps", "int", 20, "Inference steps of the full schedule (about steps × strength "
               "UNet calls per slice).", minimum=1, maximum=200),
+        Param("guidance_scale", "float", 7.5, "Classifier-free guidance of the repaint: towards the normal prompt "
+              "and away from the anomaly prompt (Stable Diffusion img2img's default 7.5; 1 = the normal prompt "
+              "alone, half the UNet calls).", label="Guidance scale", minimum=1.0, maximum=30.0),
         Param("dilation", "int", 3, "Dilation of the coarse mask before inpainting, in pixels of the "
               "model grid.", minimum=0, maximum=64),
         Param("beta1", "float", 0.5, "Weight of the pixel residual |I - H|.", minimum=0.0, maximum=1.0),
@@ -68,10 +71,10 @@ INFO = MethodInfo(
               "adapter's probability 0.5 is the floor.", minimum=0.0, maximum=100.0, advanced=False),
         Param("anomaly_seed", "float", 1.0, "Volume-level step: regions are kept only when 3D-connected to one "
               "averaging at least this anomaly difference (strong evidence).", minimum=0.0, maximum=100.0),
-        Param("gate_threshold", "float", 4.0, "Image-level anomaly gate: a slice is abnormal only when the top "
-              "1% of its anomaly difference stands this many robust standard deviations above its median "
-              "(pure noise: about 2.3); 0 = no gate. A trained image-level head is gated at probability 0.5.",
-              minimum=0.0, maximum=100.0),
+        Param("gate_threshold", "float", 4.0, "Image-level anomaly gate: only a slice whose singled-out region "
+              "stands this many robust standard deviations above the rest of its body (pure noise: about 2) can "
+              "seed a finding; its neighbours' regions connected to it are kept. 0 = no gate. A trained "
+              "image-level head is gated at probability 0.5.", minimum=0.0, maximum=100.0),
         Param("aova_timesteps", "str", "100", "Diffusion timesteps (comma-separated) whose "
               "cross-attention is averaged; the first also gives the UNet features."),
         Param("body_level", "float", 0.05, "Normalised intensity above which a pixel is body/organ; "

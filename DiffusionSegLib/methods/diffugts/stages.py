@@ -33,6 +33,7 @@ from .inpaint import dilate_mask, mask_to_latent, pseudo_healthy_inpaint
 from .prompts import PromptPair, contrast_positions, pooled_positions
 from .residual import feature_residual, fuse_residuals, otsu_mask, pixel_residual
 from .slice_evidence import gate_statistic, slice_proposals
+from .spec import INFO, parse_timesteps
 
 
 def text_vectors(parts: Any, prompts: PromptPair, hidden: torch.Tensor | None = None) -> torch.Tensor:
@@ -45,23 +46,38 @@ def text_vectors(parts: Any, prompts: PromptPair, hidden: torch.Tensor | None = 
                         pooled_positions(hidden[0], positions_anomaly)])[None].float()
 
 
+def _default(name: str) -> Any:
+    """A parameter's default as the method's spec defines it (the one place defaults live)."""
+    return INFO.param(name).default
+
+
 @dataclass(frozen=True)
 class DiffuGTSSettings:
-    strength: float = 0.6
-    steps: int = 20
-    dilation: int = 3
-    beta1: float = 0.5
-    beta2: float = 0.5
-    threshold_method: str = "auto"  # auto: Otsu without adapter, fixed 0.5 on its probability
-    threshold: float = 0.5
-    aova_timesteps: tuple[int, ...] = (100,)
-    body_level: float = 0.05
-    anomaly_floor: float = 0.5
+    strength: float = _default("strength")
+    steps: int = _default("steps")
+    guidance_scale: float = _default("guidance_scale")
+    dilation: int = _default("dilation")
+    beta1: float = _default("beta1")
+    beta2: float = _default("beta2")
+    threshold_method: str = _default("threshold_method")  # auto: Otsu without adapter, fixed 0.5 on its probability
+    threshold: float = _default("threshold")
+    aova_timesteps: tuple[int, ...] = parse_timesteps(_default("aova_timesteps"))
+    body_level: float = _default("body_level")
+    anomaly_floor: float = _default("anomaly_floor")
     feature_blocks: tuple[int, ...] = DEFAULT_FEATURE_BLOCKS
     encoder_blocks: tuple[int, ...] = DEFAULT_ENCODER_BLOCKS
     # what the trained adapter reads: frozen VAE-encoder features, or the frozen UNet's decoder
     # features of I at the first AOVA timestep (the paper's choice; one seeded draw per slice)
     adapter_features: str = "vae"
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> "DiffuGTSSettings":
+        """From the method's resolved parameters (every name present: `MethodInfo.resolve_params`)."""
+        return cls(strength=params["strength"], steps=params["steps"], guidance_scale=params["guidance_scale"],
+                   dilation=params["dilation"], beta1=params["beta1"], beta2=params["beta2"],
+                   threshold_method=params["threshold_method"], threshold=params["threshold"],
+                   aova_timesteps=parse_timesteps(params["aova_timesteps"]), body_level=params["body_level"],
+                   anomaly_floor=params["anomaly_floor"])
 
 
 @dataclass
@@ -214,6 +230,7 @@ class DiffuGTSPipeline:
                 z_h = pseudo_healthy_inpaint(
                     parts.unet, self.scheduler, sub, latent_mask, self.text_context[1:], s.strength, s.steps,
                     noise=self._noise(sub, [indices[b] for b in todo], stream=1),
+                    negative_context=self.text_context[:1], guidance_scale=s.guidance_scale,
                     step_callback=lambda i, n: (ctx.progress("inpaint", i, n), ctx.check_cancelled()))
                 healthy[todo] = parts.decode_latent(z_h).float().cpu()
         with ctx.timed("residual"):

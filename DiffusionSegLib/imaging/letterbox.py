@@ -1,8 +1,11 @@
 """Aspect-preserving resize + centred padding to the model's square input, and its inverse.
 
-Medical slices are rarely square (a 765×572 dermoscopy image, a 512×120 coronal CT slice);
-stretching them would distort shapes the diffusion model has learned. The inverse crops the
-exact region the image occupied and resizes it back to the original pixel grid.
+Medical slices are rarely square (a 765×572 dermoscopy image, a 512×120 coronal CT slice) and
+their pixels rarely are either (a coronal slice of 0.7 × 0.7 × 5 mm CT has pixels seven times
+taller than wide). Stretching them would distort shapes the diffusion model has learned, so the
+slice is resized to square *physical* pixels — its physical height and width keep their ratio
+on the canvas — then padded. The inverse crops the exact region the image occupied and resizes
+it back to the original pixel grid.
 """
 
 from __future__ import annotations
@@ -24,10 +27,13 @@ class Letterbox:
     left: int
 
     @classmethod
-    def fit(cls, height: int, width: int, size: int) -> "Letterbox":
-        scale = size / max(height, width)
-        resized_h = max(1, min(size, round(height * scale)))
-        resized_w = max(1, min(size, round(width * scale)))
+    def fit(cls, height: int, width: int, size: int, spacing: tuple[float, float] = (1.0, 1.0)) -> "Letterbox":
+        """The box for a (height, width) slice whose pixels are `spacing` = (row, column) mm apart."""
+        row, column = (float(v) if v and v > 0 else 1.0 for v in spacing)
+        extent_h, extent_w = height * row, width * column
+        scale = size / max(extent_h, extent_w)   # canvas pixels per mm
+        resized_h = max(1, min(size, round(extent_h * scale)))
+        resized_w = max(1, min(size, round(extent_w * scale)))
         return cls(height, width, size, resized_h, resized_w, (size - resized_h) // 2, (size - resized_w) // 2)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -84,7 +84,7 @@ def match_labels_across_slices(labels: np.ndarray, axis: int, min_iou: float = 0
     total overlap (Hungarian assignment on IoU); unmatched segments get new ids. Overlaps of
     all pairs come from one joint histogram of the two slices' ids.
     """
-    out = np.zeros_like(labels)
+    out = np.zeros(labels.shape, np.int64)   # ids grow past any input dtype (65 536 and beyond)
     previous: np.ndarray | None = None
     next_id = 1
     for index in range(labels.shape[axis]):
@@ -106,7 +106,7 @@ def match_labels_across_slices(labels: np.ndarray, axis: int, min_iou: float = 0
                 next_id += 1
             else:
                 next_id = max(next_id, assigned[seg] + 1)
-        lookup = np.zeros(max(ids) + 1, dtype=labels.dtype)
+        lookup = np.zeros(max(ids) + 1, dtype=np.int64)
         for seg, new in assigned.items():
             lookup[seg] = new
         mapped = lookup[plane]
@@ -131,9 +131,15 @@ def _pairwise_iou(current: np.ndarray, previous: np.ndarray, ids: list[int], pre
 
 
 def compact_labels(labels: np.ndarray) -> np.ndarray:
-    """Renumber present labels to 1..N in order of first appearance value."""
-    values = [v for v in np.unique(labels) if v != 0]
-    lookup = np.zeros(int(labels.max(initial=0)) + 1, dtype=labels.dtype)
-    for new, old in enumerate(values, start=1):
-        lookup[old] = new
+    """Renumber present labels to 1..N in order of value, in the narrowest unsigned type that
+    holds N (uint16 up to 65 535, uint32 beyond: a long volume can hold that many proposals)."""
+    values = np.unique(labels)
+    values = values[values != 0]
+    lookup = np.zeros(int(labels.max(initial=0)) + 1, dtype=label_dtype(len(values)))
+    lookup[values] = np.arange(1, len(values) + 1)
     return lookup[labels]
+
+
+def label_dtype(largest: int) -> type:
+    """The unsigned integer type for label values up to `largest` (at least uint16)."""
+    return np.uint16 if largest < 2**16 else np.uint32

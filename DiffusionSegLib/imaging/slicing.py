@@ -45,6 +45,13 @@ class SlicePlan:
         extent = [b.stop - b.start for b in self.box]
         return (extent[cols], extent[rows]) if self.transpose else (extent[rows], extent[cols])
 
+    def pixel_spacing(self, spacing: tuple[float, float, float]) -> tuple[float, float]:
+        """(row, column) pixel spacing of the displayed slice, from the volume's (x, y, z) spacing:
+        what the letterbox needs to give the model square physical pixels."""
+        rows, cols = self.in_plane_axes
+        along = {axis: float(spacing[2 - axis]) for axis in (rows, cols)}  # numpy axis a ↔ spacing[2 − a]
+        return (along[cols], along[rows]) if self.transpose else (along[rows], along[cols])
+
     def extract(self, array: np.ndarray, index: int) -> np.ndarray:
         """The oriented 2D slice (H, W[, 3]) at `index`, cropped to the ROI."""
         cropped = array[self.box]

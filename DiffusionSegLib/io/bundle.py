@@ -73,7 +73,7 @@ def stage_bundle(labelmap_path: str | Path, reference: sitk.Image, proposals: np
     try:
         if proposals is not None:
             staged["proposals"] = stage_image(labelmap_image(proposals, reference),
-                                              bundle_path(labelmap_path, "proposals"))
+                                              bundle_path(labelmap_path, "proposals"), values=proposals)
         if scores is not None:
             staged["scores"] = stage_json(scores, bundle_path(labelmap_path, "scores"))
         for name in MAP_OUTPUTS:

@@ -169,7 +169,8 @@ def labelmap_image(labels: np.ndarray, reference: sitk.Image, suffix: str = ".nr
     if suffix in PICTURE_SUFFIXES:
         labels, is_rgb = viewable_labels(labels)
     else:
-        dtype = np.uint8 if labels.max(initial=0) < 256 else np.uint16
+        largest = int(labels.max(initial=0))
+        dtype = np.uint8 if largest < 2**8 else np.uint16 if largest < 2**16 else np.uint32
         labels = labels.astype(dtype, copy=False)
     if reference.GetDimension() == 2:
         labels = labels[0]
@@ -178,9 +179,13 @@ def labelmap_image(labels: np.ndarray, reference: sitk.Image, suffix: str = ".nr
     return image
 
 
-def _verifier(image: sitk.Image, suffix: str) -> Callable[[str], None]:
-    """Read the written file back: same size and pixels (lossy JPEG: same size, decodable)."""
-    expected = sitk.GetArrayViewFromImage(image)
+def _verifier(image: sitk.Image, suffix: str, values: np.ndarray | None = None) -> Callable[[str], None]:
+    """Read the written file back: same size and pixels (lossy JPEG: same size, decodable).
+    `values`: what the caller asked to write (labels in a label format), compared instead of the
+    converted image, so a value the file type could not hold is caught, not compared with itself."""
+    expected = sitk.GetArrayViewFromImage(image) if values is None else np.asarray(values)
+    if values is not None and image.GetDimension() == 2 and expected.ndim == 3:
+        expected = expected[0]
 
     def verify(temp: str) -> None:
         written = sitk.ReadImage(temp)
@@ -201,7 +206,8 @@ def stage_labelmap(labels: np.ndarray, reference: sitk.Image, path: str | Path, 
     suffix = _suffix(path)
     image = labelmap_image(labels, reference, suffix)
     compress = suffix not in PICTURE_SUFFIXES
-    return stage_file(path, lambda temp: sitk.WriteImage(image, temp, compress), _verifier(image, suffix),
+    values = None if suffix in PICTURE_SUFFIXES else labels
+    return stage_file(path, lambda temp: sitk.WriteImage(image, temp, compress), _verifier(image, suffix, values),
                       suffix=suffix)
 
 
@@ -217,14 +223,16 @@ def map_image(values: np.ndarray, reference: sitk.Image) -> sitk.Image:
     return image
 
 
-def stage_image(image: sitk.Image, path: str | Path, *, compress: bool = True) -> StagedFile:
+def stage_image(image: sitk.Image, path: str | Path, *, compress: bool = True,
+                values: np.ndarray | None = None) -> StagedFile:
     """Write and verify any image (a bundle map) beside `path` like the labelmap; commit()
     renames it. `compress`: gzip where the format has it (labelmaps shrink ~100×; continuous
-    float maps barely shrink and take ten times longer to write, so callers may turn it off)."""
+    float maps barely shrink and take ten times longer to write, so callers may turn it off).
+    `values`: the array the image was made from, for the read-back check."""
     path = Path(path)
     suffix = _suffix(path)
     compress = compress and suffix not in PICTURE_SUFFIXES
-    return stage_file(path, lambda temp: sitk.WriteImage(image, temp, compress), _verifier(image, suffix),
+    return stage_file(path, lambda temp: sitk.WriteImage(image, temp, compress), _verifier(image, suffix, values),
                       suffix=suffix)
 
 

@@ -138,7 +138,7 @@ def load_slices(images: str | Path, masks: str | Path, image_size: int, mask_map
                               f"{volume.shape[::-1]}.", hint="Each mask must cover its image pixel for pixel.")
         plan = plan_slices(volume, axis)
         mapping = choose_mapping(volume.array, volume.is_rgb, intensity)
-        box = Letterbox.fit(*plan.slice_shape(), image_size)
+        box = Letterbox.fit(*plan.slice_shape(), image_size, plan.pixel_spacing(volume.spacing))
         for index in _slices_to_keep(plan, labels, empty_slice_ratio):
             pixels = torch.from_numpy(mapping.apply(plan.extract(volume.array, index)))[None]
             label = torch.from_numpy(plan.extract(labels, index).astype(np.float32))[None, None]

@@ -87,7 +87,7 @@ class VolumeSegmenter:
             ctx.log(f"Skipping {skipped} slice(s) without tissue.")
         labels = np.zeros(volume.shape, dtype=np.uint16)
         segment_map = None
-        box = Letterbox.fit(*plan.slice_shape(), self.method.image_size)
+        box = Letterbox.fit(*plan.slice_shape(), self.method.image_size, plan.pixel_spacing(volume.spacing))
         valid = box.valid_mask()
         collector = EvidenceCollector(volume, plan, box, mapping) if self.collect_evidence else None
         consistent = True
@@ -157,11 +157,18 @@ class VolumeSegmenter:
                 collector.set_proposals(local_map, segment_map, tables, selection)
         present = [int(v) for v in np.unique(labels) if v != 0]
         segments = [{"label": v, "name": self.method.segment_name(v)} for v in present]
-        warning = result_warning(labels, tissue, plan.axis, todo) if todo else None
+        warning = result_warning(labels, tissue, plan.axis, todo) if todo else all_skipped_warning(mapping.preset)
         return VolumeSegmentation(labels, segment_map, segments, len(todo), skipped, warning, collector)
 
     def _postprocess(self, labels: np.ndarray, plan: SlicePlan, consistent: bool) -> np.ndarray:
         return finish_labels(labels, plan.axis, consistent, self.options.fill_holes, self.options.largest_component)
+
+
+def all_skipped_warning(preset: str) -> str:
+    """Why a volume whose every slice was skipped is empty, and what to do about it."""
+    return (f"The result is empty: every slice was skipped as having no tissue under the intensity preset "
+            f"'{preset}' (normalised intensity above {TISSUE_LEVEL} on too few pixels). If the image does hold "
+            "tissue, choose the intensity preset that fits it, or keep empty slices (--keep-empty-slices).")
 
 
 def batch_size_from_memory(bytes_per_slice: int, available_bytes: int, cap: int = MAX_AUTO_BATCH) -> int:

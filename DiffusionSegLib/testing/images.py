@@ -45,13 +45,29 @@ def rgb_image(height=50, width=70, seed=0) -> sitk.Image:
     return sitk.GetImageFromArray(np.clip(pixels, 0, 255).astype(np.uint8), isVector=True)
 
 
+def fluorescence_image(height=96, width=128, seed=0) -> sitk.Image:
+    """A fluorescence-microscopy-like photo: a bright cell with a brighter nucleus on a dark
+    background (what the planted model names: the bright cell)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:height, :width]
+    cell = ((yy - height * 0.5) / (height * 0.28)) ** 2 + ((xx - width * 0.55) / (width * 0.2)) ** 2 < 1
+    nucleus = ((yy - height * 0.47) / (height * 0.12)) ** 2 + ((xx - width * 0.57) / (width * 0.09)) ** 2 < 1
+    pixels = np.empty((height, width, 3))
+    pixels[:] = (20, 28, 36)
+    pixels[cell] = (215, 245, 205)
+    pixels[nucleus] = (230, 250, 225)
+    pixels += rng.normal(0, 6, pixels.shape)
+    return sitk.GetImageFromArray(np.clip(pixels, 0, 255).astype(np.uint8), isVector=True)
+
+
 def write_demo_inputs(folder: Path) -> tuple[Path, Path]:
-    """A stained-cell-like RGB photo (cell.png) and an oblique, anisotropic CT-like volume
-    (ct.nrrd, HU) in `folder`: what `demo` segments. Plus a small labelled set of disc images
-    (labelled/train: 24 pairs, labelled/test: 8) for trying `train sdseg` and `evaluate`."""
+    """A fluorescence-microscopy-like RGB photo (cell.png) and an oblique, anisotropic CT-like
+    volume with a bright lesion (ct.nrrd, HU) in `folder`: what `demo` segments. Plus a small
+    labelled set of disc images (labelled/train: 24 pairs, labelled/test: 8) for trying
+    `train sdseg` and `evaluate`."""
     folder.mkdir(parents=True, exist_ok=True)
     image, volume = folder / "cell.png", folder / "ct.nrrd"
-    sitk.WriteImage(rgb_image(height=96, width=128), str(image))
+    sitk.WriteImage(fluorescence_image(), str(image))
     sitk.WriteImage(ct_like_volume(size=(64, 56, 6)), str(volume), True)
     write_png_pairs(folder / "labelled" / "train", 24, size=64, seed=0)
     write_png_pairs(folder / "labelled" / "test", 8, size=64, seed=1)

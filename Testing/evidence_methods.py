@@ -62,3 +62,33 @@ class Repaints(Method):
         grey = images.mean(1)
         return SliceSegmentation(labels=(grey > 0.8).long(), probabilities=grey, evidence=grey,
                                  anomaly=1 - grey, pseudo_healthy=images.clone())
+
+
+class ManyProposals(Method):
+    """More proposals than 16 bits can number: every slice is cut into 1×8 bars, lying on even
+    slices and standing on odd ones, so no bar continues into the next slice and every slice adds
+    512 new volume ids (129 slices: 66 048). Evidence = grey level, reference fixed: the bars on
+    the bright disc are foreground."""
+
+    info = MethodInfo(name="many-proposals", label="Many proposals (test)", description="test", prompt="optional",
+                      needs_checkpoint=False, default_model=None,
+                      params=(Param("vote_threshold", "float", 1.5, "vote", minimum=0.0, maximum=10.0),))
+
+    def load(self) -> None:
+        self.image_size = 64
+
+    def segment(self, images: torch.Tensor, valid: torch.Tensor, indices=None) -> SliceSegmentation:
+        grey = images.mean(1).numpy()
+        rows, cols = np.mgrid[:64, :64]
+        selection = SelectionParams(mode="prompt", vote_threshold=1.5, seed_threshold=1.5)
+        labels, maps, tables = [], [], []
+        for b, index in enumerate(indices if indices is not None else range(images.shape[0])):
+            bars = rows * 8 + cols // 8 if index % 2 == 0 else cols * 8 + rows // 8
+            proposals = np.where(valid[b].numpy(), bars + 1, 0)
+            table = SliceScores(proposal_table(proposals, grey[b], valid[b].numpy()), reference=REFERENCE)
+            labels.append(select_labels(proposals, {0: table}, selection))
+            maps.append(proposals)
+            tables.append(table)
+        return SliceSegmentation(labels=torch.from_numpy(np.stack(labels).astype(np.int64)),
+                                 segment_map=torch.from_numpy(np.stack(maps)),
+                                 evidence=torch.from_numpy(grey), scores=tables, selection=selection)

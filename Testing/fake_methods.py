@@ -57,6 +57,7 @@ class PlantedEvidence(BrightThreshold):
         from DiffusionSegLib.decision.selection import (
             SelectionParams,
             SliceScores,
+            background_level,
             proposal_table,
             select_labels,
         )
@@ -71,7 +72,8 @@ class PlantedEvidence(BrightThreshold):
             proposals = (quadrants * mask).numpy()
             evidence = (image.mean(0) ** 2).numpy()
             m = mask.numpy()
-            table = SliceScores(proposal_table(proposals, evidence, m), reference=float(np.median(evidence[m])))
+            scores = proposal_table(proposals, evidence, m, statistic="median")
+            table = SliceScores(scores, reference=background_level(scores))
             tables.append(table)
             maps.append(torch.from_numpy(proposals))
             labels.append(torch.from_numpy(select_labels(proposals, {0: table}, params).astype(np.int64)))

@@ -75,3 +75,21 @@ def test_whole_tissue_result_is_announced(tmp_path, planted):
 def test_all_mode_keeps_every_proposal(tmp_path, planted):
     labels, _ = run(tmp_path, volume(range(10, 20)), foreground="all")
     assert labels.max() >= 4  # proposals matched across slices, none dropped
+
+
+def test_every_slice_skipped_ends_empty_with_a_warning_that_says_why(tmp_path, planted):
+    """A volume without tissue under its preset (here: a CT window above every value) skips every
+    slice; the empty result says so, and how to change it, instead of passing silently."""
+    image = sitk.GetImageFromArray(np.full((4, SIDE, SIDE), -1000.0, np.float32)
+                                   + np.random.default_rng(0).normal(0, 3, (4, SIDE, SIDE)).astype(np.float32))
+    source = tmp_path / "air.nrrd"
+    sitk.WriteImage(image, str(source))
+    events: list[dict] = []
+    request = JobRequest.from_dict({"input": str(source), "output": str(tmp_path / "out.nrrd"),
+                                    "method": "planted-evidence", "device": "cpu", "prompt": "target",
+                                    "params": {"size": 32}, "pipeline": {"intensity": "ct-soft-tissue"}})
+    result = run_job(request, events.append)
+    assert not sitk.GetArrayFromImage(sitk.ReadImage(result.output)).any()
+    (warning,) = [e["message"] for e in events if e["event"] == "warning"]
+    assert "every slice was skipped" in warning and "ct-soft-tissue" in warning and "--keep-empty-slices" in warning
+    assert events[-1]["slices_segmented"] == 0 and events[-1]["slices_skipped"] == 4

@@ -25,7 +25,7 @@ def test_demo_runs_every_method_offline_and_says_what_it_is(tmp_path):
     out = tmp_path / "demo"
     done = demo("--output", str(out), "--device", "cpu")
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
-    assert "plumbing check, not a result" in done.stdout and "RANDOM weights" in done.stdout
+    assert "PLANTED model, a stand-in for Stable Diffusion" in done.stdout and "RANDOM weights" in done.stdout
     assert f"{len(JOBS)} of {len(JOBS)} jobs ran end to end" in done.stdout
     assert {method for method, *_ in JOBS} == {"adzus", "diffugts", "sdseg"}
     for method, name, *_ in JOBS:
@@ -34,6 +34,10 @@ def test_demo_runs_every_method_offline_and_says_what_it_is(tmp_path):
         assert labels.GetSize() == source.GetSize()
         for get in ("GetOrigin", "GetSpacing", "GetDirection"):  # NRRD stores spacing × direction: float rounding
             assert np.allclose(getattr(labels, get)(), getattr(source, get)(), atol=1e-6), get
+    # the planted jobs get the known answer, written beside each input and measured against it
+    dices = [float(d) for d in re.findall(r"Dice (\d\.\d+) against \w+\.truth\.nrrd", done.stdout)]
+    assert len(dices) == sum(model == "planted" for *_, model in JOBS) and min(dices) >= 0.85, dices
+    assert (out / "cell.truth.nrrd").exists() and (out / "ct.truth.nrrd").exists()
     for command in ("train sdseg", "segment --method sdseg", "evaluate --method sdseg"):
         assert command in done.stdout  # the real path follows
     readme = (ROOT / "README.md").read_text()

@@ -83,3 +83,31 @@ def test_mask_geometry():
     assert int(dilated.sum()) == 13  # a 2-step cross (diamond) around one pixel
     latent = mask_to_latent(mask, (8, 8))
     assert latent.shape == (1, 1, 8, 8) and int(latent.sum()) == 1 and latent[0, 0, 2, 5]
+
+
+def test_guidance_steers_towards_the_normal_prompt_and_away_from_the_anomaly(parts):
+    """eps = eps(anomaly) + g·(eps(normal) − eps(anomaly)) in one doubled-batch UNet call per
+    step; g = 1 is the normal prompt alone (the previous behaviour), bit for bit."""
+    images, latents, normal = _inputs(parts)
+    anomaly = parts.encode_prompt(["brain tumour"])
+    mask = torch.zeros(2, 1, *latents.shape[-2:], dtype=torch.bool)
+    mask[:, :, 2:6, 2:6] = True
+    batches = []
+    hook = parts.unet.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
+
+    def inpaint(**guidance):
+        return pseudo_healthy_inpaint(parts.unet, _fresh_scheduler(parts), latents, mask, normal, strength=0.6,
+                                      num_inference_steps=10, generator=torch.Generator().manual_seed(1), **guidance)
+
+    try:
+        plain = inpaint()
+        one = inpaint(negative_context=anomaly, guidance_scale=1.0)
+        calls_before = len(batches)
+        guided = inpaint(negative_context=anomaly, guidance_scale=7.5)
+    finally:
+        hook.remove()
+    assert torch.equal(plain, one)
+    assert batches[calls_before:] == [4] * 6   # both halves in one call, every step
+    keep = ~mask.expand_as(latents)
+    assert torch.equal(guided[keep], latents[keep])
+    assert (guided[~keep] - plain[~keep]).abs().max() > 1e-3

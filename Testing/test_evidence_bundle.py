@@ -4,6 +4,7 @@ and scores are known exactly: geometry, ids across slices, units, atomicity, re-
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -14,11 +15,13 @@ import pytest
 import SimpleITK as sitk
 from evidence_methods import REFERENCE, GreyProposals, Repaints
 from helpers import ct_like_volume
+from planted_cases import CT, ct_volume, dice, truth_of, write
 
 import DiffusionSegLib.methods as registry
 from DiffusionSegLib.cli.commands.reselect import reselect_files
 from DiffusionSegLib.contract.errors import InvalidRequest
 from DiffusionSegLib.contract.request import JobRequest
+from DiffusionSegLib.decision.selection import scores_from_json, volume_reference
 from DiffusionSegLib.io.bundle import bundle_path
 from DiffusionSegLib.jobs.job import run_job
 
@@ -33,8 +36,10 @@ def methods(monkeypatch):
 
 
 def run(tmp_path, method="grey-proposals", image=None, output="seg.nrrd", **overrides):
+    """A job on a CT-like volume whose in-plane pixels are square (0.8 mm) and whose slices
+    are the model's size: the letterbox is the identity, so maps compare exactly."""
     source = tmp_path / "ct.nrrd"
-    sitk.WriteImage(image or ct_like_volume(), str(source))
+    sitk.WriteImage(image or ct_like_volume(spacing=(0.8, 0.8, 3.0)), str(source))
     events: list[dict] = []
     request = JobRequest.from_dict({"version": 2, "input": str(source), "output": str(tmp_path / output),
                                     "method": method, "device": "cpu", "evidence": True,
@@ -84,6 +89,7 @@ def test_reselect_defaults_reproduce_the_labelmap_and_a_stricter_threshold_chang
     event, _ = run(tmp_path)
     seg = event["outputs"]["labelmap"]
     original = array(seg)
+    assert original.any() and not original.all()   # a result to reproduce, not an empty one
     same = reselect_files(seg, tmp_path / "same.nrrd")
     assert np.array_equal(array(same["output"]), original) and same["voxels_changed"] == 0
     assert same_grid(sitk.ReadImage(same["output"]), sitk.ReadImage(seg))
@@ -202,63 +208,52 @@ def test_reselect_command_runs_without_torch(tmp_path, methods):
     assert array(tmp_path / "cli.nrrd").sum() == events[-1]["voxels"]
 
 
-def test_adzus_bundle_reselects_bit_for_bit(tmp_path, tiny_sd_path):
-    """The real method (tiny random-weight SD: its evidence means nothing, the plumbing is what
-    is tested): thresholds are taken from a first run's scores so the second run's result is
-    neither empty nor everything; `reselect` must reproduce it exactly and a stricter
-    threshold must change it."""
-    import math
-
-    from DiffusionSegLib.decision.selection import scores_from_json, volume_reference
-
-    sitk.WriteImage(ct_like_volume(size=(40, 36, 5)), str(tmp_path / "ct.nrrd"))
-
-    def segment(name, **params):
-        request = JobRequest.from_dict({
-            "input": str(tmp_path / "ct.nrrd"), "output": str(tmp_path / name), "method": "adzus", "prompt": "lesion",
-            "model": str(tiny_sd_path), "device": "cpu", "evidence": True,
-            "params": {"latent_mode": "clean", **params}})
-        events: list[dict] = []
-        run_job(request, events.append)
-        return events[-1]["outputs"]
-
-    first = segment("first.nrrd")
-    tables, params, _ = scores_from_json(json.loads(Path(first["scores"]).read_text()))
-    reference = volume_reference(tables, params)
-    contrasts = sorted(t.score(p) / reference for t in tables.values() for p in t.proposals
-                       if math.isfinite(t.score(p)))
-    middle = contrasts[len(contrasts) // 2]
-    outputs = segment("seg.nrrd", vote_threshold=middle, seed_threshold=middle)
+def test_adzus_bundle_reselects_bit_for_bit(tmp_path):
+    """The planted model at the shipped defaults: a real result, given back bit for bit by
+    `reselect` from the bundle, and emptied by a vote above every contrast."""
+    write(ct_volume(4, 48, {1: 0.05, 2: 0.08}), tmp_path / "ct.nrrd")
+    request = JobRequest.from_dict({
+        "input": str(tmp_path / "ct.nrrd"), "output": str(tmp_path / "seg.nrrd"), "method": "adzus",
+        "prompt": "lesion", "model": "planted", "device": "cpu", "evidence": True, "pipeline": {"intensity": CT}})
+    events: list[dict] = []
+    run_job(request, events.append)
+    outputs = events[-1]["outputs"]
     assert set(outputs) == {"labelmap", "proposals", "scores", "evidence", "uncertainty"}
     labels = array(outputs["labelmap"])
-    assert 0 < labels.sum() < labels.size
+    assert dice(labels > 0, truth_of(tmp_path / "ct.nrrd", CT)) >= 0.85
     same = reselect_files(outputs["labelmap"], tmp_path / "same.nrrd")
     assert np.array_equal(array(same["output"]), labels)
-    stricter = array(reselect_files(outputs["labelmap"], tmp_path / "strict.nrrd", vote_threshold=contrasts[-1] + 1)["output"])
+    tables, params, _ = scores_from_json(json.loads(Path(outputs["scores"]).read_text()))
+    reference = volume_reference(tables, params)
+    top = max(t.score(p) / reference for t in tables.values() for p in t.proposals if math.isfinite(t.score(p)))
+    stricter = array(reselect_files(outputs["labelmap"], tmp_path / "strict.nrrd", vote_threshold=top + 1)["output"])
     assert stricter.sum() == 0 < labels.sum()
     proposals = array(outputs["proposals"])
     assert proposals[labels > 0].min() > 0  # every chosen voxel lies on a proposal
 
 
-def test_diffugts_bundle_holds_residual_anomaly_and_pseudo_healthy(tmp_path, tiny_sd_path):
-    source = tmp_path / "ct.nrrd"
-    sitk.WriteImage(ct_like_volume(size=(40, 36, 3)), str(source))
+def test_diffugts_bundle_holds_residual_anomaly_and_pseudo_healthy(tmp_path):
+    source = write(ct_volume(3, 48, {1: 0.08}), tmp_path / "ct.nrrd")
     events: list[dict] = []
     run_job(JobRequest.from_dict({
         "input": str(source), "output": str(tmp_path / "tumour.nii.gz"), "method": "diffugts",
-        "prompt": "liver tumour", "model": str(tiny_sd_path), "device": "cpu", "evidence": True,
-        "params": {"organ": "liver", "steps": 4, "strength": 0.5}}), events.append)
+        "prompt": "liver tumour", "model": "planted", "device": "cpu", "evidence": True,
+        "pipeline": {"intensity": CT}}), events.append)
     outputs = events[-1]["outputs"]
     assert set(outputs) == {"labelmap", "proposals", "scores", "evidence", "uncertainty", "anomaly", "pseudo_healthy"}
     assert outputs["pseudo_healthy"] == str(tmp_path / "tumour.pseudo_healthy.nrrd")
+    labels = array(outputs["labelmap"])
+    lesion = truth_of(source, CT)
+    assert dice(labels > 0, lesion) >= 0.85
     same = reselect_files(outputs["labelmap"], tmp_path / "same.nii.gz")  # anomaly mode re-selects too
-    assert np.array_equal(array(same["output"]), array(outputs["labelmap"]))
+    assert np.array_equal(array(same["output"]), labels)
     reference = sitk.ReadImage(str(source))
     for name in ("evidence", "anomaly", "pseudo_healthy"):
         assert same_grid(sitk.ReadImage(outputs[name]), reference), name
     healthy = array(outputs["pseudo_healthy"])
-    hu = sitk.GetArrayFromImage(reference).astype(np.float32)
     assert -160 - 1e-3 <= healthy.min() and healthy.max() <= 240 + 1e-3  # the CT window, inverted
+    # the lesion (200 HU) repainted as the tissue around it (40 HU)
+    assert abs(float(healthy[lesion].mean()) - 40.0) < 25.0
     assert array(outputs["evidence"]).min() >= 0  # R is a weighted sum of non-negative residuals
 
 

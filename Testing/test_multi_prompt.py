@@ -1,5 +1,7 @@
 """Several prompts in one job: one named segment per prompt, exactly the single-prompt masks
-combined (first prompt wins overlaps), with ADZUS's shared proposals computed once per image."""
+combined (first prompt wins overlaps), with ADZUS's shared proposals computed once per image.
+On the planted model at the shipped defaults: "lesion" names the bright lesion, "healthy
+tissue" the body (which holds the lesion: an overlap the first prompt wins)."""
 
 from __future__ import annotations
 
@@ -7,21 +9,24 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from fake_methods import PromptThreshold
-from helpers import ct_like_volume, rgb_image
+from helpers import ct_like_volume
+from planted_cases import CT, ct_volume, dice, truth_of, write
 
 from DiffusionSegLib.contract.errors import InvalidRequest
 from DiffusionSegLib.contract.request import JobRequest, PipelineOptions
 from DiffusionSegLib.jobs.runner import Runner
 from DiffusionSegLib.volume.several_prompts import combine_masks
 
-SHARED = {"inversion_steps": 10, "proposals": "shared", "vote_threshold": 0.5}
+SHARED = {"proposals": "shared"}
+PROMPTS = ["lesion", "healthy tissue"]
+SLICES = 3
 
 
-def request(tmp_path, model, name, **fields) -> JobRequest:
-    if not (tmp_path / "cell.png").exists():
-        sitk.WriteImage(rgb_image(), str(tmp_path / "cell.png"))
-    values = dict(input=str(tmp_path / "cell.png"), output=str(tmp_path / name), method="adzus", model=str(model),
-                  device="cpu", params=dict(SHARED))
+def request(tmp_path, name, **fields) -> JobRequest:
+    if not (tmp_path / "ct.nrrd").exists():
+        write(ct_volume(SLICES, 48, {1: 0.08}), tmp_path / "ct.nrrd")
+    values = dict(input=str(tmp_path / "ct.nrrd"), output=str(tmp_path / name), method="adzus", model="planted",
+                  device="cpu", params=dict(SHARED), pipeline=PipelineOptions(intensity=CT))
     values.update(fields)
     return JobRequest(**values)
 
@@ -38,46 +43,49 @@ def test_combine_masks_first_prompt_wins_and_overlaps_are_counted():
     assert overlaps == [{"prompts": ["liver", "tumour"], "voxels": 1}]
 
 
-def test_two_prompts_give_the_single_prompt_masks_as_two_named_segments(tmp_path, tiny_sd_path):
+def test_two_prompts_give_the_single_prompt_masks_as_two_named_segments(tmp_path):
     runner = Runner()
-    prompts = ["cell", "background stain"]
     events = []
-    result = runner.run(request(tmp_path, tiny_sd_path, "both.nrrd", prompts=prompts), events.append)
-    # ADZUS's prompt-independent work ran once: the second prompt took the proposals from the cache.
-    assert runner.features.describe()["hits"]["adzus-proposals"] == 1
+    result = runner.run(request(tmp_path, "both.nrrd", prompts=PROMPTS), events.append)
+    # ADZUS's prompt-independent work ran once: the second prompt took each slice's proposals from the cache.
+    assert runner.features.describe()["hits"]["adzus-proposals"] == SLICES
     assert runner.models.loads == 1
     both = read(tmp_path / "both.nrrd")
     singles = []
-    for i, prompt in enumerate(prompts):
-        Runner().run(request(tmp_path, tiny_sd_path, f"{i}.nrrd", prompt=prompt), lambda e: None)
+    for i, prompt in enumerate(PROMPTS):
+        Runner().run(request(tmp_path, f"{i}.nrrd", prompt=prompt), lambda e: None)
         singles.append(read(tmp_path / f"{i}.nrrd") > 0)
+    lesion = truth_of(tmp_path / "ct.nrrd", CT)
+    assert dice(singles[0], lesion) >= 0.85                      # each prompt found what it names
+    assert (singles[1] & ~singles[0]).sum() > 10 * lesion.sum()  # "healthy tissue": the body around it
     expected = np.where(singles[0], 1, np.where(singles[1], 2, 0))
     np.testing.assert_array_equal(both, expected)
     names = {s["label"]: s["name"] for s in result.segments}
-    assert names == {v: prompts[v - 1] for v in np.unique(expected) if v}
-    final = events[-1]
+    assert names == {1: "lesion", 2: "healthy tissue"}
     overlap = int((singles[0] & singles[1]).sum())
-    assert final.get("overlaps", []) == ([{"prompts": prompts, "voxels": overlap}] if overlap else [])
+    assert overlap > 0 and events[-1]["overlaps"] == [{"prompts": PROMPTS, "voxels": overlap}]
     assert [e["done"] for e in events if e.get("stage") == "prompts"] == [1, 2]
 
 
-def test_shared_proposals_from_the_cache_equal_fresh_ones(tmp_path, tiny_sd_path):
+def test_shared_proposals_from_the_cache_equal_fresh_ones(tmp_path):
     warm = Runner()
-    warm.run(request(tmp_path, tiny_sd_path, "first.nrrd", prompt="nucleus"), lambda e: None)
-    warm.run(request(tmp_path, tiny_sd_path, "cached.nrrd", prompt="cell"), lambda e: None)
-    assert warm.features.describe()["hits"]["adzus-proposals"] == 1
-    Runner().run(request(tmp_path, tiny_sd_path, "fresh.nrrd", prompt="cell"), lambda e: None)
-    np.testing.assert_array_equal(read(tmp_path / "cached.nrrd"), read(tmp_path / "fresh.nrrd"))
+    warm.run(request(tmp_path, "first.nrrd", prompt="tumour"), lambda e: None)
+    warm.run(request(tmp_path, "cached.nrrd", prompt="lesion"), lambda e: None)
+    assert warm.features.describe()["hits"]["adzus-proposals"] == SLICES
+    Runner().run(request(tmp_path, "fresh.nrrd", prompt="lesion"), lambda e: None)
+    cached = read(tmp_path / "cached.nrrd")
+    assert dice(cached > 0, truth_of(tmp_path / "ct.nrrd", CT)) >= 0.85
+    np.testing.assert_array_equal(cached, read(tmp_path / "fresh.nrrd"))
 
 
-def test_prompt_conditioned_proposals_are_not_shared(tmp_path, tiny_sd_path):
+def test_prompt_conditioned_proposals_are_not_shared(tmp_path):
     runner = Runner()
-    params = {"inversion_steps": 10, "proposals": "prompt"}
-    runner.run(request(tmp_path, tiny_sd_path, "a.nrrd", prompt="cell", params=params), lambda e: None)
-    runner.run(request(tmp_path, tiny_sd_path, "b.nrrd", prompt="nucleus", params=params), lambda e: None)
+    params = {"proposals": "prompt"}
+    runner.run(request(tmp_path, "a.nrrd", prompt="lesion", params=params), lambda e: None)
+    runner.run(request(tmp_path, "b.nrrd", prompt="tumour", params=params), lambda e: None)
     stats = runner.features.describe()
     assert "adzus-proposals" not in stats["hits"] and "adzus-proposals" not in stats["misses"]
-    assert stats["hits"]["vae-latent"] == 1  # the latent is still shared
+    assert stats["hits"]["vae-latent"] == SLICES  # the latents are still shared
 
 
 def test_prompt_list_validation(tmp_path):
@@ -94,8 +102,8 @@ def test_prompt_list_validation(tmp_path):
 def test_several_prompts_refused_for_a_method_that_ignores_the_prompt(tmp_path):
     from DiffusionSegLib.jobs.job import run_job
 
-    sitk.WriteImage(rgb_image(), str(tmp_path / "cell.png"))
-    job = JobRequest(input=str(tmp_path / "cell.png"), output=str(tmp_path / "o.nrrd"), method="sdseg",
+    sitk.WriteImage(ct_like_volume(size=(30, 26, 3)), str(tmp_path / "cell.nrrd"))
+    job = JobRequest(input=str(tmp_path / "cell.nrrd"), output=str(tmp_path / "o.nrrd"), method="sdseg",
                      model=str(tmp_path), prompts=["polyp", "lesion"], device="cpu")
     with pytest.raises(InvalidRequest, match="same mask"):
         run_job(job, lambda e: None)

@@ -47,13 +47,14 @@ def test_prompt_positions_every_occurrence_and_missing(tokenizer):
         format_context("a photo", "liver")
 
 
-def test_token_attention_normalises_over_tokens_and_weights_resolutions_equally():
+def test_token_attention_normalises_over_tokens_and_weights_resolutions_by_their_side():
     fine = torch.zeros(1, 4, 5)  # 2×2 grid, 5 tokens
     fine[..., 0] = 1.0
     fine[0, 0, 0], fine[0, 0, 2] = 0.0, 1.0  # the top-left query attends to token 2 only
     coarse = torch.full((1, 1, 5), 0.2)  # 1×1 grid, uniform over tokens
     result = token_attention({2: fine, 1: coarse * 3.0}, [2], image_size=2)  # ×3: normalisation undoes it
-    expected = 0.5 * torch.tensor([[1.0, 0.0], [0.0, 0.0]]) + 0.5 * 0.2
+    # DiffSeg's resolution weights: side 2 → 2/3, side 1 → 1/3
+    expected = 2 / 3 * torch.tensor([[1.0, 0.0], [0.0, 0.0]]) + 1 / 3 * 0.2
     torch.testing.assert_close(result[0], expected, atol=1e-6, rtol=0)
 
 

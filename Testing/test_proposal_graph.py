@@ -148,7 +148,7 @@ def test_reselect_names_unknown_proposal_ids():
     rng = np.random.default_rng(5)
     proposals = random_proposals(rng, (4, 12, 12))
     tables = random_tables(rng, proposals, 0)
-    bundle = SelectionBundle.from_document(proposals, scores_document(tables, SelectionParams(), 0, "adzus", True, False))
+    bundle = SelectionBundle.from_document(proposals, scores_document(tables, SelectionParams("prompt", 2.0, 3.0), 0, "adzus", True, False))
     assert bundle.proposal_ids() == {int(v) for v in np.unique(proposals) if v}
     with pytest.raises(ValueError, match="proposal id.* 999 do not occur"):
         reselect_labels(bundle, include=[999])

@@ -51,5 +51,6 @@ def test_seeds_average_into_the_evidence_and_their_spread_is_the_uncertainty(tmp
     assert set(combined) == {"labelmap", "evidence", "uncertainty"}
     np.testing.assert_allclose(combined["evidence"], draws.mean(axis=0), atol=1e-5)
     np.testing.assert_allclose(combined["uncertainty"], draws.std(axis=0), atol=1e-5)
+    assert 0 < (combined["evidence"] > 0.5).sum() < combined["evidence"].size   # both classes: a real comparison
     assert np.array_equal(combined["labelmap"] > 0, combined["evidence"] > 0.5)
     assert np.array_equal(single[0]["labelmap"] > 0, single[0]["evidence"] > 0.5)

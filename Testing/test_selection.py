@@ -12,6 +12,7 @@ import pytest
 from DiffusionSegLib.decision.selection import (
     SelectionParams,
     SliceScores,
+    background_level,
     proposal_table,
     result_warning,
     scores_from_json,
@@ -19,14 +20,19 @@ from DiffusionSegLib.decision.selection import (
     select_labels,
     valid_border,
 )
+from DiffusionSegLib.methods.adzus import Adzus
 
 SIZE, DEPTH = 32, 30
+# the thresholds ADZUS ships (methods/adzus/spec.py is the one place they are defined)
+ADZUS_PARAMS = Adzus.info.resolve_params({})
+PROMPT = SelectionParams.from_dict(ADZUS_PARAMS, mode="prompt")
 
 
-def planted_volume(target_slices: range, strength: float = 3.0, seed: int = 0):
+def planted_volume(target_slices: range, strength: float = 4.0, seed: int = 0):
     """Per slice four proposals (quadrant-like blocks); on target slices block 2 has `strength`×
     the background prompt attention. Background attention varies by ±10 % per proposal, so some
-    proposal on every slice beats the slice mean (the old 'always one segment' rule fires)."""
+    proposal on every slice beats the slice mean (the old 'always one segment' rule fires). Each
+    slice's reference is its background level, as ADZUS records it."""
     rng = np.random.default_rng(seed)
     proposals = np.zeros((DEPTH, SIZE, SIZE), np.int64)
     proposals[:, :16, :16], proposals[:, :16, 16:] = 1, 2
@@ -41,7 +47,8 @@ def planted_volume(target_slices: range, strength: float = 3.0, seed: int = 0):
             att = np.where(proposals[k] == 2, 0.02 * strength, att)
         att = att * (1 + 0.02 * rng.standard_normal((SIZE, SIZE)))
         attention[k] = att
-        tables[k] = SliceScores(proposal_table(proposals[k], att, valid), reference=float(np.median(att[valid])))
+        scores = proposal_table(proposals[k], att, valid, statistic="median")
+        tables[k] = SliceScores(scores, reference=background_level(scores))
     return proposals, tables, attention
 
 
@@ -59,7 +66,7 @@ def old_rule(proposals, tables):
 
 def test_target_on_slices_10_to_19_only():
     proposals, tables, _ = planted_volume(range(10, 20))
-    labels = select_labels(proposals, tables, SelectionParams(mode="prompt"))
+    labels = select_labels(proposals, tables, PROMPT)
     on = [k for k in range(DEPTH) if labels[k].any()]
     assert on == list(range(10, 20))
     assert np.array_equal(labels[10:20], (proposals[10:20] == 2).astype(np.uint16))
@@ -69,7 +76,7 @@ def test_target_on_slices_10_to_19_only():
 
 def test_no_target_anywhere_gives_empty_and_a_warning():
     proposals, tables, _ = planted_volume(range(0))
-    labels = select_labels(proposals, tables, SelectionParams(mode="prompt"))
+    labels = select_labels(proposals, tables, PROMPT)
     assert not labels.any()
     tissue = np.ones(labels.shape, bool)
     assert "empty" in result_warning(labels, tissue)
@@ -79,11 +86,12 @@ def test_no_target_anywhere_gives_empty_and_a_warning():
 def test_isolated_weak_slice_is_dropped_but_weak_neighbour_of_a_run_is_kept():
     proposals, tables, _ = planted_volume(range(10, 20))
     reference = float(np.median([t.reference for t in tables.values()]))
-    # slice 3: a candidate (contrast 1.7) with no seed anywhere near → dropped
-    tables[3].proposals[1]["score"] = 1.7 * reference
+    weak = (PROMPT.vote_threshold + PROMPT.seed_threshold) / 2   # a candidate, not a seed
+    # slice 3: a candidate with no seed anywhere near → dropped
+    tables[3].proposals[1]["score"] = weak * reference
     # slice 20: the same weak evidence touching the run → kept (hysteresis)
-    tables[20].proposals[2]["score"] = 1.7 * reference
-    labels = select_labels(proposals, tables, SelectionParams(mode="prompt"))
+    tables[20].proposals[2]["score"] = weak * reference
+    labels = select_labels(proposals, tables, PROMPT)
     assert not labels[3].any()
     assert np.array_equal(labels[20], (proposals[20] == 2).astype(np.uint16))
 
@@ -100,33 +108,75 @@ def test_scores_json_round_trip_reproduces_labels_exactly():
 
 def test_axis_other_than_zero_matches_transposed_volume():
     proposals, tables, _ = planted_volume(range(10, 20))
-    params = SelectionParams(mode="prompt")
+    params = PROMPT
     moved = np.moveaxis(proposals, 0, 2)
     assert np.array_equal(np.moveaxis(select_labels(moved, tables, params, axis=2), 2, 0),
                           select_labels(proposals, tables, params))
 
 
 def test_anomaly_mode_floor_and_gate():
-    proposals = np.zeros((3, 8, 8), np.int64)
+    """A gated slice cannot seed, but its candidates connected to a seed survive (a tumour's small
+    first and last slices); an isolated gated slice is dropped; below the floor nothing counts."""
+    proposals = np.zeros((6, 8, 8), np.int64)
     proposals[:, 2:5, 2:5] = 1
-    tables = {k: SliceScores({1: {"score": s, "area": 9.0, "border": 0.0}}, gate=g)
-              for k, (s, g) in enumerate([(0.6, 0.9), (0.6, 0.1), (0.1, 0.9)])}
-    labels = select_labels(proposals, tables, SelectionParams(mode="anomaly", vote_threshold=0.25,
-                                                              seed_threshold=0.5, gate_threshold=0.5))
-    assert labels[0].any() and not labels[1].any() and not labels[2].any()
-    params = SelectionParams.from_dict({"anomaly_floor": 0.25, "anomaly_seed": 0.5, "gate_threshold": 0.0},
-                                       mode="anomaly")
-    assert params.gate_threshold is None
-    assert SelectionParams.from_dict({"foreground": "auto"}).mode == "prompt"
-    assert SelectionParams.from_dict({"foreground": "auto"}, has_prompt=False).mode == "border"
-    assert select_labels(proposals, tables, params)[1].any()
+    rows = [(0.6, 0.9), (0.6, 0.1), (0.1, 0.9), (0.0, 0.0), (0.6, 0.1), (0.0, 0.0)]
+    tables = {k: SliceScores({1: {"score": s, "area": 9.0, "border": 0.0}}, gate=g) for k, (s, g) in enumerate(rows)}
+    params = SelectionParams(mode="anomaly", vote_threshold=0.25, seed_threshold=0.5, gate_threshold=0.5)
+    labels = select_labels(proposals, tables, params)
+    assert [bool(labels[k].any()) for k in range(6)] == [True, True, False, False, False, False]
+    assert not select_labels(proposals, {4: tables[4]}, params).any()   # gated, and no seed anywhere
+    ungated = SelectionParams.from_dict({"anomaly_floor": 0.25, "anomaly_seed": 0.5, "gate_threshold": 0.0},
+                                        mode="anomaly")
+    assert ungated.gate_threshold is None
+    assert select_labels(proposals, {4: tables[4]}, ungated)[4].any()
+
+
+def test_from_dict_reads_the_method_spec_and_nothing_else():
+    assert SelectionParams.from_dict({**ADZUS_PARAMS, "foreground": "auto"}).mode == "prompt"
+    assert SelectionParams.from_dict({**ADZUS_PARAMS, "foreground": "auto"}, has_prompt=False).mode == "border"
+    with pytest.raises(ValueError, match="anomaly_seed"):   # no default of its own to disagree with the spec
+        SelectionParams.from_dict({"anomaly_floor": 0.5, "gate_threshold": 4.0}, mode="anomaly")
+
+
+def test_background_level_is_the_least_attended_five_percent():
+    table = {1: {"score": 0.9, "area": 90.0}, 2: {"score": 0.02, "area": 4.0}, 3: {"score": 0.04, "area": 6.0}}
+    # 5 of 100 px: the 4 px at 0.02 and 1 px of the next at 0.04
+    assert background_level(table) == pytest.approx((4 * 0.02 + 1 * 0.04) / 5)
+    assert np.isnan(background_level({}))
+
+
+@pytest.mark.parametrize("coverage", [0.45, 0.55, 0.9])
+def test_a_target_covering_most_of_the_image_is_found(coverage):
+    """The old reference (the slice's median attention) fell inside a target covering more than
+    half the image: contrast 1, never found (45 %: found; 55 %: not). The background reference
+    finds it at any coverage up to 95 %."""
+    side = 40
+    target = int(round(coverage * side))
+    proposals = np.ones((side, side), np.int64)
+    proposals[:, :target] = 2
+    attention = np.where(proposals == 2, 0.6, 0.02)
+    scores = proposal_table(proposals, attention, np.ones((side, side), bool), statistic="median")
+    labels = select_labels(proposals, {0: SliceScores(scores, reference=background_level(scores))}, PROMPT)
+    assert np.array_equal(labels, (proposals == 2).astype(np.uint16))
+
+
+def test_median_statistic_ignores_a_fringe():
+    proposals = np.ones((10, 10), np.int64)
+    proposals[:, 5:] = 2
+    attention = np.where(proposals == 2, 0.9, 0.02)
+    attention[:, 4] = 0.9   # proposal 1's edge column, lit by its neighbour
+    table = proposal_table(proposals, attention, np.ones((10, 10), bool), statistic="median")
+    assert table[1]["score"] == pytest.approx(0.02) and table[2]["score"] == pytest.approx(0.9)
+    mean = proposal_table(proposals, attention, np.ones((10, 10), bool))
+    assert mean[1]["score"] == pytest.approx((4 * 0.02 + 0.9) / 5)
 
 
 def test_border_and_all_modes_on_a_2d_image():
     proposals = np.ones((10, 10), np.int64)
     proposals[3:7, 3:7] = 2
     table = {0: SliceScores(proposal_table(proposals, None, np.ones((10, 10), bool)))}
-    assert np.array_equal(select_labels(proposals, table, SelectionParams(mode="border")), proposals == 2)
+    assert np.array_equal(select_labels(proposals, table, SelectionParams(mode="border", border_threshold=0.2)),
+                          proposals == 2)
     assert np.array_equal(select_labels(proposals, table, SelectionParams(mode="all")), proposals)
 
 

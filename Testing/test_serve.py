@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from helpers import ct_like_volume, rgb_image
+from planted_cases import ct_volume, dice, truth_of, write
 from serve_helpers import running_server
 
 from DiffusionSegLib.serve.client import ServiceClient, ServiceError
@@ -152,19 +153,21 @@ def test_two_clients_at_once_are_queued_one_after_the_other(server, tmp_path):
 
 
 def test_two_prompts_give_two_named_segments_over_http(server, tmp_path):
+    """The planted model at the shipped defaults: "lesion" names the bright lesion, "healthy
+    tissue" the body around it; both come back as named segments of one labelmap."""
     client = server["client"]
-    image = ct_like_volume(size=(30, 26, 3))
-    sitk.WriteImage(image, str(tmp_path / "ct.nrrd"))
-    request = job(server, input=None, prompt=None, prompts=["liver", "kidney"],
-                  params={"inversion_steps": 10, "proposals": "shared"}, pipeline={"intensity": "ct-abdomen"})
+    write(ct_volume(3, 40, {1: 0.08}), tmp_path / "ct.nrrd")
+    request = job(server, input=None, prompt=None, prompts=["lesion", "healthy tissue"], model="planted",
+                  params={"proposals": "shared"}, pipeline={"intensity": "ct-soft-tissue"})
     events = []
     final = client.run(request, image=tmp_path / "ct.nrrd", on_event=events.append, destination=tmp_path / "s.nrrd")
     assert final["event"] == "result", final
     assert [e["done"] for e in events if e.get("stage") == "prompts"] == [1, 2]
     names = {s["label"]: s["name"] for s in final["segments"]}
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "s.nrrd")))
-    assert set(names) == set(np.unique(labels)) - {0} and set(names.values()) <= {"liver", "kidney"}
-    assert names.get(1, "liver") == "liver" and names.get(2, "kidney") == "kidney"
+    assert names == {1: "lesion", 2: "healthy tissue"} and set(np.unique(labels)) == {0, 1, 2}
+    assert dice(labels == 1, truth_of(tmp_path / "ct.nrrd", "ct-soft-tissue")) >= 0.85
+    assert (labels == 2).sum() > 10 * (labels == 1).sum()
 
 
 def test_client_needs_only_the_standard_library():

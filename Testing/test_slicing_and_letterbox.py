@@ -70,6 +70,30 @@ def test_letterbox_geometry_and_exact_inverse_of_labels():
     assert torch.equal(restored, expected)
 
 
+def test_letterbox_gives_the_model_square_millimetres():
+    """A coronal slice of 0.7 × 0.7 × 5 mm CT: 14 rows of 5 mm and 48 columns of 0.7 mm are
+    70 × 33.6 mm, so the slice fills the canvas's height and about half its width (by pixel
+    counts it was squashed into a band 14/48 of the width high)."""
+    box = Letterbox.fit(14, 48, 512, spacing=(5.0, 0.7))
+    assert (box.resized_height, box.resized_width) == (512, round(33.6 / 70 * 512))
+    assert box.left == (512 - box.resized_width) // 2 and box.top == 0
+    assert Letterbox.fit(14, 48, 512) == Letterbox.fit(14, 48, 512, spacing=(0.7, 0.7))   # square pixels: as before
+    labels = torch.zeros(1, 512, 512, dtype=torch.int64)
+    labels[0, :256, box.left:box.left + box.resized_width] = 1   # the top 35 mm
+    restored = box.inverse_labels(labels)
+    assert restored.shape == (1, 14, 48) and restored[0, :7].all() and not restored[0, 7:].any()
+
+
+def test_slice_plan_pixel_spacing_follows_the_displayed_rows_and_columns():
+    volume = _volume(size=(30, 20, 12))   # spacing (0.7, 0.9, 3.0), identity direction
+    assert plan_slices(volume, "axial").pixel_spacing(volume.spacing) == (0.9, 0.7)     # rows J, columns I
+    coronal = plan_slices(volume, "coronal")
+    assert coronal.pixel_spacing(volume.spacing) in ((3.0, 0.7), (0.7, 3.0))
+    rows, cols = coronal.slice_shape()
+    assert {rows, cols} == {12, 30}
+    assert coronal.pixel_spacing(volume.spacing) == ((3.0, 0.7) if rows == 12 else (0.7, 3.0))
+
+
 def test_letterbox_round_trip_of_smooth_image():
     yy, xx = torch.meshgrid(torch.linspace(0, 1, 45), torch.linspace(0, 1, 80), indexing="ij")
     image = torch.stack([yy, xx, yy * xx])[None]

@@ -7,7 +7,6 @@ toggle the proposal under them, and do nothing to the selection while the mode i
 
 import re
 
-import numpy as np
 import pytest
 import vtk
 from slicer_test_utils import (  # noqa: F401

@@ -41,7 +41,12 @@ def label_statistics(path: str | Path, segments: list[dict]) -> tuple[list[dict]
     import numpy as np
     import SimpleITK as sitk
 
-    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    if str(path).lower().endswith(".dcm"):  # a DICOM SEG: its segment numbers are the labels
+        from ..io.dicom_seg import read_seg_labels
+
+        labels = read_seg_labels(path)[0]
+    else:
+        labels = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
     counts = np.bincount(labels.ravel().astype(np.int64), minlength=1)
     digest = hashlib.sha256(str((labels.shape, labels.dtype.str)).encode() + labels.tobytes()).hexdigest()
     named = [{**s, "voxels": int(counts[s["label"]]) if s["label"] < len(counts) else 0} for s in segments]
@@ -72,10 +77,12 @@ class CaseWorker:
         emit = JsonLinesWriter(log) if log else (lambda event: None)
         try:
             result = self.runner.run(JobRequest.from_dict(case.request), emit, cancel_token)
-            segments, voxels, digest = label_statistics(result.output, result.segments)
+            written = "labelmap" in result.outputs  # an empty result writes no DICOM SEG
+            segments, voxels, digest = label_statistics(result.output, result.segments) if written else ([], 0, None)
             return {**case_fields(case), "status": "ok", "seconds": round(time.perf_counter() - start, 3),
-                    "segments": segments, "voxels": voxels, "labels_sha256": digest,
-                    "output_bytes": os.path.getsize(result.output), "error_code": "", "error_message": "",
+                    "segments": segments, "voxels": voxels, "labels_sha256": digest, "empty": not written,
+                    "output_bytes": os.path.getsize(result.output) if written else None,
+                    "error_code": "", "error_message": "",
                     "timings": {k: round(v, 4) for k, v in result.timings.items()},
                     "worker": self.name, "finished": now()}
         except JobCancelled:

@@ -72,11 +72,12 @@ def consecutive_labels(labels: np.ndarray, segments: list[dict]) -> tuple[np.nda
 
 
 def deterministic_uid(*parts: str) -> str:
-    """A UID under 2.25 from a hash of `parts`: the same result of the same request on the same
-    series gets the same UIDs, so storing it twice cannot make a second object in a PACS."""
-    from pydicom.uid import generate_uid
+    """A UID under 2.25 from a name-based UUID (RFC 4122 version 5) of `parts`: the same result
+    of the same request on the same series gets the same UIDs, so storing it twice cannot make
+    a second object in a PACS."""
+    import uuid
 
-    return str(generate_uid(prefix=None, entropy_srcs=[UID_NAMESPACE, *parts]))
+    return f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, '|'.join((UID_NAMESPACE, *parts))).int}"
 
 
 def _coded(hd: Any, code) -> Any:

@@ -127,3 +127,23 @@ def test_segments_are_coded_from_the_shared_table():
     assert segment_codes("odd lesion blob").standard is False
     assert segment_codes("odd lesion blob").category == ("SCT", "49755003", "Morphologically Altered Structure")
     assert segment_codes("renal pelvis fat").type == ("SCT", "85756007", "Tissue")
+
+
+def test_serve_returns_the_seg_when_asked_for_dcm(tmp_path, threshold):
+    from DiffusionSegLib.jobs.runner import Runner
+    from DiffusionSegLib.serve.jobs import JobService
+
+    series = write_series(tmp_path / "data" / "ct")
+    service = JobService(Runner(), tmp_path / "work", [tmp_path / "data"], max_upload_bytes=10**6)
+    try:
+        job = service.submit({"input": str(series.folder), "output": "result.dcm", "method": "bright-threshold",
+                              "device": "cpu", "params": {"threshold": 0.7}})
+        events, finished = job.wait_events(0, 60)
+        while not finished:
+            events, finished = job.wait_events(len(events), 60)
+        assert job.state == "done", job.events[-1]
+        assert job.files() == ["labelmap.dcm", "labelmap.provenance.json"]
+        labels, _ = read_seg_labels(job.folder / "labelmap.dcm")
+        assert labels.any() and dciodvfy_errors(job.folder / "labelmap.dcm") == []
+    finally:
+        service.close()

@@ -57,7 +57,7 @@ def test_bundle_files_on_the_input_grid_with_consistent_ids_and_vote_units(tmp_p
     event, source = run(tmp_path)
     outputs = event["outputs"]
     assert event["version"] == 2
-    assert set(outputs) == {"labelmap", "proposals", "scores", "evidence", "uncertainty"}
+    assert set(outputs) == {"labelmap", "provenance", "proposals", "scores", "evidence", "uncertainty"}
     assert outputs["evidence"] == str(tmp_path / "seg.evidence.nrrd")
     assert outputs["scores"] == str(tmp_path / "seg.scores.json")
     for name in ("labelmap", "proposals", "evidence", "uncertainty"):
@@ -123,7 +123,7 @@ def test_reselect_refuses_bad_requests_before_writing(tmp_path, methods):
 def test_pseudo_healthy_returns_in_hounsfield_units_inside_the_window(tmp_path, methods):
     event, source = run(tmp_path, method="repaints", output="seg.nii.gz")
     outputs = event["outputs"]
-    assert set(outputs) == {"labelmap", "evidence", "anomaly", "pseudo_healthy"}
+    assert set(outputs) == {"labelmap", "provenance", "evidence", "anomaly", "pseudo_healthy"}
     assert outputs["pseudo_healthy"] == str(tmp_path / "seg.pseudo_healthy.nrrd")
     healthy = sitk.ReadImage(outputs["pseudo_healthy"])
     assert same_grid(healthy, source) and healthy.GetPixelID() == sitk.sitkFloat32
@@ -229,7 +229,7 @@ def test_adzus_bundle_reselects_bit_for_bit(tmp_path, tiny_sd_path):
                        if math.isfinite(t.score(p)))
     middle = contrasts[len(contrasts) // 2]
     outputs = segment("seg.nrrd", vote_threshold=middle, seed_threshold=middle)
-    assert set(outputs) == {"labelmap", "proposals", "scores", "evidence", "uncertainty"}
+    assert set(outputs) == {"labelmap", "provenance", "proposals", "scores", "evidence", "uncertainty"}
     labels = array(outputs["labelmap"])
     assert 0 < labels.sum() < labels.size
     same = reselect_files(outputs["labelmap"], tmp_path / "same.nrrd")
@@ -249,7 +249,8 @@ def test_diffugts_bundle_holds_residual_anomaly_and_pseudo_healthy(tmp_path, tin
         "prompt": "liver tumour", "model": str(tiny_sd_path), "device": "cpu", "evidence": True,
         "params": {"organ": "liver", "steps": 4, "strength": 0.5}}), events.append)
     outputs = events[-1]["outputs"]
-    assert set(outputs) == {"labelmap", "proposals", "scores", "evidence", "uncertainty", "anomaly", "pseudo_healthy"}
+    assert set(outputs) == {"labelmap", "provenance", "proposals", "scores", "evidence", "uncertainty", "anomaly",
+                            "pseudo_healthy"}
     assert outputs["pseudo_healthy"] == str(tmp_path / "tumour.pseudo_healthy.nrrd")
     same = reselect_files(outputs["labelmap"], tmp_path / "same.nii.gz")  # anomaly mode re-selects too
     assert np.array_equal(array(same["output"]), array(outputs["labelmap"]))

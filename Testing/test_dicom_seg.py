@@ -118,7 +118,7 @@ def test_seg_needs_dicom_input_and_an_empty_result_writes_none(tmp_path, thresho
     assert not (tmp_path / "empty.dcm").exists() and (tmp_path / "empty.provenance.json").exists()
     assert result.segments == [] and "labelmap" not in result.outputs
     assert any("no DICOM SEG was written" in e["message"] for e in events if e["event"] == "warning")
-    assert [e for e in events if e["event"] == "result"][0]["output"] is None
+    assert next(e for e in events if e["event"] == "result")["output"] is None
 
 
 def test_segments_are_coded_from_the_shared_table():

@@ -115,8 +115,8 @@ def test_store_one_seg_per_image_series_and_nothing_twice(pacs, tmp_path):
 
 def test_server_errors_fail_their_case_and_the_run_goes_on(pacs, tmp_path):
     ct, broken = pacs["ct"], pacs["broken"]
-    code, events, rows = batch(pacs, tmp_path, tmp_path / "out", "--study", ct.study, "--study", "1.2.3.999",
-                               "--study", broken.study)
+    code, _, rows = batch(pacs, tmp_path, tmp_path / "out", "--study", ct.study, "--study", "1.2.3.999",
+                          "--study", broken.study)
     assert code == EXIT_CASES_FAILED
     assert rows["1.2.3.999"]["error_code"] == "dicomweb_failed"
     assert "not on the DICOMweb server" in rows["1.2.3.999"]["error_message"]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import slicer
+
 from DiffusionSegLib.api import TERMINOLOGY_FILE, normalize_term
 
 

@@ -135,9 +135,9 @@ def model_license(folder: Path) -> str | None:
     card = folder / "README.md"
     if card.is_file():
         text = card.read_text(encoding="utf-8", errors="replace")
-        front = re.match(r"---\s*\n(.*?)\n---", text, re.S)
+        front = re.match(r"---\s*\n(.*?)\n---", text, re.DOTALL)
         if front:
-            found = re.search(r"^license:\s*(.+)$", front.group(1), re.M)
+            found = re.search(r"^license:\s*(.+)$", front.group(1), re.MULTILINE)
             if found:
                 return found.group(1).strip().strip("'\"")
     import json

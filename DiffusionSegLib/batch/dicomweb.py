@@ -28,6 +28,7 @@ from ..io.input_checks import rules
 from .manifest import Case, Defaults, validate_case
 
 TIMEOUT_S = (10.0, 300.0)      # connect, read: a silent server fails the case instead of hanging the run
+RETRY_ATTEMPTS, RETRY_WAIT_MS = 3, 500   # a busy server (429, 503 …) or a dropped connection: ~3 s of retries
 MODALITY, DESCRIPTION, INSTANCES, IMAGE_TYPE = "00080060", "0008103E", "00201209", "00080008"
 SERIES_UID, SOP_UID = "0020000E", "00080018"
 PREFIX = "dicomweb:"
@@ -82,7 +83,9 @@ def client(url: str, token_file: str | None) -> Any:
     auth = _auth(token_file)
     session.headers.update(auth.get("headers", {}))
     session.auth = auth.get("auth")
-    return DICOMwebClient(url.rstrip("/"), session=session)
+    dw = DICOMwebClient(url.rstrip("/"), session=session)
+    dw.set_http_retry_params(retry=True, max_attempts=RETRY_ATTEMPTS, wait_exponential_multiplier=RETRY_WAIT_MS)
+    return dw
 
 
 def explain(error: BaseException, what: str, url: str) -> RemoteFailed:

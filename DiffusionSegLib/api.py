@@ -17,6 +17,7 @@ from .decision.selection import SelectionParams, SliceScores, proposal_table, se
 from .imaging.postprocess import match_labels_across_slices
 from .io.bundle import OUTPUT_NAMES, bundle_path, stage_bundle
 from .io.images import write_labelmap
+from .io.terminology import TERMINOLOGY_FILE, normalize_term, segment_codes
 from .methods import available_methods
 from .serve.client import ServiceClient, ServiceError
 
@@ -26,9 +27,10 @@ WORKER_MODULE = "DiffusionSegLib.worker_entry"
 TINY_MODEL_MODULE = "DiffusionSegLib.testing.models"
 
 __all__ = [
-    "DEVICES", "DTYPE_CHOICES", "EXIT_CANCELLED", "OUTPUT_NAMES", "SLICE_AXES", "TINY_MODEL_MODULE", "WORKER_MODULE",
+    "DEVICES", "DTYPE_CHOICES", "EXIT_CANCELLED", "OUTPUT_NAMES", "SLICE_AXES", "TERMINOLOGY_FILE", "TINY_MODEL_MODULE",
+    "WORKER_MODULE",
     "JobRequest", "PipelineOptions", "SelectionBundle", "SelectionParams", "ServiceClient", "ServiceError",
     "SliceScores", "__version__", "available_methods", "bundle_path", "match_labels_across_slices", "presets",
-    "proposal_table", "reselect_labels", "scores_document", "select_labels", "stage_bundle", "volume_proposals",
-    "write_labelmap",
+    "normalize_term", "proposal_table", "reselect_labels", "scores_document", "segment_codes", "select_labels",
+    "stage_bundle", "volume_proposals", "write_labelmap",
 ]

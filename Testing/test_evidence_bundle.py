@@ -62,7 +62,7 @@ def test_bundle_files_on_the_input_grid_with_consistent_ids_and_vote_units(tmp_p
     event, source = run(tmp_path)
     outputs = event["outputs"]
     assert event["version"] == 2
-    assert set(outputs) == {"labelmap", "proposals", "scores", "evidence", "uncertainty"}
+    assert set(outputs) == {"labelmap", "provenance", "proposals", "scores", "evidence", "uncertainty"}
     assert outputs["evidence"] == str(tmp_path / "seg.evidence.nrrd")
     assert outputs["scores"] == str(tmp_path / "seg.scores.json")
     for name in ("labelmap", "proposals", "evidence", "uncertainty"):
@@ -129,7 +129,7 @@ def test_reselect_refuses_bad_requests_before_writing(tmp_path, methods):
 def test_pseudo_healthy_returns_in_hounsfield_units_inside_the_window(tmp_path, methods):
     event, source = run(tmp_path, method="repaints", output="seg.nii.gz")
     outputs = event["outputs"]
-    assert set(outputs) == {"labelmap", "evidence", "anomaly", "pseudo_healthy"}
+    assert set(outputs) == {"labelmap", "provenance", "evidence", "anomaly", "pseudo_healthy"}
     assert outputs["pseudo_healthy"] == str(tmp_path / "seg.pseudo_healthy.nrrd")
     healthy = sitk.ReadImage(outputs["pseudo_healthy"])
     assert same_grid(healthy, source) and healthy.GetPixelID() == sitk.sitkFloat32
@@ -218,7 +218,7 @@ def test_adzus_bundle_reselects_bit_for_bit(tmp_path):
     events: list[dict] = []
     run_job(request, events.append)
     outputs = events[-1]["outputs"]
-    assert set(outputs) == {"labelmap", "proposals", "scores", "evidence", "uncertainty"}
+    assert set(outputs) == {"labelmap", "provenance", "proposals", "scores", "evidence", "uncertainty"}
     labels = array(outputs["labelmap"])
     assert dice(labels > 0, truth_of(tmp_path / "ct.nrrd", CT)) >= 0.85
     same = reselect_files(outputs["labelmap"], tmp_path / "same.nrrd")
@@ -240,7 +240,8 @@ def test_diffugts_bundle_holds_residual_anomaly_and_pseudo_healthy(tmp_path):
         "prompt": "liver tumour", "model": "planted", "device": "cpu", "evidence": True,
         "pipeline": {"intensity": CT}}), events.append)
     outputs = events[-1]["outputs"]
-    assert set(outputs) == {"labelmap", "proposals", "scores", "evidence", "uncertainty", "anomaly", "pseudo_healthy"}
+    assert set(outputs) == {"labelmap", "provenance", "proposals", "scores", "evidence", "uncertainty", "anomaly",
+                            "pseudo_healthy"}
     assert outputs["pseudo_healthy"] == str(tmp_path / "tumour.pseudo_healthy.nrrd")
     labels = array(outputs["labelmap"])
     lesion = truth_of(source, CT)

@@ -104,7 +104,8 @@ def test_upload_volume_and_download_result_on_its_grid(server, tmp_path):
     np.testing.assert_allclose(labels.GetDirection(), image.GetDirection(), atol=1e-6)
     np.testing.assert_allclose(labels.GetOrigin(), image.GetOrigin(), atol=1e-5)
     job_folder = server["folder"] / "work" / job_id
-    assert sorted(p.name for p in job_folder.iterdir()) == ["labelmap.nrrd"]  # the upload is gone
+    # the upload is gone; the result and its provenance record stay
+    assert sorted(p.name for p in job_folder.iterdir()) == ["labelmap.nrrd", "labelmap.provenance.json"]
     with pytest.raises(ServiceError):
         client.download(job_id, tmp_path / "seg.nrrd")  # never replaced without overwrite
     assert client.cancel(job_id)["action"] == "deleted"

@@ -1,21 +1,24 @@
-"""Standard terminology and colours for result segments, from data/terminology.json."""
+"""Standard terminology and colours for result segments.
+
+The table is the backend's (DiffusionSegLib/data/terminology.json, read through api.py): the DICOM
+SEG writer codes its segments from the same table, so a segment means one coded concept here and
+in a PACS.
+"""
 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import slicer
 
-TERMINOLOGY_FILE = Path(__file__).parent / "data" / "terminology.json"
-_ARTICLES = {"a", "an", "the", "all", "any", "every"}
+from DiffusionSegLib.api import TERMINOLOGY_FILE, normalize_term
 
 
 def normalizeTerm(text: str) -> str:
-    words = re.sub(r"[^\w\s-]", " ", (text or "").lower()).split()
-    return " ".join(w for w in words if w not in _ARTICLES)
+    """Lower case, without punctuation or articles (the backend's rule, so both sides agree)."""
+    return normalize_term(text)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from ..contract.errors import DiffusionSegError, InvalidRequest
 from ..contract.request import JobRequest
 from ..io.datasets import file_stem, list_cases
 
-COLUMNS = ("case", "image", "method", "model", "prompt", "params", "output")
+COLUMNS = ("case", "image", "study", "method", "model", "prompt", "params", "output")
 PROMPT_SEPARATOR = ";"
 MAX_LISTED_ERRORS = 8
 
@@ -47,6 +47,7 @@ class Case:
     request: dict[str, Any]
     source: str
     output_name: str = ""
+    remote: dict[str, Any] | None = None   # a DICOMweb series (batch/dicomweb.py): server, study, series
 
     @property
     def output(self) -> Path:
@@ -130,6 +131,8 @@ def case_from_row(row: dict[str, Any], source: str, base: Path, defaults: Defaul
     unknown = sorted(set(row) - set(COLUMNS))
     if unknown:
         raise InvalidRequest(f"{source}: unknown column(s) {', '.join(unknown)}; the columns are {', '.join(COLUMNS)}.")
+    if row.get("study"):
+        raise InvalidRequest(f"{source}: a 'study' row names a study on a DICOMweb server; pass --dicomweb URL.")
     if not row.get("image"):
         raise InvalidRequest(f"{source}: the case has no 'image'.")
     image = _local_path(str(row["image"]), base)
@@ -164,9 +167,17 @@ def prompt_fields(prompts: list[str]) -> dict[str, Any]:
     return {"prompt": None, "prompts": prompts}
 
 
-def read_manifest(path: str | Path, defaults: Defaults) -> list[Case]:
+def read_manifest(path: str | Path, defaults: Defaults, study_rows: list | None = None) -> list[Case]:
+    """The manifest's cases. `study_rows`: rows naming a DICOMweb 'study' are collected there
+    as (row, source) (batch/dicomweb.py expands them) instead of being refused."""
     path = Path(path).expanduser().resolve()
-    return _build([(row, source) for source, row in read_rows(path)], path.parent, defaults)
+    rows = [(row, source) for source, row in read_rows(path)]
+    if study_rows is not None:
+        study_rows.extend((row, source) for row, source in rows if row.get("study"))
+        rows = [(row, source) for row, source in rows if not row.get("study")]
+        if not rows:
+            return []
+    return _build(rows, path.parent, defaults)
 
 
 def cases_from_folder(folder: str | Path, defaults: Defaults) -> list[Case]:

@@ -25,7 +25,7 @@ DONE = ("ok", "skipped")
 WRITE_INTERVAL_S = 2.0  # the summary files are rewritten at most this often (and at the end)
 RUNNING = "running"  # recorded when a case starts; a summary left by a crash may still say so
 CSV_FIELDS = ("case", "status", "seconds", "segments", "voxels", "segment_voxels", "error_code", "error_message",
-              "image", "output", "method", "model", "prompt", "worker", "finished")
+              "image", "output", "method", "model", "prompt", "worker", "finished", "stored")
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -63,20 +63,31 @@ def finished_record(case: Case, records: dict[str, list[dict]]) -> dict | None:
     output still there with the size recorded (a file replaced or truncated since is redone)."""
     for row in records.get(case.case, []):
         if row.get("status") in DONE and row.get("fingerprint") == case.fingerprint \
-                and row.get("output_name") == case.output_name and _intact(case.output, row.get("output_bytes")):
+                and row.get("output_name") == case.output_name and _intact(case.output, row.get("output_bytes")) \
+                and not _store_pending(case, row):
             return row
     return None
+
+
+def _store_pending(case: Case, row: dict) -> bool:
+    """A DICOMweb case run with --store whose earlier row did not store its SEG (a run without
+    --store, or a store that failed): not finished until it is in the study."""
+    return bool(case.remote and case.remote.get("store")) and not row.get("stored") and not row.get("empty")
 
 
 def interrupted_here(case: Case, records: dict[str, list[dict]]) -> bool:
     """Whether this case's job was started by an earlier run that stopped before recording it.
     Its output (if any) is then that job's own, complete (outputs are written atomically, and
     an existing file is refused before a job starts), so it may be redone without --overwrite."""
-    return any(row.get("status") == RUNNING and row.get("fingerprint") == case.fingerprint
-               and row.get("output_name") == case.output_name for row in records.get(case.case, []))
+    return any(row.get("fingerprint") == case.fingerprint and row.get("output_name") == case.output_name
+               and (row.get("status") == RUNNING or row.get("error_code") == "store_failed"
+                    or (row.get("status") in DONE and _store_pending(case, row)))
+               for row in records.get(case.case, []))
 
 
 def _intact(path: Path, size: Any) -> bool:
+    if size is None:   # an empty result that writes no file (a DICOM SEG): nothing to lose
+        return not path.exists()
     try:
         return path.is_file() and path.stat().st_size == size
     except OSError:

@@ -22,6 +22,7 @@ from .. import __version__
 from ..contract.errors import OUT_OF_MEMORY_HINT, DiffusionSegError, JobCancelled
 from ..contract.events import CancelToken, JsonLinesWriter
 from ..contract.request import JobRequest
+from .dicomweb import case_request, record_source, store_seg
 from .manifest import Case
 from .records import case_fields, failed_row, now
 
@@ -41,11 +42,28 @@ def label_statistics(path: str | Path, segments: list[dict]) -> tuple[list[dict]
     import numpy as np
     import SimpleITK as sitk
 
-    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    if str(path).lower().endswith(".dcm"):  # a DICOM SEG: its segment numbers are the labels
+        from ..io.dicom_seg import read_seg_labels
+
+        labels = read_seg_labels(path)[0]
+    else:
+        labels = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
     counts = np.bincount(labels.ravel().astype(np.int64), minlength=1)
     digest = hashlib.sha256(str((labels.shape, labels.dtype.str)).encode() + labels.tobytes()).hexdigest()
     named = [{**s, "voxels": int(counts[s["label"]]) if s["label"] < len(counts) else 0} for s in segments]
     return named, int(counts[1:].sum()), digest
+
+
+def remote_result(case: Case, outputs: dict[str, str], written: bool) -> dict:
+    """For a DICOMweb case: the record names the series' address, and with --store the SEG goes
+    back into its study. Fields for the summary row ({} for a local case)."""
+    if not case.remote:
+        return {}
+    if "provenance" in outputs:
+        record_source(outputs["provenance"], case)
+    if not (case.remote.get("store") and written):
+        return {"stored": "", "stored_before": False}
+    return store_seg(case.remote, outputs["labelmap"])
 
 
 class CaseWorker:
@@ -71,11 +89,15 @@ class CaseWorker:
         log = self._open_log(case)
         emit = JsonLinesWriter(log) if log else (lambda event: None)
         try:
-            result = self.runner.run(JobRequest.from_dict(case.request), emit, cancel_token)
-            segments, voxels, digest = label_statistics(result.output, result.segments)
+            with case_request(case) as request:  # a DICOMweb series: retrieved for this case only
+                result = self.runner.run(JobRequest.from_dict(request), emit, cancel_token)
+                written = "labelmap" in result.outputs  # an empty result writes no DICOM SEG
+                stored = remote_result(case, result.outputs, written)
+            segments, voxels, digest = label_statistics(result.output, result.segments) if written else ([], 0, None)
             return {**case_fields(case), "status": "ok", "seconds": round(time.perf_counter() - start, 3),
-                    "segments": segments, "voxels": voxels, "labels_sha256": digest,
-                    "output_bytes": os.path.getsize(result.output), "error_code": "", "error_message": "",
+                    "segments": segments, "voxels": voxels, "labels_sha256": digest, "empty": not written, **stored,
+                    "output_bytes": os.path.getsize(result.output) if written else None,
+                    "error_code": "", "error_message": "",
                     "timings": {k: round(v, 4) for k, v in result.timings.items()},
                     "worker": self.name, "finished": now()}
         except JobCancelled:

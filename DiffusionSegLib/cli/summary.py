@@ -20,6 +20,10 @@ def label_measures(path: str | Path) -> tuple[dict[int, int], float, int, int]:
     import numpy as np
     import SimpleITK as sitk
 
+    if str(path).lower().endswith(".dcm"):
+        from ..io.dicom_seg import seg_measures
+
+        return seg_measures(path)
     image = sitk.ReadImage(str(path))
     values, counts = np.unique(sitk.GetArrayViewFromImage(image), return_counts=True)
     return ({int(v): int(c) for v, c in zip(values, counts) if v != 0},
@@ -49,7 +53,11 @@ def summary_paragraph(result: dict, seconds: float) -> str:
     """The closing paragraph for a `result` event, `seconds` after the job started."""
     output = result.get("output", "")
     if "segments" in result:
-        text = f"Done in {_duration(seconds)}: wrote {output}, a labelmap on the input's grid. "
+        if not output:   # an empty result asked for as DICOM SEG: no file (the warning says why)
+            return f"Done in {_duration(seconds)}: nothing was found, so no DICOM SEG was written."
+        what = "a DICOM SEG referencing the input series" if str(output).lower().endswith(".dcm") \
+            else "a labelmap on the input's grid"
+        text = f"Done in {_duration(seconds)}: wrote {output}, {what}. "
         text += segment_sentence(result["segments"], output)
         if "slices_segmented" in result:
             text += (f" {result['slices_segmented']} slice(s) segmented, {result.get('slices_skipped', 0)} "

@@ -87,6 +87,21 @@ class InvalidData(DiffusionSegError):
     exit_code = EXIT_BAD_INPUT
 
 
+class RemoteFailed(DiffusionSegError):
+    """A DICOMweb server could not be reached, refused the credentials, does not know the study
+    or series, or would not store the result (`batch --dicomweb`)."""
+
+    code = "dicomweb_failed"
+    exit_code = EXIT_BAD_INPUT
+
+
+class StoreFailed(RemoteFailed):
+    """The result was written here but the DICOMweb server did not store it (STOW-RS); a rerun
+    of the batch stores it."""
+
+    code = "store_failed"
+
+
 class ModelNotFound(DiffusionSegError):
     code = "model_not_found"
     exit_code = EXIT_MODEL

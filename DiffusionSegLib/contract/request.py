@@ -21,6 +21,8 @@ MAX_PROMPT_CHARS = 1000           # CLIP reads 77 tokens; a longer prompt is a m
 MAX_PATH_CHARS = 4096
 MAX_NESTING = 6                   # a request is at most {"roi": {"ijk_min": [..]}} deep
 MAX_REQUEST_BYTES = 1_000_000
+PROVENANCE_FORMAT = "diffusionseg-provenance"   # a result's record; its "request" repeats the job
+SEG_TYPES = ("binary", "labelmap")            # DICOM SEG forms (io/dicom_seg.py)
 
 
 @dataclass
@@ -70,6 +72,7 @@ class JobRequest:
     slice_range: list[int] | None = None      # [first, last] along the slice axis, inclusive
     seed: int = 0
     evidence: bool = False                    # also write the result bundle (docs/evidence.md)
+    seg_type: str = "binary"                  # a .dcm output: binary or labelmap DICOM SEG
     overwrite: bool = False           # replace an existing output file
     version: int = REQUEST_VERSION
 
@@ -113,6 +116,10 @@ class JobRequest:
             raise InvalidRequest(f"Request file {path} is nested too deeply to be a job request.") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise InvalidRequest(f"Request file {path} is not valid JSON: {str(exc)[:200]}") from None
+        if isinstance(data, dict) and data.get("format") == PROVENANCE_FORMAT:
+            data = data.get("request")   # a result's provenance record: repeat the job it describes
+            if not isinstance(data, dict):
+                raise InvalidRequest(f"The provenance record {path} holds no request to repeat.")
         return cls.from_dict(data)
 
     def prompt_list(self) -> list[str | None]:
@@ -163,6 +170,8 @@ class JobRequest:
             raise InvalidRequest("'evidence' needs a version 2 request.", hint='Set "version": 2.')
         if not isinstance(self.overwrite, bool):
             raise InvalidRequest(f"'overwrite' must be true or false; got {describe(self.overwrite)}.")
+        if not isinstance(self.seg_type, str) or self.seg_type not in SEG_TYPES:
+            raise InvalidRequest(f"'seg_type' must be one of {', '.join(SEG_TYPES)}; got {describe(self.seg_type)}.")
         if not isinstance(self.device, str) or self.device not in DEVICES:
             raise InvalidRequest(f"Device must be one of {', '.join(DEVICES)}; got {describe(self.device)}.")
         _check_params(self.params)
@@ -185,7 +194,10 @@ class JobRequest:
         self.pipeline.validate()
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if data["seg_type"] == "binary":   # the default: left out, so an older worker reads the request
+            del data["seg_type"]
+        return data
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")

@@ -88,3 +88,31 @@ def has_tissue(normalised: np.ndarray, min_fraction: float = 0.005) -> bool:
     """A slice worth segmenting: some pixels above background and some contrast at all."""
     gray = normalised.mean(axis=0)
     return bool((gray > 0.05).mean() >= min_fraction and gray.std() > 1e-3)
+
+
+def check_intensity_fit(array: np.ndarray, is_rgb: bool, preset: str, modality: str | None = None) -> str | None:
+    """Before any model loads: refuse a CT window on values that are not Hounsfield units (every
+    slice would come out black or white); return a warning for the reverse (percentiles on CT)
+    or for a series that says CT but holds no HU. None when the preset fits."""
+    if is_rgb or preset not in presets():
+        return None   # choose_mapping names those mistakes itself
+    kind = presets()[preset]["kind"]
+    said = f" (the DICOM series says {modality})" if modality else ""
+    sample = _sample(array)
+    low, p99 = float(sample.min()), float(np.percentile(sample, 99))
+    is_ct = looks_like_ct(array)
+    if kind == "window" and not is_ct:
+        raise InvalidRequest(
+            f"The intensity preset '{preset}' is a CT window in Hounsfield units, but this volume's values "
+            f"run from {low:g} to {float(sample.max()):g} (99th percentile {p99:g}){said}: no air near -1000 HU, "
+            "so they are not HU (an MR or PET image, or a CT stored without its rescale slope/intercept).",
+            hint="Use --intensity auto (or mr); for a CT exported without rescale, export it again in HU.")
+    if kind == "percentiles" and preset != "minmax" and is_ct:
+        return (f"This volume looks like CT in Hounsfield units (from {low:g} HU){said}, but the preset '{preset}' "
+                "scales each volume by its own percentiles; a CT window (--intensity auto or ct-soft-tissue) gives "
+                "the same contrast for every scan.")
+    if kind == "auto" and modality == "CT" and not is_ct:
+        return (f"The series says CT but its values run from {low:g} to {float(sample.max()):g}, not Hounsfield "
+                "units (no air near -1000 HU); 'auto' scales it by percentiles like an MR. Check the "
+                "export's rescale slope/intercept.")
+    return None

@@ -17,10 +17,13 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..contract.errors import InputNotFound, InvalidImage, InvalidRequest, WriteFailed
+from .dicom_series import DicomSource, dicom_files, is_dicom_file, read_dicom
 from .formats import LOSSY_SUFFIXES, PICTURE_SUFFIXES, mismatch_message, viewable_labels
 from .output_files import StagedFile, check_output_target, stage_file
 
 LABEL_SUFFIXES = (".nrrd", ".nii", ".nii.gz", ".mha", ".png", ".bmp", ".tif", ".tiff", ".jpg")
+SEG_SUFFIX = ".dcm"   # a DICOM Segmentation object (io/dicom_seg.py): needs a DICOM input
+OUTPUT_SUFFIXES = LABEL_SUFFIXES + (SEG_SUFFIX,)
 MIN_SLICE_SIDE = 8
 
 
@@ -37,6 +40,7 @@ class Volume:
     is_rgb: bool
     path: str
     notes: list[str] = field(default_factory=list)   # what was changed on reading (alpha dropped…)
+    dicom: DicomSource | None = None   # the DICOM images it was read from, in slice order
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -62,6 +66,7 @@ def _suffix(path: str | Path) -> str:
 
 
 def _read_series(folder: Path) -> sitk.Image:
+    """A folder without DICOM files: the one image file it holds (GDCM finds no series there)."""
     reader = sitk.ImageSeriesReader()
     series = reader.GetGDCMSeriesIDs(str(folder))
     if not series:
@@ -82,6 +87,12 @@ def read_volume(path: str | Path, *, allow_constant: bool = False) -> Volume:
 
     `allow_constant` is for masks, where all-background is a valid value."""
     path = check_input_path(path)
+    if (path.is_dir() and dicom_files(path)) or (path.is_file() and is_dicom_file(path)):
+        image, source, warnings = read_dicom(path)
+        volume = volume_from_image(image, str(path), allow_constant=allow_constant)
+        volume.dicom = source
+        volume.notes.extend(warnings)
+        return volume
     try:
         image = _read_series(path) if path.is_dir() else sitk.ReadImage(str(path))
     except RuntimeError as exc:
@@ -152,14 +163,30 @@ def check_output_path(path: str | Path, dimension: int | None = None, *, inputs:
     path = Path(path).expanduser()
     if dimension is not None and dimension != 2 and _suffix(path) in PICTURE_SUFFIXES:
         raise InvalidRequest(f"A {_suffix(path)} output can only hold a 2D labelmap; use .nrrd or .nii.gz.")
-    if _suffix(path) not in LABEL_SUFFIXES:
+    if _suffix(path) not in OUTPUT_SUFFIXES:
         raise InvalidRequest(f"Unsupported output format '{_suffix(path) or path.name}'.",
-                             hint=f"Use one of {', '.join(LABEL_SUFFIXES)} (e.g. result.nrrd).")
+                             hint=f"Use one of {', '.join(OUTPUT_SUFFIXES)} (e.g. result.nrrd; .dcm: a DICOM SEG).")
     if not path.parent.is_dir():
         raise InvalidRequest(f"Output folder does not exist: {path.parent}")
     if not os.access(path.parent, os.W_OK):
         raise InvalidRequest(f"Output folder is not writable: {path.parent}")
     return check_output_target(path, inputs=inputs, overwrite=overwrite)
+
+
+def check_output_fits(volume: Volume, path: str | Path) -> None:
+    """Refuse, before any model loads, an output format that cannot hold this volume's result
+    exactly: a SEG without DICOM source images, NIfTI for a sheared (gantry-tilted) grid."""
+    path = Path(path)
+    suffix = _suffix(path)
+    if suffix == SEG_SUFFIX and volume.dicom is None:
+        raise InvalidRequest(f"A DICOM SEG output ({path.name}) needs DICOM source images to reference; the input "
+                             f"{volume.path} is not a DICOM series with patient geometry.",
+                             hint="Write .nrrd or .nii.gz instead, or segment the DICOM series the image came from.")
+    direction = volume.direction
+    if suffix in (".nii", ".nii.gz") and not np.allclose(direction.T @ direction, np.eye(3), atol=1e-6):
+        raise InvalidRequest(f"The input's grid is sheared (a gantry-tilted series); NIfTI cannot hold it exactly, so "
+                             f"{path.name} would put the labels in the wrong place.",
+                             hint="Write .nrrd, .mha or .dcm (DICOM SEG): they keep the exact grid.")
 
 
 def labelmap_image(labels: np.ndarray, reference: sitk.Image, suffix: str = ".nrrd") -> sitk.Image:

@@ -9,10 +9,12 @@ from ..contract.errors import InvalidRequest
 from ..contract.events import CancelToken, EventCallback, JobContext
 from ..contract.request import JobRequest
 from ..io.bundle import check_bundle_targets
-from ..io.images import check_input_path, check_output_path, read_volume, stage_labelmap
+from ..io.images import check_input_path, check_output_fits, check_output_path, read_volume
 from ..io.output_files import claim_output
 from ..methods import Method, get_method
 from ..methods.base import check_image_size
+from .outputs import check_result_targets, check_seg_input, stage_result
+from .provenance import build_provenance
 
 
 @dataclass
@@ -48,6 +50,7 @@ def run_job(request: JobRequest, emit: EventCallback, cancel_token: CancelToken 
     """The order of checks is the contract: the request itself, then the method, then the files
     (input kind, output target, claim), then the image (size, ROI, slice range) — all before the
     model loads; the output is renamed into place only after a verified write."""
+    from ..imaging.intensity import check_intensity_fit
     from ..imaging.slicing import plan_slices
     from ..runtime.devices import resolve_device
     from ..runtime.dtypes import resolve_policy
@@ -66,6 +69,8 @@ def run_job(request: JobRequest, emit: EventCallback, cancel_token: CancelToken 
     method = methods[0]
     check_input_path(request.input)
     output = check_output_path(request.output, inputs=(request.input,), overwrite=request.overwrite)
+    check_seg_input(output, request.input)
+    check_result_targets(output, request)
     if request.evidence:
         check_bundle_targets(output, inputs=(request.input,), overwrite=request.overwrite)
     with claim_output(output):
@@ -79,10 +84,15 @@ def run_job(request: JobRequest, emit: EventCallback, cancel_token: CancelToken 
                     f"{threads} CPU thread(s), request {json.dumps(request.to_dict(), default=str)}")
         with context.timed("read"):
             volume = read_volume(request.input)
-        for note in volume.notes:
-            context.log(note, "warning")
+        notes = list(volume.notes)
         check_output_path(output, volume.reference.GetDimension(), inputs=(request.input,),
                           overwrite=request.overwrite)
+        check_output_fits(volume, output)
+        fit = check_intensity_fit(volume.array, volume.is_rgb, request.pipeline.intensity,
+                                  volume.dicom.modality if volume.dicom else None)
+        notes += [fit] if fit else []
+        for note in notes:  # what was corrected or doubtful about the input: the user must see it
+            emit({"event": "warning", "message": note})
         plan_slices(volume, request.pipeline.axis, request.roi, request.slice_range)
         context.check_cancelled()
         context.progress("load", 0, 1)
@@ -104,19 +114,26 @@ def run_job(request: JobRequest, emit: EventCallback, cancel_token: CancelToken 
 
                     bundle = stage_evidence(result.evidence, method.info.name, request.pipeline, volume.reference,
                                             output, overwrite=request.overwrite)
-                staged = stage_labelmap(result.labels, volume.reference, output, overwrite=request.overwrite)
-                bundle["labelmap"] = staged
+                record = build_provenance(request, methods, volume, device=context.device,
+                                          dtype=(applied or policy).name, threads=threads, timings=context.timings,
+                                          segments=result.segments, notes=notes,
+                                          outputs={name: str(file.path) for name, file in bundle.items()})
+                staged, segments, empty = stage_result(result.labels, result.segments, volume, output, request,
+                                                       record)
+                bundle.update(staged)
             with context.cancel_token.final():   # cancelled before this line: nothing is written
                 # the bundle first, the labelmap last: a labelmap on disk means a complete result
                 outputs = {name: str(file.commit()) for name, file in bundle.items()}
-                if result.warning:  # an empty or whole-tissue result: say so and what it usually means
-                    emit({"event": "warning", "message": result.warning})
-                emit({"event": "result", "version": request.version, "output": str(output), "outputs": outputs,
-                      "segments": result.segments, "slices_segmented": result.slices_segmented,
+                for warning in (result.warning, empty):  # an empty or whole-tissue result: say so
+                    if warning:
+                        emit({"event": "warning", "message": warning})
+                emit({"event": "result", "version": request.version,
+                      "output": str(output) if "labelmap" in outputs else None, "outputs": outputs,
+                      "segments": segments, "slices_segmented": result.slices_segmented,
                       "slices_skipped": result.slices_skipped, **({"overlaps": overlaps} if overlaps else {}),
                       "timings": {k: round(v, 4) for k, v in context.timings.items()}})
         finally:
             for file in bundle.values():
                 file.discard()
-    return JobResult(str(output), result.segments, dict(context.timings), outputs, method.model, context.device,
+    return JobResult(str(output), segments, dict(context.timings), outputs, method.model, context.device,
                      (applied or policy).name)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..contract.errors import InvalidRequest
-from ..io.images import LABEL_SUFFIXES
+from ..io.images import OUTPUT_SUFFIXES
 
 UPLOAD_SUFFIXES = (".nrrd", ".nii", ".nii.gz", ".mha", ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 CHUNK = 1 << 20
@@ -78,10 +78,11 @@ def save_upload(stream: BinaryIO, filename: str, folder: Path, max_bytes: int) -
 
 
 def job_output(requested: str | None, folder: Path) -> str:
-    """`<job folder>/labelmap<suffix>`, the suffix taken from the requested output (default .nrrd)."""
+    """`<job folder>/labelmap<suffix>`, the suffix taken from the requested output (default .nrrd;
+    .dcm: a DICOM SEG, for a DICOM series on the server)."""
     suffix = suffix_of(requested or "") or ".nrrd"
-    if suffix not in LABEL_SUFFIXES:
-        raise InvalidRequest(f"Unsupported output format {suffix!r}.", hint=f"Use one of {', '.join(LABEL_SUFFIXES)}.")
+    if suffix not in OUTPUT_SUFFIXES:
+        raise InvalidRequest(f"Unsupported output format {suffix!r}.", hint=f"Use one of {', '.join(OUTPUT_SUFFIXES)}.")
     return str(folder / f"labelmap{suffix}")
 
 

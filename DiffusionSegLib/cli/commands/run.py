@@ -10,8 +10,22 @@ from ..protocol import run_with_events
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--request", required=True, help="job request JSON (see docs/cli.md)")
+    parser.add_argument("--request", required=True,
+                        help="job request JSON (see docs/cli.md), or a result's <stem>.provenance.json to repeat it")
+    parser.add_argument("--output", default=None, help="write the result here instead of the request's output")
+    parser.add_argument("--overwrite", action="store_true", help="replace the output (and its record) if it exists")
     add_quiet_argument(parser)
+
+
+def load_request(args: argparse.Namespace) -> JobRequest:
+    """The request file, with the command line's --output and --overwrite applied."""
+    request = JobRequest.load(args.request)
+    if args.output:
+        request.output = args.output
+    if args.overwrite:
+        request.overwrite = True
+    request.validate()
+    return request
 
 
 def main(args: argparse.Namespace) -> int:
@@ -20,5 +34,4 @@ def main(args: argparse.Namespace) -> int:
 
     configure_threads(getattr(args, "threads", 0))  # this process: physical cores, or the cap
 
-    return run_with_events(lambda emit, token: Runner().run(JobRequest.load(args.request), emit, token),
-                           quiet=args.quiet)
+    return run_with_events(lambda emit, token: Runner().run(load_request(args), emit, token), quiet=args.quiet)

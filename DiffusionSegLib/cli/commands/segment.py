@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ...contract.request import JobRequest
+from ...contract.request import SEG_TYPES, JobRequest
 from ..arguments import (
     add_model_arguments,
     add_pipeline_arguments,
@@ -20,7 +20,11 @@ from ..protocol import run_with_events
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", required=True, help="image file or DICOM series folder")
     parser.add_argument("--output", required=True,
-                        help="labelmap to write: .nrrd, .nii.gz, .mha keep label values; .png/.bmp/.tif show them")
+                        help="labelmap to write: .nrrd, .nii.gz, .mha keep label values; .png/.bmp/.tif show them; "
+                             ".dcm writes a DICOM SEG (input: a DICOM series)")
+    parser.add_argument("--seg-type", choices=SEG_TYPES, default="binary",
+                        help="form of a .dcm output: binary SEG (default, read everywhere) or labelmap SEG "
+                             "(one frame per slice, DICOM 2024+ readers)")
     parser.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     add_model_arguments(parser, several_prompts=True)
     parser.add_argument("--roi", help="i0,j0,k0,i1,j1,k1 inclusive voxel box")
@@ -41,7 +45,7 @@ def request_from_args(args: argparse.Namespace) -> JobRequest:
                          params=parse_params(args.param),
                          pipeline=pipeline_from_args(args), roi=parse_roi(args.roi),
                          slice_range=parse_slices(args.slices), seed=args.seed, evidence=args.evidence,
-                         overwrite=args.overwrite)
+                         overwrite=args.overwrite, seg_type=args.seg_type)
     request.validate()
     return request
 

@@ -16,6 +16,7 @@ from fake_methods import BrightThreshold
 import DiffusionSegLib.methods as registry
 from DiffusionSegLib.contract.errors import InvalidImage, InvalidRequest
 from DiffusionSegLib.contract.request import JobRequest
+from DiffusionSegLib.imaging.intensity import could_be_hounsfield
 from DiffusionSegLib.io.images import read_volume
 from DiffusionSegLib.jobs.job import run_job
 
@@ -110,8 +111,12 @@ def test_intensity_preset_must_fit_the_values(tmp_path, never_loads):
         job(mr.folder, tmp_path / "out.nrrd", pipeline={"intensity": "ct-soft-tissue"})
     volume = sitk.GetImageFromArray(np.random.default_rng(0).uniform(0, 900, (4, 30, 30)).astype(np.float32))
     sitk.WriteImage(volume, str(tmp_path / "mr.nrrd"))
-    with pytest.raises(InvalidRequest, match="not HU"):
+    with pytest.raises(InvalidRequest, match="which no CT holds"):
         job(tmp_path / "mr.nrrd", tmp_path / "out.nrrd", pipeline={"intensity": "ct-lung"})
+    # a CT crop inside the body (a liver ROI: no air, no bone) is still Hounsfield units
+    liver = np.random.default_rng(1).normal(60, 20, (4, 30, 30)).astype(np.float32)
+    liver[:, 10:15, 10:15] = 180.0
+    assert could_be_hounsfield(liver) and not could_be_hounsfield(liver + 500)
 
 
 def test_percentiles_on_ct_warn(tmp_path, monkeypatch):

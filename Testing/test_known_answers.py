@@ -152,7 +152,7 @@ def test_segment_on_the_command_line(tmp_path):
     done = subprocess.run([sys.executable, "-m", "DiffusionSegLib", "segment", "--method", "diffugts",
                            "--model", "planted", "--prompt", "liver tumour", "--intensity", CT,
                            "--input", str(path), "--output", str(tmp_path / "seg.nrrd"), "--threads", "1"],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, encoding="utf-8", timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.splitlines()[-1])
     assert result["event"] == "result" and [s["name"] for s in result["segments"]] == ["liver tumour"]
@@ -187,7 +187,7 @@ def test_batch_runs_both_methods_over_a_cohort(tmp_path):
         done = subprocess.run([sys.executable, "-m", "DiffusionSegLib", "batch", "--images", str(cases),
                                "--output-dir", str(out), "--method", method, "--prompt", PROMPTS[method],
                                "--model", "planted", "--intensity", CT, "--threads", "1"],
-                              capture_output=True, text=True, timeout=600)
+                              capture_output=True, text=True, encoding="utf-8", timeout=600)
         assert done.returncode == 0, done.stderr[-2000:]
         a, b = labels_of(next(out.glob("a*.nrrd"))), labels_of(next(out.glob("b*.nrrd")))
         assert slices_with(a) == [1] and dice(a, truth_of(cases / "a.nrrd", CT)) >= 0.85

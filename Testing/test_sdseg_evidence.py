@@ -39,7 +39,7 @@ def maps(tmp_path, checkpoint, name, **params):
                                   "model": str(checkpoint), "device": "cpu", "evidence": True, "params": params,
                                   "pipeline": {"fill_holes": False}}), events.append)
     return {k: sitk.GetArrayFromImage(sitk.ReadImage(v)).astype(np.float64) for k, v in events[-1]["outputs"].items()
-            if k != "scores"}
+            if k not in ("scores", "provenance")}
 
 
 def test_seeds_average_into_the_evidence_and_their_spread_is_the_uncertainty(tmp_path, checkpoint):

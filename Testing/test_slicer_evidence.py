@@ -44,7 +44,7 @@ def threeLevelVolume(scene):
     box = (i >= 15) & (i <= 18) & (j >= 11) & (j <= 14) & (k >= 2) & (k <= 9)
     array = np.random.default_rng(0).integers(0, 200, sphere.shape)
     array = np.where(box, 500, np.where(sphere, 1000, array)).astype(np.int16)
-    volume = addVolume(scene, array, spacing=(0.7, 1.3, 2.9), origin=(12.5, -30.0, 5.25),
+    volume = addVolume(scene, array, spacing=(0.9, 0.9, 2.9), origin=(12.5, -30.0, 5.25),  # square in-plane: no resampling
                        directions=rotation((1, 2, 3), 35), name="Oblique")
     return volume, array, sphere, box
 

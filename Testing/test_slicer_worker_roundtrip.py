@@ -28,7 +28,7 @@ def obliqueSphere(scene):
     inside = ((i - 9.0) / 6) ** 2 + ((j - 7.0) / 5) ** 2 + ((k - 5.0) / 3) ** 2 < 1
     background = np.random.default_rng(0).integers(0, 200, inside.shape)
     array = np.where(inside, 1000, background).astype(np.int16)
-    volume = addVolume(scene, array, spacing=(0.7, 1.3, 2.9), origin=(12.5, -30.0, 5.25),
+    volume = addVolume(scene, array, spacing=(0.9, 0.9, 2.9), origin=(12.5, -30.0, 5.25),  # square in-plane: no resampling
                        directions=rotation((1, 2, 3), 35), name="Oblique")
     return volume, inside
 

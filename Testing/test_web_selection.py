@@ -102,11 +102,11 @@ def sliceView(app, name):
 
 
 def clickAt(view, ras):
-    """A left click in `view` where it shows the world point `ras`: the slice is moved through the
+    """A left click in `view` where it shows the world point `ras`: the view is centred on the
     point, the point mapped to the view's pixels by the slice node's XY-to-RAS matrix, and the
     press and release sent to the view's interactor (trame-slicer's path for browser events)."""
     sliceNode = view.get_view_node()
-    sliceNode.JumpSliceByOffsetting(*ras)
+    sliceNode.JumpSliceByCentering(*ras)
     rasToXy = vtk.vtkMatrix4x4()
     vtk.vtkMatrix4x4.Invert(sliceNode.GetXYToRAS(), rasToXy)
     x, y, z, _ = rasToXy.MultiplyPoint([*ras, 1.0])

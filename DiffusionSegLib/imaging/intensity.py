@@ -90,29 +90,37 @@ def has_tissue(normalised: np.ndarray, min_fraction: float = 0.005) -> bool:
     return bool((gray > 0.05).mean() >= min_fraction and gray.std() > 1e-3)
 
 
+def could_be_hounsfield(array: np.ndarray) -> bool:
+    """Whether values can be Hounsfield units at all. A CT need not show air or bone (a liver ROI,
+    a slab without contrast or bone runs from about -100 to 250), so only values no CT holds
+    rule it out: below -1100, above 4000, or no value under -100 with the upper tail far above
+    soft tissue (typical of MR and PET, whose values start at 0)."""
+    sample = _sample(array)
+    low, high, p99 = float(sample.min()), float(sample.max()), float(np.percentile(sample, 99))
+    return low >= -1100.0 and high <= 4000.0 and (low < -100.0 or p99 <= 400.0)
+
+
 def check_intensity_fit(array: np.ndarray, is_rgb: bool, preset: str, modality: str | None = None) -> str | None:
-    """Before any model loads: refuse a CT window on values that are not Hounsfield units (every
-    slice would come out black or white); return a warning for the reverse (percentiles on CT)
-    or for a series that says CT but holds no HU. None when the preset fits."""
+    """Before any model loads: refuse a CT window on values that cannot be Hounsfield units
+    (every slice would come out black or white); return a warning for the reverse (percentiles on
+    CT) or for a series that says CT but holds no HU. None when the preset fits."""
     if is_rgb or preset not in presets():
         return None   # choose_mapping names those mistakes itself
     kind = presets()[preset]["kind"]
     said = f" (the DICOM series says {modality})" if modality else ""
     sample = _sample(array)
     low, p99 = float(sample.min()), float(np.percentile(sample, 99))
-    is_ct = looks_like_ct(array)
-    if kind == "window" and not is_ct:
+    if kind == "window" and not could_be_hounsfield(array):
         raise InvalidRequest(
             f"The intensity preset '{preset}' is a CT window in Hounsfield units, but this volume's values "
-            f"run from {low:g} to {float(sample.max()):g} (99th percentile {p99:g}){said}: no air near -1000 HU, "
-            "so they are not HU (an MR or PET image, or a CT stored without its rescale slope/intercept).",
+            f"run from {low:g} to {float(sample.max()):g} (99th percentile {p99:g}){said}, which no CT holds "
+            "(an MR or PET image, or a CT stored without its rescale slope/intercept).",
             hint="Use --intensity auto (or mr); for a CT exported without rescale, export it again in HU.")
-    if kind == "percentiles" and preset != "minmax" and is_ct:
+    if kind == "percentiles" and preset != "minmax" and looks_like_ct(array):
         return (f"This volume looks like CT in Hounsfield units (from {low:g} HU){said}, but the preset '{preset}' "
                 "scales each volume by its own percentiles; a CT window (--intensity auto or ct-soft-tissue) gives "
                 "the same contrast for every scan.")
-    if kind == "auto" and modality == "CT" and not is_ct:
+    if kind == "auto" and modality == "CT" and not could_be_hounsfield(array):
         return (f"The series says CT but its values run from {low:g} to {float(sample.max()):g}, not Hounsfield "
-                "units (no air near -1000 HU); 'auto' scales it by percentiles like an MR. Check the "
-                "export's rescale slope/intercept.")
+                "units; 'auto' scales it by percentiles like an MR. Check the export's rescale slope/intercept.")
     return None

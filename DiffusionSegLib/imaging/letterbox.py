@@ -37,11 +37,12 @@ class Letterbox:
         return cls(height, width, size, resized_h, resized_w, (size - resized_h) // 2, (size - resized_w) // 2)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) → (B, C, S, S). Padding repeats the edge pixels: a constant border would
+        """(B, C, H, W) in [0, 1] → (B, C, S, S) in [0, 1]. Padding repeats the edge pixels: a constant border would
         add a strong artificial edge that self-attention happily turns into a segment."""
         resized = F.interpolate(images.float(), size=(self.resized_height, self.resized_width),
                                 mode="bilinear", align_corners=False,
-                                antialias=self.resized_height < self.height)
+                                antialias=self.resized_height < self.height or self.resized_width < self.width)
+        resized = resized.clamp(0.0, 1.0)   # the antialiasing filter rounds a hair past [0, 1]
         pad = (self.left, self.size - self.resized_width - self.left,
                self.top, self.size - self.resized_height - self.top)
         return F.pad(resized, pad, mode="replicate") if any(pad) else resized

@@ -14,7 +14,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import SimpleITK as sitk
 from evidence_methods import GreyProposals
@@ -24,11 +23,11 @@ from helpers import ct_like_volume
 import DiffusionSegLib.methods as registry
 from DiffusionSegLib.cli.commands.reselect import reselect_files
 from DiffusionSegLib.contract.errors import EXIT_WRITE_FAILED, InvalidParameter, InvalidRequest
+from DiffusionSegLib.contract.events import JobContext
 from DiffusionSegLib.contract.request import JobRequest
 from DiffusionSegLib.io.bundle import bundle_path
 from DiffusionSegLib.io.output_files import claim_path
 from DiffusionSegLib.jobs.job import create_method, run_job
-from DiffusionSegLib.contract.events import JobContext
 
 ROOT = Path(__file__).resolve().parents[1]
 

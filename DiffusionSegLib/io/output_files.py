@@ -200,6 +200,18 @@ def claim_output(path: str | Path) -> Iterator[Path]:
     raise OutputBusy(f"Could not claim {path}: another job keeps claiming it.")
 
 
+def live_claim_owner(path: str | Path) -> dict | None:
+    """Who holds `path`'s claim ({"pid", "host", "since"}, {} when unreadable) while that
+    process runs; None when nobody does."""
+    claim = claim_path(path)
+    if not claim.exists():
+        return None
+    owner = _claim_owner(claim)
+    if owner is None:
+        return {}   # being written this instant: a live claim
+    return owner if _owner_alive(owner) else None
+
+
 def _claim_owner(claim: Path) -> dict | None:
     try:
         owner = json.loads(claim.read_text(encoding="utf-8"))

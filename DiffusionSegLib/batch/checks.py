@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import Any, Iterable
 
 from ..contract.errors import InvalidRequest
 from ..io.images import LABEL_SUFFIXES
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .manifest import Case
 
 
 def label_suffix(path: Path) -> str:
@@ -50,7 +47,7 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return info.st_dev, info.st_ino
 
 
-def outputs_of(case: "Case") -> list[Path]:
+def outputs_of(case: Any) -> list[Path]:
     """Every file the case's job may write: the labelmap and, with evidence, its bundle."""
     paths = [case.output]
     if case.request.get("evidence"):
@@ -60,8 +57,9 @@ def outputs_of(case: "Case") -> list[Path]:
     return paths
 
 
-def inputs_that_are_outputs(cases: Iterable["Case"]) -> list[str]:
-    """One message per output that is (or lies inside) some row's input, whatever --overwrite says."""
+def inputs_that_are_outputs(cases: Iterable[Any]) -> list[str]:
+    """One message per output that is (or lies inside) some row's input, whatever --overwrite says
+    (`cases`: manifest.Case, which imports this module)."""
     cases = list(cases)
     by_path: dict[str, str] = {}
     by_inode: dict[tuple[int, int], str] = {}

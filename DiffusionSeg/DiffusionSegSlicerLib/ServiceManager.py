@@ -118,7 +118,10 @@ class ServiceManager:
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             out.write(self._token + "\n")
         allowRoot = os.path.realpath(self.temporaryRoot or tempfile.gettempdir())
+        # This server is the panel's own (loopback, token in a 0600 file): it may load any model
+        # folder the user picks, as a one-shot worker would; other servers confine models.
         command = launcher.command("serve", "--token-file", tokenFile, "--allow-root", allowRoot,
+                                   "--allow-model-root", os.path.abspath(os.sep),
                                    "--exit-with-parent", str(os.getpid()))
         self._process = WorkerProcess(command, env=launcher.environment("auto"), cwd=self._tokenDir)
         self._launcherKey = key

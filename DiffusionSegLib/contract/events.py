@@ -81,6 +81,17 @@ class CancelToken:
             yield
             self._finished = True
 
+    def settle(self) -> bool:
+        """For a server that answers a cancel without waiting for the job's thread: True (and
+        the final step refused from now on, by JobCancelled) when the job had not completed its
+        final step; False when it had, and its result stands. Waits only for a final step in
+        progress (a rename and an event)."""
+        with self._final:
+            if self._finished:
+                return False
+            self._event.set()
+            return True
+
     def stop_before_final(self) -> bool:
         """For the watchdog: True (and the final step locked out for good) when the job has not
         completed its final step; False when it has, and the job must be left to end normally."""

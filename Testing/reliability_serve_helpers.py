@@ -107,12 +107,13 @@ def read_ready(process: subprocess.Popen, timeout: float = 120.0) -> dict:
     raise TimeoutError("serve did not print its ready line")
 
 
-def start(folder: Path, *arguments: str, env: dict | None = None) -> Server:
+def start(folder: Path, *arguments: str, env: dict | None = None, cli=fake_cli_command) -> Server:
+    """`cli(*arguments)`: the command line of the CLI with test methods registered."""
     folder.mkdir(parents=True, exist_ok=True)
     token_file = folder / "token"
     stderr = folder / f"serve-{time.monotonic_ns()}.stderr"
     with open(stderr, "w") as errors:
-        process = subprocess.Popen(fake_cli_command("serve", "--token-file", token_file, *arguments), cwd=ROOT,
+        process = subprocess.Popen(cli("serve", "--token-file", token_file, *arguments), cwd=ROOT,
                                    stdout=subprocess.PIPE, stderr=errors, text=True,
                                    env={**os.environ, **SERVE_ENV, **(env or {})})
     try:
@@ -134,8 +135,8 @@ def stop(process: subprocess.Popen) -> None:
 
 
 @contextmanager
-def running(folder: Path, *arguments: str, env: dict | None = None) -> Iterator[Server]:
-    server = start(folder, *arguments, env=env)
+def running(folder: Path, *arguments: str, env: dict | None = None, cli=fake_cli_command) -> Iterator[Server]:
+    server = start(folder, *arguments, env=env, cli=cli)
     try:
         yield server
     finally:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import collections
 import json
 import random
-import socket
 import threading
 import time
 

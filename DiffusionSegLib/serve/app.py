@@ -45,7 +45,7 @@ def create_app(service: JobService, token: str, on_shutdown: Callable[[], None] 
         if on_shutdown is not None:
             await run_in_threadpool(on_shutdown)
 
-    def require_token(request: Request) -> None:
+    async def require_token(request: Request) -> None:   # async: no pool thread for a header check
         matches = token_matches(request.headers.get("authorization"), token)
         if matches is None:
             raise HTTPException(401, "A bearer token is required.", headers={"WWW-Authenticate": "Bearer"})
@@ -120,7 +120,7 @@ def create_app(service: JobService, token: str, on_shutdown: Callable[[], None] 
         return job.describe(service.position(job))
 
     @app.get("/v1/jobs/{job_id}/events", dependencies=authorised)
-    def events(job_id: str, start: int = 0) -> StreamingResponse:
+    async def events(job_id: str, start: int = 0) -> StreamingResponse:   # a stream never holds a thread
         job = job_or_404(job_id)
         return StreamingResponse(_stream(job, max(0, start)), media_type=NDJSON)
 

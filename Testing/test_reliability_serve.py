@@ -141,6 +141,18 @@ def test_upload_and_body_limits_apply_while_the_bytes_arrive(server):
     assert work_folders(server) == before and list((server.folder / "spool").iterdir()) == []
 
 
+def test_the_client_says_an_upload_is_too_large_instead_of_unreachable(server, tmp_path):
+    """The server stops reading at the limit and closes the connection; the stdlib client (the
+    Slicer panel's) compares with the limit /v1/health publishes, so the user is told why."""
+    from DiffusionSegLib.serve.client import ServiceClient, ServiceError
+
+    (tmp_path / "big.nrrd").write_bytes(b"x" * (3 * LIMIT_MB * 2**20))
+    with pytest.raises(ServiceError) as refused:
+        ServiceClient(server.url, server.token).submit(request(server, input=None), image=tmp_path / "big.nrrd")
+    assert refused.value.code == "upload_too_large" and refused.value.status == 413
+    assert "at most 1.0 MiB" in refused.value.message
+
+
 def test_cancel_during_a_model_load_answers_at_once_and_the_model_stays_loaded(server):
     idle(server)
     status, answer = server.post_json(request(server, method="slow-load", params={"load_seconds": 15.0}))

@@ -30,15 +30,15 @@ def read_ready(process: subprocess.Popen, timeout: float = 120.0) -> dict:
 
 
 @contextmanager
-def running_server(tmp_path: Path, *arguments: str, command: list[str] | None = None, env: dict | None = None
+def running_server(tmp_path: Path, *arguments: str, command: list[str] | None = None
                    ) -> Iterator[tuple[dict, str, subprocess.Popen]]:
     """(ready event, token, process); the server is stopped with SIGTERM (by its pid) at the end.
-    `command`: how to start the CLI (default `python -m DiffusionSegLib`); `env`: more variables."""
+    `command`: how to start the CLI (default `python -m DiffusionSegLib`)."""
     token_file = tmp_path / "token"
     cli = command or [sys.executable, "-m", "DiffusionSegLib"]
     process = subprocess.Popen([*cli, "serve", "--token-file", str(token_file), *arguments], cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, **SERVE_ENV, **(env or {})})
+                               env={**os.environ, **SERVE_ENV})
     try:
         ready = read_ready(process)
         yield ready, token_file.read_text().strip(), process

@@ -28,6 +28,9 @@ def parser() -> argparse.ArgumentParser:
                         "default: none, uploads only)")
     p.add_argument("--max-upload-mb", type=float, default=1024.0,
                    help="largest upload accepted, in MB (default 1024)")
+    p.add_argument("--max-disk-mb", type=float, default=0.0,
+                   help="most the app's private folder may hold at once: uploads, jobs' copies, results "
+                        "(default: three times --max-upload-mb)")
     p.add_argument("--worker-python", default="", metavar="PYTHON",
                    help="interpreter of the local service (default: this one), e.g. a conda env with CUDA torch")
     return p
@@ -61,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     except ServiceUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    workspace = Workspace(int(args.max_upload_mb * 1e6), args.allow_root)
+    workspace = Workspace(int(args.max_upload_mb * 1e6), args.allow_root, int(args.max_disk_mb * 1e6) or None)
     log.info("Private folder (removed on exit): %s", workspace.root)
 
     # Uploads come as whole files over the websocket: allow the upload limit plus framing. trame

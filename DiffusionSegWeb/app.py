@@ -21,7 +21,7 @@ from trame_slicer.core import SlicerApp
 from trame_slicer.rca_view import register_rca_factories
 
 from . import panel
-from .files import UploadRefused, Workspace, readableBySlicer
+from .files import UploadCollector, UploadRefused, Workspace, readableBySlicer
 from .jobs import JobController
 from .layout import PANEL_TOOL, WebAppLayout
 from .saving import SegmentationSaver
@@ -43,6 +43,8 @@ class WebApp(TrameApp):
         # folders (and the local service's token) live in the app's private folder.
         self.logic = DiffusionSegLogic(self.slicerApp.scene, temporaryRoot=str(workspace.root))
         self.logic.serviceSettings = serviceSettings
+        # a page's user may name models only inside the folders the page may open (serve checks)
+        self.logic.serviceManager.modelRoots = [str(root) for root in workspace.allowedRoots]
         self.methods = self.logic.methods
         register_rca_factories(self.slicerApp.view_manager, self.server)
         self.segmentEditorLogic = SegmentEditorLogic(self.server, self.slicerApp)
@@ -57,8 +59,7 @@ class WebApp(TrameApp):
         self.selection = SelectionController(self.state, self.slicerApp.scene, self.jobs.refreshSegments,
                                              self.segmentEditorLogic.segmentation_editor)
         self.saver = SegmentationSaver(self)
-        self._uploaded: list[dict] = []
-        self._uploadRefused = False
+        self.upload = UploadCollector(workspace.maxUploadBytes)
         self.uploadTrigger = self.server.trigger_name(self._onUploadChunk)
         self.downloadTrigger = self.server.trigger_name(self.saver.downloadBytes)
         self.downloadName = "segmentation.seg.nrrd"
@@ -84,20 +85,15 @@ class WebApp(TrameApp):
         self._open(lambda: self.workspace.serverPath(self.state.ds_server_path or ""))
 
     async def _onUploadChunk(self, files):
-        """trame-slicer's chunk loader sends lists of whole files, then an empty list at the end.
-        Once the total passes the limit, the rest of that upload is dropped as it arrives."""
+        """trame-slicer's chunk loader sends lists of whole files, then an empty list at the end
+        (files.UploadCollector counts the bytes received, not the sizes the browser declares)."""
         if files:
-            if self._uploadRefused:
-                return
-            self._uploaded.extend(files)
-            received = sum(int(f.get("size") or 0) for f in self._uploaded)
-            if received > self.workspace.maxUploadBytes:
-                self._uploaded, self._uploadRefused = [], True
+            refusal = self.upload.add(files)
+            if refusal:
                 with self.state:
-                    self.state.ds_error = (f"The upload is over this server's limit of "
-                                           f"{self.workspace.maxUploadBytes / 1e6:.0f} MB (--max-upload-mb).")
+                    self.state.ds_error = refusal
             return
-        files, self._uploaded, self._uploadRefused = self._uploaded, [], False
+        files = self.upload.finish()
         if files:
             self._open(lambda: self.workspace.receiveUpload(files))
 
@@ -114,12 +110,17 @@ class WebApp(TrameApp):
     def _open(self, pathsOf) -> None:
         with self.state:
             self.state.ds_error = ""
+            received = []
             try:
-                paths = readableBySlicer(pathsOf())
+                received = pathsOf()
+                paths = readableBySlicer(received)
                 self.loadVolume([str(p) for p in paths])
+                self.workspace.releaseEarlier(paths)   # the volume they held is gone from the scene
             except UploadRefused as exc:
+                self.workspace.discard(received)
                 self.state.ds_error = str(exc)
             except Exception as exc:  # a reader error must reach the user, not only the log
+                self.workspace.discard(received)
                 log.exception("Could not open the volume")
                 self.state.ds_error = f"Could not open the volume: {exc}"
 

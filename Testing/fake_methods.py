@@ -106,10 +106,17 @@ class SlowLoad(BrightThreshold):
     def load(self) -> None:
         import time
 
-        try:
-            time.sleep(self.params["load_seconds"])
-        except Exception as error:  # what diffusers does to errors inside a load
-            raise OSError(f"Error no file named diffusion_pytorch_model.bin found: {error}") from error
+        from DiffusionSegLib.runtime.model_cache import cached_load
+
+        def slow() -> dict:
+            try:
+                time.sleep(self.params["load_seconds"])
+            except Exception as error:  # what diffusers does to errors inside a load
+                raise OSError(f"Error no file named diffusion_pytorch_model.bin found: {error}") from error
+            return {"weights": "slow"}
+
+        # through the runner's model cache, like a real load: a warm worker keeps it
+        cached_load(("slow-load", self.params["load_seconds"]), slow)
         super().load()
 
 

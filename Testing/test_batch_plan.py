@@ -17,6 +17,7 @@ from DiffusionSegLib.batch.manifest import (
     cases_from_folder,
     read_manifest,
 )
+from DiffusionSegLib.batch.digests import file_sha256
 from DiffusionSegLib.batch.records import Summary, finished_record, load_records
 from DiffusionSegLib.batch.sharding import select_part
 from DiffusionSegLib.contract.errors import InvalidRequest
@@ -128,7 +129,8 @@ def test_resume_needs_same_request_and_intact_output(tmp_path):
     (tmp_path / "a.nrrd").write_bytes(b"0123456789")
     summary = Summary(tmp_path, "", ["a"], {})
     summary.record({"case": "a", "status": "ok", "seconds": 1.0, "fingerprint": case.fingerprint,
-                    "output": str(case.output), "output_name": "a.nrrd", "output_bytes": 10, "segments": []})
+                    "output": str(case.output), "output_name": "a.nrrd", "output_bytes": 10,
+                    "output_sha256": file_sha256(tmp_path / "a.nrrd"), "segments": []})
     assert finished_record(case, load_records(tmp_path))["status"] == "ok"
     device_changed = Case("a", {**case.request, "device": "cuda"}, "test", "a.nrrd")
     assert finished_record(device_changed, load_records(tmp_path)) is not None   # resume on another machine
@@ -136,6 +138,8 @@ def test_resume_needs_same_request_and_intact_output(tmp_path):
     moved = tmp_path.parent / (tmp_path.name + "-moved")                           # the folder moved elsewhere
     shutil.copytree(tmp_path, moved)
     assert finished_record(_case(moved), load_records(moved)) is not None
+    (tmp_path / "a.nrrd").write_bytes(b"0123456780")                               # same size, not the same file
+    assert finished_record(case, load_records(tmp_path)) is None
     (tmp_path / "a.nrrd").write_bytes(b"01234")                                    # truncated since
     assert finished_record(case, load_records(tmp_path)) is None
     os.remove(tmp_path / "a.nrrd")

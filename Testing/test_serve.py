@@ -26,7 +26,8 @@ def server(tmp_path_factory, tiny_sd_path):
     (folder / "data").mkdir()
     sitk.WriteImage(rgb_image(), str(folder / "data" / "cell.png"))
     sitk.WriteImage(ct_like_volume(size=(30, 26, 3)), str(folder / "data" / "ct.nrrd"))
-    with running_server(folder, "--allow-root", str(folder / "data"), "--work-dir", str(folder / "work")) as (
+    with running_server(folder, "--allow-root", str(folder / "data"), "--work-dir", str(folder / "work"),
+                        "--allow-model-root", str(tiny_sd_path.parent)) as (
             ready, token, process):
         yield {"ready": ready, "token": token, "process": process, "folder": folder, "model": str(tiny_sd_path),
                "client": ServiceClient(ready["url"], token)}

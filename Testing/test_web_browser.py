@@ -49,13 +49,15 @@ def freePort() -> int:
 
 
 @pytest.fixture
-def webApp(tmp_path):
+def webApp(tmp_path, tiny_sd_path):
     port = freePort()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
                PYTHONUNBUFFERED="1")
     logPath = tmp_path / "app.log"
     with open(logPath, "w") as logFile:
-        process = subprocess.Popen([sys.executable, "-m", "DiffusionSegWeb", "--port", str(port)],
+        # the page may name models only inside the folders it may open: the tiny model's
+        process = subprocess.Popen([sys.executable, "-m", "DiffusionSegWeb", "--port", str(port),
+                                    "--allow-root", str(tiny_sd_path.parent)],
                                    cwd=tmp_path, env=env, stdout=logFile, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 180

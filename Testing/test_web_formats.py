@@ -111,7 +111,7 @@ def test_upload_over_the_limit_is_dropped_chunk_by_chunk(app, tmp_path):
 
     sitk.WriteImage(ct_like_volume(size=(8, 8, 2)), str(tmp_path / "small.nrrd"))
     before = app.volumeNode
-    huge = {"name": "huge.nrrd", "size": app.workspace.maxUploadBytes + 1, "content": b"x"}
+    huge = {"name": "huge.nrrd", "size": 1, "content": b"x" * (app.workspace.maxUploadBytes + 1)}   # bytes count
     small = {"name": "small.nrrd", "size": 10, "content": (tmp_path / "small.nrrd").read_bytes()}
     for chunk in ([huge], [small], []):   # a later chunk of the same upload is dropped too
         asyncio.run(app._onUploadChunk(chunk))

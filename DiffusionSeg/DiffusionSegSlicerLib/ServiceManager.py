@@ -65,6 +65,10 @@ class ServiceManager:
         self._tokenDir: str | None = None
         self._stopping = False
         self.restarts = 0
+        # Folders whose models the local server may load. None: any (this server is the panel's
+        # own, loopback with its token in a 0600 file, and loads what the user picks, as a
+        # one-shot worker would); the browser app gives its --allow-root folders instead.
+        self.modelRoots: list[str] | None = None
         atexit.register(self.stop)
 
     # -- connecting ----------------------------------------------------------------------------
@@ -118,7 +122,9 @@ class ServiceManager:
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             out.write(self._token + "\n")
         allowRoot = os.path.realpath(self.temporaryRoot or tempfile.gettempdir())
+        modelRoots = [os.path.abspath(os.sep)] if self.modelRoots is None else self.modelRoots
         command = launcher.command("serve", "--token-file", tokenFile, "--allow-root", allowRoot,
+                                   *(arg for root in modelRoots for arg in ("--allow-model-root", root)),
                                    "--exit-with-parent", str(os.getpid()))
         self._process = WorkerProcess(command, env=launcher.environment("auto"), cwd=self._tokenDir)
         self._launcherKey = key

@@ -42,16 +42,29 @@ class Journal:
 
 
 def read_journals(folder: Path) -> Iterator[dict]:
-    """Every row of every journal in the output folder (all parts), oldest first per file."""
-    for path in sorted((folder / LOG_FOLDER).glob("journal*.jsonl")):
+    """Every row of every journal in the output folder (all parts), oldest first per file and
+    the most recently appended file last."""
+    for path in sorted((folder / LOG_FOLDER).glob("journal*.jsonl"), key=_modified):
+        yield from read_journal(path)
+
+
+def _modified(path: Path) -> tuple[int, str]:
+    try:
+        return path.stat().st_mtime_ns, path.name
+    except OSError:
+        return 0, path.name
+
+
+def read_journal(path: Path) -> Iterator[dict]:
+    """The rows of one journal, oldest first; a torn or damaged line is skipped."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return
+    for line in lines:
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError):
+            row = json.loads(line)
+        except ValueError:
             continue
-        for line in lines:
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(row, dict) and "case" in row:
-                yield row
+        if isinstance(row, dict) and "case" in row:
+            yield row

@@ -1,9 +1,10 @@
 """Cases of a cohort run, from a manifest (CSV or JSON lines) or an image folder.
 
 Every case becomes a complete job request dictionary before anything is run, so a bad row
-(unknown column, unknown method, bad parameter, two cases writing one file) stops the run with
-a message naming the file and line before any model is loaded. Paths in a manifest are relative
-to the manifest's folder; outputs are relative to `--output-dir`.
+(unknown column, unknown method, bad parameter, two cases writing one file, an output that is
+another row's input, outside --output-dir or in no labelmap format: checks.py) stops the run
+with a message naming the file and line before any model is loaded. Paths in a manifest are
+relative to the manifest's folder; outputs are relative to `--output-dir` and stay inside it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, Iterator
 from ..contract.errors import DiffusionSegError, InvalidRequest
 from ..contract.request import JobRequest
 from ..io.datasets import file_stem, list_cases
+from .checks import confined_output, inputs_that_are_outputs
 
 COLUMNS = ("case", "image", "study", "method", "model", "prompt", "params", "output")
 PROMPT_SEPARATOR = ";"
@@ -144,18 +146,15 @@ def case_from_row(row: dict[str, Any], source: str, base: Path, defaults: Defaul
         output_path = output_path if output_path.is_absolute() else defaults.output_dir / output_path
     else:
         output_path = defaults.output_dir / f"{case_id or file_stem(Path(image))}{defaults.output_suffix}"
-    request = {**defaults.request, "input": image, "output": str(output_path.resolve()),
+    output_path = confined_output(output_path, defaults.output_dir, source)
+    request = {**defaults.request, "input": image, "output": str(output_path),
                "method": row.get("method") or defaults.method,
                "model": local_model(row.get("model"), base) or defaults.model,
                "params": {**defaults.params, **_params(row.get("params"), source)},
                **prompt_fields(prompts)}
     if not request["method"]:
         raise InvalidRequest(f"{source}: no method; add a 'method' column or pass --method.")
-    output_path = output_path.resolve()
-    try:
-        name = output_path.relative_to(defaults.output_dir.resolve()).as_posix()
-    except ValueError:  # an absolute output elsewhere
-        name = str(output_path)
+    name = output_path.relative_to(defaults.output_dir.resolve()).as_posix()
     return Case(case=case_id or file_stem(output_path), request=request, source=source, output_name=name)
 
 
@@ -204,7 +203,7 @@ def _build(rows: list[tuple[dict, str]], base: Path, defaults: Defaults) -> list
             cases.append(case)
         except InvalidRequest as exc:
             errors.append(str(exc) if str(exc).startswith(source) else f"{source}: {exc}")
-    errors += _duplicates(cases)
+    errors += _duplicates(cases) + inputs_that_are_outputs(cases)
     if errors:
         more = f" (and {len(errors) - MAX_LISTED_ERRORS} more)" if len(errors) > MAX_LISTED_ERRORS else ""
         raise InvalidRequest(f"{len(errors)} problem(s) in the cases: " + " | ".join(errors[:MAX_LISTED_ERRORS]) + more)

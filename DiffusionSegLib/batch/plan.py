@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 
 from ..contract.errors import CasesFailed
 from ..contract.events import CancelToken, EventCallback
+from .folder_lock import hold_output_folder
 from .journal import LOG_FOLDER
 from .manifest import Case
 from .progress import CaseProgress
@@ -59,10 +60,19 @@ def triage(part: Sequence[Case], summary: Summary, overwrite: bool) -> list[Case
 
 
 def run_batch(cases: Sequence[Case], options: BatchOptions, emit: EventCallback, token: CancelToken) -> dict:
+    """The run, holding its output folder (folder_lock.py) from the first look at what is done
+    to the last summary rewrite: a second live run into the folder is refused at once."""
+    label = part_label(options.num_parts, options.part_id)
+    with hold_output_folder(options.output_dir, label, options.num_parts, options.part_id):
+        return _run_held(cases, options, emit, token, label)
+
+
+def _run_held(cases: Sequence[Case], options: BatchOptions, emit: EventCallback, token: CancelToken,
+              label: str) -> dict:
     started = time.perf_counter()
     part = select_part(cases, [c.case for c in cases], options.num_parts, options.part_id)
     folder = options.output_dir
-    summary = Summary(folder, part_label(options.num_parts, options.part_id), [c.case for c in part],
+    summary = Summary(folder, label, [c.case for c in part],
                       {"command": " ".join(sys.argv), "engine": options.engine, "cases_in_manifest": len(cases),
                        "num_parts": options.num_parts, "part_id": options.part_id})
     todo = triage(part, summary, options.overwrite)

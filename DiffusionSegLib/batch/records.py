@@ -16,9 +16,11 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
-from .journal import Journal, journal_path, read_journals
+from ..io.output_files import remove_stale_files, temp_prefix
+from .digests import file_sha256, labels_sha256
+from .journal import Journal, journal_path, read_journal, read_journals
 from .manifest import Case
 
 DONE = ("ok", "skipped")
@@ -29,7 +31,8 @@ CSV_FIELDS = ("case", "status", "seconds", "segments", "voxels", "segment_voxels
 
 
 def write_atomic(path: Path, text: str) -> None:
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_files(path.parent)   # a killed run's temporaries (their names say whose they are)
+    handle, temp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
             stream.write(text)
@@ -42,11 +45,10 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def load_records(folder: Path) -> dict[str, list[dict]]:
-    """Every row of every summary*.json and journal in the folder, by case id (a damaged file is
-    ignored: its cases are simply run again)."""
+    """Every row of every summary*.json and journal in the folder, by case id, oldest first: the
+    summaries (rewritten every few seconds) before the journals (appended at once), the journal
+    appended to last at the end (a damaged file is ignored: its cases are simply run again)."""
     records: dict[str, list[dict]] = {}
-    for row in read_journals(folder):
-        records.setdefault(str(row["case"]), []).append(row)
     for path in sorted(folder.glob("summary*.json")):
         try:
             rows = json.loads(path.read_text(encoding="utf-8"))["cases"]
@@ -55,15 +57,18 @@ def load_records(folder: Path) -> dict[str, list[dict]]:
         for row in rows if isinstance(rows, list) else []:
             if isinstance(row, dict) and "case" in row:
                 records.setdefault(str(row["case"]), []).append(row)
+    for row in read_journals(folder):
+        records.setdefault(str(row["case"]), []).append(row)
     return records
 
 
 def finished_record(case: Case, records: dict[str, list[dict]]) -> dict | None:
     """The earlier row that lets this case be skipped: recorded ok for the same request, and its
-    output still there with the size recorded (a file replaced or truncated since is redone)."""
+    output still there with the checksum recorded (a file replaced, even by one of the same
+    size, or truncated since is not skipped)."""
     for row in records.get(case.case, []):
         if row.get("status") in DONE and row.get("fingerprint") == case.fingerprint \
-                and row.get("output_name") == case.output_name and _intact(case.output, row.get("output_bytes")) \
+                and row.get("output_name") == case.output_name and _intact(case.output, row) \
                 and not _store_pending(case, row):
             return row
     return None
@@ -76,22 +81,38 @@ def _store_pending(case: Case, row: dict) -> bool:
 
 
 def interrupted_here(case: Case, records: dict[str, list[dict]]) -> bool:
-    """Whether this case's job was started by an earlier run that stopped before recording it.
-    Its output (if any) is then that job's own, complete (outputs are written atomically, and
-    an existing file is refused before a job starts), so it may be redone without --overwrite."""
-    return any(row.get("fingerprint") == case.fingerprint and row.get("output_name") == case.output_name
-               and (row.get("status") == RUNNING or row.get("error_code") == "store_failed"
-                    or (row.get("status") in DONE and _store_pending(case, row)))
-               for row in records.get(case.case, []))
+    """Whether this case's job was started by an earlier run that stopped before recording how
+    it ended (the case's last row says `running`), or whose SEG is still to be stored (a store
+    that failed, or a finished case run again with --store). Its output (if any) is then that
+    job's own, complete (outputs are written atomically, and an existing file is refused before
+    a job starts), so it may be redone without --overwrite. A case recorded as finished or failed
+    after it started is not: a file at its output now was put there by someone else."""
+    rows = records.get(case.case, [])
+    if not rows:
+        return False
+    last = rows[-1]
+    if last.get("fingerprint") != case.fingerprint or last.get("output_name") != case.output_name:
+        return False
+    return last.get("status") == RUNNING or last.get("error_code") == "store_failed" \
+        or (last.get("status") in DONE and _store_pending(case, last))
 
 
-def _intact(path: Path, size: Any) -> bool:
-    if size is None:   # an empty result that writes no file (a DICOM SEG): nothing to lose
+def _intact(path: Path, row: dict) -> bool:
+    """Whether `path` is the file `row` recorded: the size first (cheap), then the checksum of
+    its bytes; a row of an older run without one is checked by its label array's hash. An empty
+    result that wrote no file (a DICOM SEG) is intact while nothing is there."""
+    if row.get("output_bytes") is None and row.get("empty"):
         return not path.exists()
     try:
-        return path.is_file() and path.stat().st_size == size
-    except OSError:
+        if not path.is_file() or path.stat().st_size != row.get("output_bytes"):
+            return False
+        if row.get("output_sha256"):
+            return file_sha256(path) == row["output_sha256"]
+        if row.get("labels_sha256"):
+            return labels_sha256(path) == row["labels_sha256"]
+    except (OSError, RuntimeError):   # unreadable (SimpleITK raises RuntimeError): not intact
         return False
+    return False
 
 
 def skipped_row(case: Case, earlier: dict) -> dict:
@@ -123,7 +144,9 @@ def now() -> str:
 
 
 class Summary:
-    """The rows of this run (or this part of a run), in the cohort's case order."""
+    """The rows of this run (or this part of a run), in the cohort's case order, then every case
+    an earlier run into this folder finished that this run does not list (read from the
+    journal): rewriting the summary never drops a finished case."""
 
     def __init__(self, folder: Path, label: str, order: Iterable[str], run_info: dict):
         self.json_path = folder / f"summary{label}.json"
@@ -132,7 +155,18 @@ class Summary:
         self.run_info = run_info
         self.rows: dict[str, dict] = {}
         self.journal = Journal(journal_path(folder, label))
+        self.earlier = self._earlier_finished()
         self._written = float("-inf")
+
+    def _earlier_finished(self) -> dict[str, dict]:
+        """The last journal row of each case outside this run, when it finished and its output is
+        still there (a file deleted since is no longer a result)."""
+        latest: dict[str, dict] = {}
+        for row in read_journal(self.journal.path):
+            latest.pop(str(row["case"]), None)   # keep journal order of each case's last row
+            latest[str(row["case"])] = row
+        return {case: row for case, row in latest.items()
+                if case not in self.order and row.get("status") in DONE and Path(str(row.get("output"))).is_file()}
 
     def record(self, row: dict) -> None:
         self.journal.append(row)
@@ -152,11 +186,13 @@ class Summary:
         return counts
 
     def ordered(self) -> list[dict]:
-        return sorted(self.rows.values(), key=lambda r: self.order.get(r["case"], len(self.order)))
+        mine = sorted(self.rows.values(), key=lambda r: self.order.get(r["case"], len(self.order)))
+        return mine + [row for case, row in self.earlier.items() if case not in self.rows]
 
     def write(self) -> None:
         rows = self.ordered()
-        data = {"run": {**self.run_info, "updated": now(), "counts": self.counts()}, "cases": rows}
+        data = {"run": {**self.run_info, "updated": now(), "counts": self.counts(),
+                        "earlier_cases": len(rows) - len(self.rows)}, "cases": rows}
         write_atomic(self.json_path, json.dumps(data, indent=1, ensure_ascii=False, default=str) + "\n")
         write_atomic(self.csv_path, _csv_text(rows))
         self._written = time.monotonic()

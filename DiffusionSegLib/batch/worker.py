@@ -22,7 +22,9 @@ from .. import __version__
 from ..contract.errors import OUT_OF_MEMORY_HINT, DiffusionSegError, JobCancelled
 from ..contract.events import CancelToken, JsonLinesWriter
 from ..contract.request import JobRequest
+from ..io.output_files import DISK_HINT, is_disk_full
 from .dicomweb import case_request, record_source, store_seg
+from .digests import array_sha256, file_sha256
 from .manifest import Case
 from .records import case_fields, failed_row, now
 
@@ -49,7 +51,7 @@ def label_statistics(path: str | Path, segments: list[dict]) -> tuple[list[dict]
     else:
         labels = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
     counts = np.bincount(labels.ravel().astype(np.int64), minlength=1)
-    digest = hashlib.sha256(str((labels.shape, labels.dtype.str)).encode() + labels.tobytes()).hexdigest()
+    digest = array_sha256(labels)
     named = [{**s, "voxels": int(counts[s["label"]]) if s["label"] < len(counts) else 0} for s in segments]
     return named, int(counts[1:].sum()), digest
 
@@ -97,6 +99,7 @@ class CaseWorker:
             return {**case_fields(case), "status": "ok", "seconds": round(time.perf_counter() - start, 3),
                     "segments": segments, "voxels": voxels, "labels_sha256": digest, "empty": not written, **stored,
                     "output_bytes": os.path.getsize(result.output) if written else None,
+                    "output_sha256": file_sha256(result.output) if written else None,
                     "error_code": "", "error_message": "",
                     "timings": {k: round(v, 4) for k, v in result.timings.items()},
                     "worker": self.name, "finished": now()}
@@ -105,6 +108,9 @@ class CaseWorker:
         except DiffusionSegError as error:
             return self._failed(case, error.code, str(error), start, emit)
         except Exception as error:  # noqa: BLE001 - one broken case must not stop the cohort
+            if is_disk_full(error):   # a log or a read-back on a full disk: the same code as the output's
+                return self._failed(case, "write_failed", f"{error.strerror}: {error.filename or 'a file'}. "
+                                    f"{DISK_HINT}", start, emit)
             if "out of memory" in str(error).lower():
                 return self._failed(case, "out_of_memory", f"The device ran out of memory. {OUT_OF_MEMORY_HINT}",
                                     start, emit)

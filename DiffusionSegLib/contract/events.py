@@ -7,6 +7,7 @@ or remote worker can forward them unchanged.
 
 from __future__ import annotations
 
+import errno
 import json
 import threading
 import time
@@ -20,6 +21,7 @@ from .errors import (
     DiffusionSegError,
     JobCancelled,
     OutOfMemory,
+    WriteFailed,
 )
 
 EVENT_VERSION = 1
@@ -78,6 +80,17 @@ class CancelToken:
             self.check()
             yield
             self._finished = True
+
+    def settle(self) -> bool:
+        """For a server that answers a cancel without waiting for the job's thread: True (and
+        the final step refused from now on, by JobCancelled) when the job had not completed its
+        final step; False when it had, and its result stands. Waits only for a final step in
+        progress (a rename and an event)."""
+        with self._final:
+            if self._finished:
+                return False
+            self._event.set()
+            return True
 
     def stop_before_final(self) -> bool:
         """For the watchdog: True (and the final step locked out for good) when the job has not
@@ -153,6 +166,12 @@ def error_for(error: BaseException) -> tuple[dict, int]:
     one-shot commands and `serve`, so every front door reports failures alike)."""
     if isinstance(error, DiffusionSegError):
         return error_event(error.code, error.message, error.hint), error.exit_code
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        # a full disk wherever a write met it (a summary, a journal, a log): the user's fix is
+        # the same as for an output, so it gets the same code and exit status
+        failed = WriteFailed(f"Writing {error.filename or 'a file'} failed: {error.strerror}.",
+                             hint="Check the free space and quota of the output folder, then run the job again.")
+        return error_event(failed.code, failed.message, failed.hint), failed.exit_code
     if "out of memory" in str(error).lower():  # wherever it happens: load, merge, decode…
         oom = OutOfMemory("The device ran out of memory.", hint=OUT_OF_MEMORY_HINT)
         return error_event(oom.code, oom.message, oom.hint), oom.exit_code

@@ -87,7 +87,10 @@ class JobRequest:
         check_version(data.get("version", REQUEST_VERSION))
         unknown = sorted(set(data) - set(cls.__dataclass_fields__))
         if unknown:
-            raise InvalidRequest(f"Unknown request field(s): {describe(', '.join(unknown))}.")
+            raise InvalidRequest(f"Unknown request field(s): {describe(', '.join(map(str, unknown)))}.")
+        missing = [name for name in ("input", "output", "method") if name not in data]
+        if missing:
+            raise InvalidRequest(f"The request needs the field(s) {', '.join(repr(m) for m in missing)}.")
         values = dict(data)
         pipeline = values.pop("pipeline", None)
         pipeline = {} if pipeline is None else pipeline
@@ -256,6 +259,9 @@ def _check_text(value: Any, where: str) -> None:
         except UnicodeEncodeError:
             raise InvalidRequest(f"{where} is not valid text: it holds an unpaired surrogate "
                                  f"({describe(value, 40)}).", hint="Pass plain UTF-8 text.") from None
+        if "\0" in value:   # no path or prompt holds one; a file system call would fail on it
+            raise InvalidRequest(f"{where} holds a NUL character ({describe(value, 40)}).",
+                                 hint="Pass plain text without control characters.")
     elif isinstance(value, dict):
         for key, item in value.items():
             _check_text(key, where)

@@ -128,6 +128,10 @@ def reselect_labels(bundle: SelectionBundle, vote_threshold: float | None = None
     post-processing in every slice where the proposal carries that id (exclude over include)."""
     if bundle.params.mode == "all":
         raise ValueError("the result kept every proposal (foreground 'all'); there is nothing to re-select")
+    for name, value in (("vote threshold", vote_threshold), ("seed threshold", seed_threshold)):
+        # NaN passes every comparison the rule makes (nothing would be selected, silently)
+        if value is not None and (isinstance(value, bool) or not math.isfinite(float(value)) or float(value) < 0):
+            raise ValueError(f"the {name} must be a finite number of 0 or more; got {value!r}")
     include, exclude = set(include), set(exclude)
     unknown = sorted((include | exclude) - bundle.proposal_ids())
     if unknown:

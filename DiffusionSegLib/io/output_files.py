@@ -14,14 +14,22 @@ Why each step exists:
   survive the rename and hide results from colleagues on a shared server).
 
 Temporary and claim files in flight are listed in `_PENDING`, so the cancel watchdog can remove
-them before it ends the process.
+them before it ends the process. A process killed outright (kill -9, power cut) cannot clean up:
+its temporaries carry its host and process id in their names (`.<name>.dstmp-<host>-<pid>-…`)
+and its claims hold them, so the next write to that folder recognises and removes what a
+process that no longer runs left behind. A full disk (ENOSPC, a quota, a file-size limit) at
+any step is `write_failed` with nothing left behind, the claim included: an empty claim file
+would make every retry fail `output_busy`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import json
 import os
+import re
 import socket
 import stat
 import tempfile
@@ -38,6 +46,11 @@ OVERWRITE_HINT = ("Choose another output path, or pass --overwrite (request fiel
 
 _PENDING: set[str] = set()
 _PENDING_LOCK = threading.Lock()
+CLAIM_SUFFIX = ".diffusionseg-lock"
+TEMP_MARK = ".dstmp-"
+_HOST_TAG = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+_TEMP_NAME = re.compile(r"^\..*\.dstmp-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-")
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def _track(path: str) -> None:
@@ -107,7 +120,45 @@ def check_output_target(path: str | Path, *, inputs: tuple[str | Path, ...] = ()
 
 def claim_path(path: str | Path) -> Path:
     path = Path(path)
-    return path.with_name(f".{path.name}.diffusionseg-lock")
+    return path.with_name(f".{path.name}{CLAIM_SUFFIX}")
+
+
+def temp_prefix(path: str | Path) -> str:
+    """The start of a temporary's name beside `path`: hidden, and naming this host and process,
+    so a later writer can tell a killed writer's leftovers from a live writer's file."""
+    return f".{Path(path).name}{TEMP_MARK}{_HOST_TAG}-{os.getpid()}-"
+
+
+def remove_stale_files(folder: str | Path) -> list[str]:
+    """Remove the temporaries and claims that processes which no longer run (on this host) left
+    in `folder`; returns their names. A live writer's files, another host's and anything whose
+    owner cannot be told are kept."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        name = entry.name
+        if not name.startswith("."):
+            continue
+        if TEMP_MARK in name:
+            match = _TEMP_NAME.match(name)
+            stale = match is not None and match["host"] == _HOST_TAG and not _pid_alive(int(match["pid"]))
+        elif name.endswith(CLAIM_SUFFIX):
+            owner = _claim_owner(Path(entry.path))
+            stale = owner is not None and not _owner_alive(owner)
+        else:
+            continue
+        if stale:
+            with contextlib.suppress(OSError):
+                os.remove(entry.path)
+                removed.append(name)
+    return removed
+
+
+def is_disk_full(error: BaseException) -> bool:
+    return isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS
 
 
 @contextlib.contextmanager
@@ -115,6 +166,7 @@ def claim_output(path: str | Path) -> Iterator[Path]:
     """Hold `path` for this job: one claim file, created with O_EXCL, beside it. A claim left by a
     process that no longer runs (killed) is taken over; a live one makes this job fail clearly."""
     claim = claim_path(path)
+    remove_stale_files(claim.parent)
     for _attempt in range(2):
         try:
             fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -130,8 +182,14 @@ def claim_output(path: str | Path) -> Iterator[Path]:
         except OSError as exc:
             raise WriteFailed(f"Cannot create files next to {path}: {exc.strerror}.", hint=DISK_HINT) from None
         _track(str(claim))
-        with os.fdopen(fd, "w") as handle:
-            json.dump({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}, handle)
+        try:
+            with os.fdopen(fd, "w") as handle:   # a full disk shows when the buffer is flushed
+                json.dump({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}, handle)
+        except OSError as exc:
+            _untrack(str(claim))
+            with contextlib.suppress(OSError):
+                os.remove(claim)
+            raise WriteFailed(f"Cannot create files next to {path}: {exc.strerror}.", hint=DISK_HINT) from None
         try:
             yield claim
         finally:
@@ -140,6 +198,18 @@ def claim_output(path: str | Path) -> Iterator[Path]:
                 os.remove(claim)
         return
     raise OutputBusy(f"Could not claim {path}: another job keeps claiming it.")
+
+
+def live_claim_owner(path: str | Path) -> dict | None:
+    """Who holds `path`'s claim ({"pid", "host", "since"}, {} when unreadable) while that
+    process runs; None when nobody does."""
+    claim = claim_path(path)
+    if not claim.exists():
+        return None
+    owner = _claim_owner(claim)
+    if owner is None:
+        return {}   # being written this instant: a live claim
+    return owner if _owner_alive(owner) else None
 
 
 def _claim_owner(claim: Path) -> dict | None:
@@ -160,8 +230,12 @@ def _owner_alive(owner: dict) -> bool:
         return False
     if owner.get("host") != socket.gethostname() or not isinstance(owner.get("pid"), int):
         return True   # another machine (shared folder): cannot check, so respect the claim
+    return _pid_alive(owner["pid"])
+
+
+def _pid_alive(pid: int) -> bool:
     try:
-        os.kill(owner["pid"], 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except OSError:  # exists but is not ours
@@ -176,7 +250,10 @@ class StagedFile:
         self.temp, self.path = temp, path
 
     def commit(self) -> Path:
-        os.replace(self.temp, self.path)
+        try:
+            os.replace(self.temp, self.path)
+        except OSError as exc:
+            raise WriteFailed(f"Putting {self.path} in place failed: {exc.strerror or exc}.", hint=DISK_HINT) from None
         _untrack(self.temp)
         return self.path
 
@@ -191,8 +268,9 @@ def stage_file(path: str | Path, write: Callable[[str], None], verify: Callable[
     """Write through `write(temp_path)`, fsync, check the size and `verify(temp_path)` (read it back);
     any failure → WriteFailed with nothing left behind."""
     path = Path(path)
+    remove_stale_files(path.parent)
     try:
-        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+        handle, temp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=suffix, dir=path.parent)
     except OSError as exc:
         raise WriteFailed(f"Cannot create a file in {path.parent}: {exc.strerror}.", hint=DISK_HINT) from None
     os.close(handle)
@@ -217,6 +295,9 @@ def stage_file(path: str | Path, write: Callable[[str], None], verify: Callable[
                               f"({str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else type(exc).__name__}).",
                               hint=DISK_HINT) from None
         os.chmod(temp, 0o666 & ~current_umask())
+    except OSError as exc:   # anything else of the file system (chmod, getsize) on a failing disk
+        staged.discard()
+        raise WriteFailed(f"Writing {path} failed: {exc.strerror or exc}.", hint=DISK_HINT) from None
     except BaseException:
         staged.discard()
         raise

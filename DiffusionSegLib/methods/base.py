@@ -48,6 +48,8 @@ class Param:
         try:
             if self.type == "bool":
                 value = _to_bool(value)
+            elif isinstance(value, bool) and self.type in ("int", "float"):
+                raise ValueError   # JSON true is not the number 1: a request that says so is a mistake
             elif self.type == "int":
                 if isinstance(value, float) and not value.is_integer():
                     raise ValueError
@@ -59,8 +61,9 @@ class Param:
             else:
                 value = str(value)
         except (TypeError, ValueError, OverflowError):
+            kind = " (true/false is not a number)" if isinstance(value, bool) else ""
             raise InvalidParameter(
-                f"Parameter '{self.name}' must be a finite {self.type}, got {describe(value)}.") from None
+                f"Parameter '{self.name}' must be a finite {self.type}, got {describe(value)}{kind}.") from None
         if self.type == "choice" and value not in self.choices:
             raise InvalidParameter(
                 f"Parameter '{self.name}' must be one of {', '.join(self.choices)}; got {describe(value)}.")

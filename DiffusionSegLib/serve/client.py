@@ -80,9 +80,24 @@ class ServiceClient:
         """Queue a job; returns its id. `image`: a local file to upload as the job's input."""
         if image is None:
             return self._json("POST", "/v1/jobs", request)["id"]
+        self._check_upload_size(Path(image))
         body, headers = _multipart(request, Path(image))
         with self._request("POST", "/v1/jobs", body, headers, timeout=None) as response:
             return json.loads(response.read())["id"]
+
+    def _check_upload_size(self, image: Path) -> None:
+        """The server refuses an upload over its limit at the byte that passes it and closes the
+        connection, so a client still sending sees only a reset: compare with the limit it
+        publishes in /v1/health first, and say what is wrong."""
+        try:
+            size = image.stat().st_size
+            limit = self.health().get("max_upload_bytes")
+        except (OSError, ServiceError, AttributeError):
+            return   # a missing file is reported by the upload itself; an older server has no limit here
+        if isinstance(limit, int) and size > limit:
+            raise ServiceError("upload_too_large", f"{image.name} is {size / 2**20:.1f} MiB; the server at {self.url} "
+                                                   f"accepts uploads of at most {limit / 2**20:.1f} MiB.",
+                               "Crop the volume (ROI), or ask the server's owner to raise --max-upload-mb.", 413)
 
     def status(self, job_id: str) -> dict[str, Any]:
         return self._json("GET", f"/v1/jobs/{_quote(job_id)}")

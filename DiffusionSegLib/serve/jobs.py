@@ -1,10 +1,16 @@
-"""The jobs of a `serve` instance: a registry, a queue and ONE worker thread.
+"""The jobs of a `serve` instance: a registry, a bounded queue and ONE worker thread.
 
 GPU work runs one job at a time (two jobs on one GPU would only fight for its memory); the HTTP
-threads submit, stream events, cancel and download while it works. A job's events are kept in
-order, so a client that connects late (or reconnects) replays them from any index. Finished
-jobs keep their result files for `keep_seconds` (and at most `keep_jobs` of them); an
-uploaded input is deleted as soon as its job ends, because it is patient data.
+threads submit, stream events, cancel and download while it works. At most `max_queue` jobs
+wait (each may hold an upload on disk); beyond that a submission is refused with 429 and a
+Retry-After. Finished jobs keep their result files for `keep_seconds` (and at most `keep_jobs`
+of them); an uploaded input is deleted as soon as its job ends, because it is patient data.
+
+Cancel answers within CANCEL_GRACE_S in every phase. A job stops at its next safe point (a UNet
+block, a slice); one that does not reach one in time (a model load, which no library lets us
+interrupt) is *abandoned*: its files are removed, its final step is locked out (CancelToken.
+settle) and the client gets `cancelled` at once, while the worker thread finishes the load in
+the background — the model stays cached for the next job, which starts when it is done.
 """
 
 from __future__ import annotations
@@ -14,89 +20,34 @@ import time
 import uuid
 from collections import deque
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-from ..contract.errors import JobCancelled
-from ..contract.events import CancelToken, JobContext, error_event, error_for
+from ..contract.errors import InvalidRequest, JobCancelled
+from ..contract.events import JobContext, error_event, error_for
 from ..contract.request import JobRequest
 from ..jobs.runner import Runner
-from .inputs import confined_input, job_output, remove_folder, save_upload
+from .errors import QueueFull
+from .inputs import confined_input, confined_model, job_output, remove_folder
+from .job import Job
 
-FINISHED = ("done", "failed", "cancelled")
-
-
-class Job:
-    def __init__(self, job_id: str, request: JobRequest, folder: Path, upload: str | None):
-        self.id, self.request, self.folder, self.upload = job_id, request, folder, upload
-        self.state = "queued"
-        self.events: list[dict] = []
-        self.token = CancelToken()
-        self.created = time.time()
-        self.finished_at: float | None = None
-        self._cond = threading.Condition()
-
-    def emit(self, event: dict) -> None:
-        """Record an event; a result or error event also ends the job's state."""
-        if event.get("event") == "result":
-            event = {**event, "download": f"/v1/jobs/{self.id}/result"}
-        with self._cond:
-            if self.state in FINISHED:
-                return  # nothing after the terminal event
-            self.events.append(event)
-            if event.get("event") == "result":
-                self._finish("done")
-            elif event.get("event") == "error":
-                self._finish("cancelled" if event.get("code") == JobCancelled.code else "failed")
-            self._cond.notify_all()
-
-    def _finish(self, state: str) -> None:
-        self.state, self.finished_at = state, time.time()
-
-    def start(self) -> None:
-        with self._cond:
-            self.state = "running"
-
-    @property
-    def finished(self) -> bool:
-        return self.state in FINISHED
-
-    def wait_events(self, start: int, timeout: float) -> tuple[list[dict], bool]:
-        """Events from index `start` (waiting up to `timeout` s for one) and whether the job ended."""
-        with self._cond:
-            self._cond.wait_for(lambda: len(self.events) > start or self.finished, timeout)
-            return list(self.events[start:]), self.finished
-
-    def result_event(self) -> dict | None:
-        with self._cond:
-            return next((e for e in reversed(self.events) if e.get("event") in ("result", "error")), None)
-
-    def files(self) -> list[str]:
-        """Result files a client may download (never the uploaded input)."""
-        if not self.folder.is_dir():
-            return []
-        return sorted(p.name for p in self.folder.iterdir()
-                      if p.is_file() and not p.name.startswith((".", "input")))
-
-    def describe(self, position: int | None = None) -> dict[str, Any]:
-        summary = {"id": self.id, "state": self.state, "created": self.created, "method": self.request.method,
-                   "events": len(self.events), "files": self.files() if self.state == "done" else []}
-        if position is not None:
-            summary["position"] = position
-        final = self.result_event()
-        if final is not None:
-            summary["final"] = final
-        return summary
+CANCEL_GRACE_S = 1.0
+DEFAULT_MAX_QUEUE = 32
+ABANDONED = "The job was cancelled; nothing was written. (Its model load goes on in the background and stays loaded.)"
 
 
 class JobService:
     def __init__(self, runner: Runner, work_dir: Path, allow_roots: list[Path], max_upload_bytes: int,
-                 keep_seconds: float = 3600.0, keep_jobs: int = 100, housekeeping_seconds: float = 15.0):
+                 keep_seconds: float = 3600.0, keep_jobs: int = 100, housekeeping_seconds: float = 15.0,
+                 max_queue: int = DEFAULT_MAX_QUEUE, model_roots: list[Path] | None = None):
         self.runner, self.work_dir = runner, work_dir
         self.allow_roots = [root.expanduser().resolve() for root in allow_roots]
+        self.model_roots = [root.expanduser().resolve() for root in model_roots or []]
         self.max_upload_bytes, self.keep_seconds, self.keep_jobs = max_upload_bytes, keep_seconds, keep_jobs
+        self.max_queue = max_queue
         self.jobs: dict[str, Job] = {}
         self.queue: deque[Job] = deque()
         self.current: Job | None = None
+        self._durations: deque[float] = deque(maxlen=20)
         self._cond = threading.Condition()
         self._closing = False
         self._worker = threading.Thread(target=self._work, name="diffusionseg-worker", daemon=True)
@@ -107,36 +58,49 @@ class JobService:
 
     # -- requests from HTTP threads ------------------------------------------------------------
 
-    def submit(self, data: Any, upload: tuple[str, BinaryIO] | None = None) -> Job:
-        """Validate a request (everything checkable before a model loads), queue it, return the job."""
+    def check_room(self) -> None:
+        """QueueFull when `max_queue` jobs wait already (checked before an upload is received)."""
+        with self._cond:
+            if len(self.queue) >= self.max_queue:
+                average = sum(self._durations) / len(self._durations) if self._durations else 10.0
+                raise QueueFull(f"{len(self.queue)} jobs are waiting on this server already (--max-queue "
+                                f"{self.max_queue}).", hint="Try again in a moment.",
+                                retry_after=max(1, min(600, round(average))))
+
+    def new_folder(self) -> Path:
+        folder = self.work_dir / uuid.uuid4().hex[:16]
+        folder.mkdir(parents=True, mode=0o700)
+        return folder
+
+    def submit(self, data: Any, folder: Path | None = None, upload: str | None = None) -> Job:
+        """Validate a request (everything checkable before a model loads), queue it, return the job.
+        `upload`: the image already received into `folder`. The folder is removed on refusal."""
         from ..jobs.job import create_method
 
-        if not isinstance(data, dict):
-            from ..contract.errors import InvalidRequest
-
-            raise InvalidRequest("A job request must be a JSON object.")
-        job_id = uuid.uuid4().hex[:16]
-        folder = self.work_dir / job_id
-        folder.mkdir(parents=True)
+        folder = folder or self.new_folder()
         try:
+            if not isinstance(data, dict):
+                raise InvalidRequest("A job request must be a JSON object.")
             data = dict(data)
             if upload is not None:
-                data["input"] = save_upload(upload[1], upload[0], folder, self.max_upload_bytes)
-            elif isinstance(data.get("input"), str) and data["input"].strip():
-                data["input"] = confined_input(data["input"], self.allow_roots)
+                data["input"] = upload
             data["output"] = job_output(data.get("output"), folder)
-            request = JobRequest.from_dict(data)
+            request = JobRequest.from_dict(data)   # every field's type and text; no file touched yet
+            if upload is None:
+                request.input = confined_input(request.input, self.allow_roots)
+            request.model = confined_model(request.model, self.model_roots)   # before a method reads it
             for prompt in request.prompt_list():  # every prompt is checked, before anything is queued
                 create_method(request.method, request.params, prompt, request.model, JobContext())
+            job = Job(folder.name, request, folder, upload)
+            with self._cond:
+                self.check_room()
+                self.jobs[job.id] = job
+                self.queue.append(job)
+                job.emit({"event": "queued", "position": self._position(job)})
+                self._cond.notify_all()
         except BaseException:
             remove_folder(folder)
             raise
-        job = Job(job_id, request, folder, data["input"] if upload is not None else None)
-        with self._cond:
-            self.jobs[job_id] = job
-            self.queue.append(job)
-            job.emit({"event": "queued", "position": self._position(job)})
-            self._cond.notify_all()
         return job
 
     def get(self, job_id: str) -> Job:
@@ -154,12 +118,15 @@ class JobService:
             job = self.jobs[job_id]
             if job in self.queue:
                 self.queue.remove(job)
-                job.emit(error_event(JobCancelled.code, JobCancelled().message))
                 self._cleanup(job)
                 self._announce_positions()
+                job.finish(error_event(JobCancelled.code, JobCancelled().message))
                 return "cancelled"
             if not job.finished:
-                job.token.cancel()  # the worker stops at the next UNet/VAE block or stage
+                job.token.cancel()  # the worker stops at the next UNet/VAE block or stage …
+                timer = threading.Timer(CANCEL_GRACE_S, self._abandon, args=(job,))
+                timer.daemon = True
+                timer.start()       # … or the job is answered without it
                 return "cancelling"
             del self.jobs[job_id]
         remove_folder(job.folder)
@@ -167,20 +134,29 @@ class JobService:
 
     def describe(self) -> dict[str, Any]:
         with self._cond:
-            return {"queued": len(self.queue), "running": self.current.id if self.current else None,
-                    "jobs": len(self.jobs)}
+            current = self.current
+            return {"queued": len(self.queue), "max_queue": self.max_queue,
+                    "running": current.id if current is not None and not current.abandoned else None,
+                    "busy": current is not None, "jobs": len(self.jobs), "max_upload_bytes": self.max_upload_bytes}
 
     def close(self, timeout: float = 10.0) -> None:
         """Cancel everything, stop the worker, remove every job folder."""
+        message = "The server is shutting down; the job was cancelled."
         with self._cond:
             self._closing = True
-            for job in list(self.queue):
-                job.emit(error_event(JobCancelled.code, "The server is shutting down; the job was cancelled."))
+            waiting = list(self.queue)
             self.queue.clear()
-            if self.current is not None:
-                self.current.token.cancel()
+            current = self.current
             self._cond.notify_all()
+        for job in waiting:
+            self._cleanup(job)
+            job.finish(error_event(JobCancelled.code, message))
+        if current is not None:
+            current.token.cancel()
         self._worker.join(timeout)
+        if current is not None and current.token.settle():
+            self._cleanup(current)
+            current.finish(error_event(JobCancelled.code, message))
         for job in list(self.jobs.values()):
             remove_folder(job.folder)
 
@@ -204,24 +180,34 @@ class JobService:
                 self.current = job
                 job.start()
                 self._announce_positions()
+            final = None
             try:
                 self.runner.run(job.request, job.emit, job.token)
             except BaseException as error:  # noqa: BLE001 - every ending becomes an error event
-                event, _ = error_for(error)
-                job.emit(event)
-            else:
-                if not job.finished:  # run_job always ends with a result event; never hang a client
-                    job.emit(error_event("internal", "The job ended without a result event."))
+                final, _ = error_for(JobCancelled() if job.token.cancelled else error)
             finally:
                 self._cleanup(job)
                 with self._cond:
                     self.current = None
+                    self._durations.append(time.time() - (job.started_at or time.time()))
                     self._announce_positions()
+                job.finish(final)   # the terminal event only now: everything of the job is cleaned up
+
+    def _abandon(self, job: Job) -> None:
+        """A cancelled job still running after the grace period: answer it now (see the module)."""
+        with self._cond:
+            if job is not self.current or job.finished or job.abandoned:
+                return
+            if not job.token.settle():
+                return   # its result was committed just now: it ends normally, with the result
+            job.abandoned = True
+        self._cleanup(job)
+        job.finish(error_event(JobCancelled.code, ABANDONED))
 
     def _cleanup(self, job: Job) -> None:
         if job.upload:
             Path(job.upload).unlink(missing_ok=True)
-        if job.state != "done":
+        if job.abandoned or not job.succeeded:
             remove_folder(job.folder)
 
     def _housekeeping(self, every: float) -> None:

@@ -52,9 +52,7 @@ def reselect_files(result: str | Path, output: str | Path, vote_threshold: float
                              hint="Segment with --evidence to write the whole bundle.")
     labels_image = _read(result)
     proposals_image = _read(proposals_path)
-    if proposals_image.GetSize() != labels_image.GetSize():
-        raise InvalidRequest(f"{proposals_path.name} ({proposals_image.GetSize()}) and {result.name} "
-                             f"({labels_image.GetSize()}) are not on the same grid.")
+    _check_same_grid(proposals_image, labels_image, proposals_path.name, result.name)
     check_output_path(output, labels_image.GetDimension(), inputs=bundle_files, overwrite=overwrite)
     proposals = _volume_array(proposals_image)  # integer ids as stored: no float copy of the volume
     try:
@@ -69,6 +67,29 @@ def reselect_files(result: str | Path, output: str | Path, vote_threshold: float
     return {"event": "result", "output": str(output), "outputs": {"labelmap": str(output)},
             "voxels": int(np.count_nonzero(labels)), "voxels_changed": changed,
             "timings": {"select": round(seconds, 4)}}
+
+
+def _check_same_grid(proposals, labels, proposals_name: str, labels_name: str) -> None:
+    """The proposals must lie on the labelmap's grid: size, spacing, origin and direction. Equal
+    sizes alone would let a volume from another scan (or a resampled copy) paint its ids onto
+    the wrong voxels, and the new labelmap would be written on a grid nobody segmented."""
+    import numpy as np
+
+    from ...contract.errors import InvalidRequest
+
+    checks = (("size", proposals.GetSize(), labels.GetSize()),
+              ("spacing", proposals.GetSpacing(), labels.GetSpacing()),
+              ("origin", proposals.GetOrigin(), labels.GetOrigin()),
+              ("direction", proposals.GetDirection(), labels.GetDirection()))
+    for what, theirs, ours in checks:
+        if len(theirs) != len(ours) or not np.allclose(theirs, ours, rtol=1e-6, atol=1e-6):
+            raise InvalidRequest(f"{proposals_name} and {labels_name} are not on the same grid: {what} "
+                                 f"{_rounded(theirs)} against {_rounded(ours)}.",
+                                 hint="Re-select with the proposals volume written beside this labelmap.")
+
+
+def _rounded(values) -> tuple:
+    return tuple(round(float(v), 6) for v in values)
 
 
 def _read(path: Path):

@@ -12,10 +12,11 @@ import argparse
 import json
 import socket
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
+
+from ...contract.errors import DiffusionSegError
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -30,8 +31,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-root", action="append", default=[], metavar="FOLDER",
                         help="folder whose files jobs may name as input paths (repeatable); without any, "
                              "inputs must be uploaded")
+    parser.add_argument("--allow-model-root", action="append", default=[], metavar="FOLDER",
+                        help="folder whose model folders jobs may name (repeatable); without any, only Hugging Face "
+                             "repo ids and built-in references (random:…) are loaded")
     parser.add_argument("--work-dir", help="folder for uploads and results (default: a temporary folder, "
-                                           "deleted on exit)")
+                                           "deleted on exit); what a killed server left there is removed at start")
+    parser.add_argument("--max-queue", type=int, default=32,
+                        help="jobs that may wait at once; more are answered 429 with Retry-After (default 32)")
     parser.add_argument("--model-budget-gb", type=float, default=0.0,
                         help="unload least recently used models above this many GB (0: no limit)")
     parser.add_argument("--idle-unload-minutes", type=float, default=30.0,
@@ -53,6 +59,7 @@ def main(args: argparse.Namespace) -> int:
     from ...serve.auth import load_or_create_token
     from ...serve.inputs import remove_folder
     from ...serve.jobs import JobService
+    from ...serve.workdir import prepare_work_dir, release_work_dir
     from ..protocol import isolate_stdout
 
     events = isolate_stdout()
@@ -60,26 +67,36 @@ def main(args: argparse.Namespace) -> int:
         print(f"warning: serving on {args.host}: other machines can reach this worker; only the bearer token "
               "protects it, and traffic is not encrypted (put it behind TLS, e.g. an SSH tunnel).", file=sys.stderr)
     roots = [Path(root) for root in args.allow_root]
-    for root in roots:
-        if not root.is_dir():
-            print(f"error: --allow-root {root} is not a folder.", file=sys.stderr)
-            return 2
+    model_roots = [Path(root) for root in args.allow_model_root]
+    for option, folders in (("--allow-root", roots), ("--allow-model-root", model_roots)):
+        for root in folders:
+            if not root.is_dir():
+                print(f"error: {option} {root} is not a folder.", file=sys.stderr)
+                return 2
+    if args.max_queue < 1:
+        print(f"error: --max-queue must be at least 1; got {args.max_queue}.", file=sys.stderr)
+        return 2
+    try:
+        work_dir, owned, swept = prepare_work_dir(args.work_dir)
+    except DiffusionSegError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if swept:
+        print(f"Removed {len(swept)} folder(s) a killed DiffusionSeg server had left: "
+              f"{', '.join(str(p) for p in swept[:5])}", file=sys.stderr)
     token, token_path = load_or_create_token(args.token_file)
-    owned = not args.work_dir
-    work_dir = Path(args.work_dir or tempfile.mkdtemp(prefix="diffusionseg-serve-"))
-    work_dir.mkdir(parents=True, exist_ok=True)
     runner = Runner(model_budget_bytes=int(args.model_budget_gb * 2**30) or None,
                     idle_seconds=args.idle_unload_minutes * 60 or None,
                     feature_budget_bytes=int(args.cache_gb * 2**30))
     service = JobService(runner, work_dir, roots, int(args.max_upload_mb * 2**20),
-                         keep_seconds=args.keep_results_minutes * 60)
+                         keep_seconds=args.keep_results_minutes * 60, max_queue=args.max_queue,
+                         model_roots=model_roots)
     sock = _bind(args.host, args.port)
     port = sock.getsockname()[1]
     host = f"[{args.host}]" if ":" in args.host else args.host
     def shut_down() -> None:
         service.close()
-        if owned:
-            remove_folder(work_dir)
+        release_work_dir(work_dir, owned)
         if not args.token_file:  # the generated token dies with the server
             remove_folder(token_path.parent)
 

@@ -20,6 +20,7 @@ from ...io.images import LABEL_SUFFIXES
 from ..arguments import (
     add_model_arguments,
     add_pipeline_arguments,
+    add_view_arguments,
     parse_params,
     pipeline_from_args,
 )
@@ -51,6 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser, required_method=False, several_prompts=True)
     parser.set_defaults(method=None)
     add_pipeline_arguments(parser)
+    add_view_arguments(parser)
 
 
 def plan_from_args(args: argparse.Namespace):
@@ -120,4 +122,4 @@ def main(args: argparse.Namespace) -> int:
     # A cancelled Ray run stops its actors and the local cluster (seconds): the watchdog must not
     # cut that short, or Ray's processes outlive the command.
     grace = RAY_SHUTDOWN_GRACE_S if args.engine == "ray" else CANCEL_GRACE_S
-    return run_with_events(work, grace=grace)
+    return run_with_events(work, grace=grace, quiet=args.quiet, json_lines=args.json, command="batch")

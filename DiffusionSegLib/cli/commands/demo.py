@@ -43,7 +43,7 @@ from the Hugging Face hub; see docs/install.md for offline machines)."""
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default="diffusionseg-demo",
                         help="folder for the synthetic inputs, models and results (new or empty)")
-    parser.add_argument("--device", choices=DEVICES, default="auto")
+    parser.add_argument("--device", choices=DEVICES, default="auto", help="where to run (auto: CUDA when present)")
     parser.add_argument("--overwrite", action="store_true", help="reuse a non-empty --output folder")
 
 

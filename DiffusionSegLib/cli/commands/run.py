@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 
 from ...contract.request import JobRequest
-from ..arguments import add_quiet_argument
+from ..arguments import add_view_arguments
 from ..protocol import run_with_events
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--request", required=True, help="job request JSON (see docs/cli.md)")
-    add_quiet_argument(parser)
+    add_view_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -21,4 +21,4 @@ def main(args: argparse.Namespace) -> int:
     configure_threads(getattr(args, "threads", 0))  # this process: physical cores, or the cap
 
     return run_with_events(lambda emit, token: Runner().run(JobRequest.load(args.request), emit, token),
-                           quiet=args.quiet)
+                           quiet=args.quiet, json_lines=args.json, command="run")

@@ -226,3 +226,21 @@ def test_notices_that_ask_nothing_are_dropped_and_other_warnings_kept():
         logger.removeHandler(handler)
         logger.setLevel(level)
     assert seen == ["Some weights were not used."]
+
+
+def test_a_training_run_says_its_split_and_resumed_stage_not_its_metrics():
+    screen = io.StringIO()
+    console = ConsoleProgress(screen, "train")
+    console({"event": "log", "level": "info", "message": "24 slices from 24 cases: 22 training cases."})
+    console({"event": "log", "level": "info", "message": "Resumed the VAE stage at step 6: it fell short."})
+    console({"event": "progress", "stage": "train_vae", "done": 3, "total": 10})
+    console({"event": "log", "level": "info", "message": "VAE trained for 3 steps.", "metrics": {"vae_steps": 3}})
+    console({"event": "warning", "message": "VAE stage fell short: mask round-trip Dice 0.0000.",
+             "check": {"stage": "train_vae", "passed": False}})
+    text = screen.getvalue()
+    assert "24 slices from 24 cases" in text and "Resumed the VAE stage at step 6" in text
+    assert "VAE trained for 3 steps" not in text  # a metrics line: for the log and the panel, not the terminal
+    assert text.rindex("3/10") < text.index("warning: VAE stage fell short")  # the stage's bar ends above its check
+    other = io.StringIO()
+    ConsoleProgress(other, "segment")({"event": "log", "level": "info", "message": "DiffusionSeg job: method …"})
+    assert other.getvalue() == ""  # a job's info lines stay in the event stream

@@ -36,6 +36,9 @@ LABELS = {"load": "load model", "segment": "segment", "train_vae": "VAE stage", 
           "train_adapter": "adapter", "train_residual_head": "residual head",
           "cache_backbone": "backbone cache", "cache_residuals": "residual cache", "evaluate": "evaluate"}
 SELF_DRAWN = {"batch"}  # stages whose command draws its own bar (batch/progress.py)
+# commands whose info lines a person reads (training: the data split, a resumed stage, a check
+# passed); lines carrying metrics are for the log and the panel's charts, not the terminal
+SAYS_INFO = {"train"}
 
 
 @dataclass
@@ -147,6 +150,10 @@ class ConsoleProgress:
                 self._write(event["message"])
         elif event.get("level") in ("warning", "error"):
             self._warn(event)
+        elif self.command in SAYS_INFO and not self.quiet and "metrics" not in event:
+            if "check" in event:  # a stage's check passed: the stage has ended, its bar goes above
+                self._close()
+            self._write(str(event.get("message", "")))
 
     def on_warning(self, event: dict) -> None:
         self._warn(event)
@@ -172,6 +179,9 @@ class ConsoleProgress:
 
     # text ---------------------------------------------------------------------------------
     def _warn(self, event: dict) -> None:
+        finished = self.bar is not None and self.bar.n >= (self.bar.total or 0)
+        if "check" in event or finished:  # said as a stage ends (a training check, a result's warning):
+            self._close()                 # that stage's bar stays above it
         message = str(event.get("message", event))
         cases = self.warnings.setdefault(message, [])
         cases.append(str(event.get("case", "")))

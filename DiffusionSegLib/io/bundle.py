@@ -105,8 +105,9 @@ def read_scores(path: str | Path) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        evidence = path.with_name(path.name.removesuffix(".scores.json") + ".evidence.nrrd")
-        if evidence.is_file():  # a bundle written with --evidence, by a method with no proposals (SDSeg)
+        stem = path.name.removesuffix(".scores.json")
+        evidence, proposals = path.with_name(stem + ".evidence.nrrd"), path.with_name(stem + ".proposals.nrrd")
+        if evidence.is_file() and not proposals.is_file():  # --evidence by a method without proposals (SDSeg)
             raise InvalidRequest(f"{path.name} is missing but {evidence.name} is there: the result comes from a method "
                                  f"that has no proposals to choose from (SDSeg; its evidence is the probability map). "
                                  f"Re-selection applies to ADZUS and DiffuGTS results.",

@@ -49,7 +49,7 @@ def describe(data: dict, columns: int) -> list[str]:
             default = p["default"] if p["default"] != "" else '""'
             lines += wrap(f"{p['help']}", 2, f"--param {p['name']}={default}  ({p['type']}{choices}{limits}) ")
         lines.append("")
-    lines.append("Intensity presets (--intensity NAME):")
+    lines.append("intensity presets (--intensity NAME):")
     for name, preset in data["intensity_presets"].items():
         lines += wrap(preset["label"], 2, f"{name:16s}")
     return lines

@@ -143,7 +143,7 @@ class ConsoleProgress:
         if "stage_index" in event and not self.quiet:  # a new training stage: its own bar and budget
             self._close()
             budget = event.get("budget_minutes")
-            self.deadline = time.monotonic() + 60.0 * budget if budget else None
+            self.deadline = time.monotonic() + 60.0 * budget if budget is not None else None  # 0: spent
             if event.get("level") == "warning":
                 self._warn(event)
             else:

@@ -67,18 +67,31 @@ def test_train_cli_writes_heads_that_a_job_uses(tiny_sd_path, tmp_path):
     assert {"aova", "inpaint", "residual"} <= set(job_events[-1]["timings"])
 
 
-def test_resume_reuses_the_trained_adapter(tiny_sd_path, tmp_path):
+def test_resume_extends_an_adapter_that_fell_short_and_reuses_one_that_passed(tiny_sd_path, tmp_path):
     for n in range(2):
         _write_case(tmp_path, f"case{n}", seed=n)
     heads = tmp_path / "heads"
     base = ["train", "diffugts", "--images", str(tmp_path / "images"), "--masks", str(tmp_path / "masks"),
             "--mask-map", ">0", "--output", str(heads), "--model", str(tiny_sd_path), "--prompt", "brain tumour",
-            "--organ", "brain", "--val-fraction", "0", "--adapter-epochs", "2", "--head-epochs", "1",
-            "--inpaint-steps", "2", "--device", "cpu", "--no-residual-head"]
-    get_method("diffugts").train(build_parser().parse_args(base), JobContext())
-    first = (heads / "heads.safetensors").read_bytes()
+            "--organ", "brain", "--val-fraction", "0", "--head-epochs", "1", "--inpaint-steps", "2", "--device",
+            "cpu", "--no-residual-head"]
+    train = get_method("diffugts").train
+    short = train(build_parser().parse_args(base + ["--adapter-epochs", "2"]), JobContext())
+    assert [(c["stage"], c["passed"]) for c in short["checks"]] == [("adapter", False), ("heads", False)]
+    started = (heads / "heads.safetensors").read_bytes()
+
     events = []
-    get_method("diffugts").train(build_parser().parse_args(base + ["--resume"]), JobContext(emit=events.append))
+    extended = train(build_parser().parse_args(base + ["--adapter-epochs", "10", "--resume"]),
+                     JobContext(emit=events.append))
+    assert any("fell short, so it trains on" in e.get("message", "") for e in events)
+    assert [e["done"] for e in events if e.get("stage") == "train_adapter"][-1] == 10
+    assert extended["checks"][0]["passed"]  # 2 + 10 epochs: the coarse Dice is above the floor now
+    first = (heads / "heads.safetensors").read_bytes()
+    assert first != started
+
+    events = []
+    train(build_parser().parse_args(base + ["--adapter-epochs", "10", "--resume"]), JobContext(emit=events.append))
+    assert any("reusing the trained adapter" in e.get("message", "") for e in events)
     assert not any(e.get("stage") == "train_adapter" for e in events)
     from safetensors.torch import load
 

@@ -59,3 +59,31 @@ def test_extension_metadata_points_at_files_that_exist():
                 assert path.stat().st_size < 300_000
     assert (ROOT / "Resources" / "Icons" / "DiffusionSeg.png").read_bytes() == \
         (ROOT / "DiffusionSeg" / "Resources" / "Icons" / "DiffusionSeg.png").read_bytes()
+
+
+def test_generated_tables_match_the_code():
+    """Method parameter tables and the exit-status table are generated from the specs and
+    contract/errors.py; after changing either, run `python -m DiffusionSegLib.tools.docs_tables`."""
+    from DiffusionSegLib.tools.docs_tables import TABLES, stale_pages
+
+    assert stale_pages() == [], "run `python -m DiffusionSegLib.tools.docs_tables` and commit the pages"
+    for page, tables in TABLES.items():
+        text = (ROOT / page).read_text()
+        for name, make in tables.items():
+            table = make()
+            assert table.count("\n") >= 3 and table in text  # a real table, present in its page
+    adzus = (ROOT / "docs/methods/adzus.md").read_text()
+    assert "`seed_threshold`" in adzus and "`proposals`" in adzus
+    assert "`gate_threshold`" in (ROOT / "docs/methods/diffugts.md").read_text()
+
+
+def test_every_page_installs_the_same_test_extras_as_ci():
+    """The test install line is the same on every page and in .ci/run."""
+    pattern = re.compile(r'pip install (?:--quiet )?-e "\.\[(test[^\]]*)\]"')
+    ci = pattern.findall((ROOT / ".ci" / "run").read_text())
+    assert len(ci) == 1
+    found = {str(page.relative_to(ROOT)): pattern.findall(page.read_text()) for page in PAGES}
+    pages = {name: extras for name, extras in found.items() if extras}
+    assert {"README.md", "docs/install.md", "docs/development.md"} <= set(pages)
+    for name, extras in pages.items():
+        assert set(extras) == set(ci), f"{name} installs .[{extras}], CI installs .[{ci[0]}]"

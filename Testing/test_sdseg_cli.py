@@ -31,8 +31,9 @@ def trained(tmp_path_factory):
     images, masks = write_png_pairs(root / "data", 8, size=40)
     out = root / "ckpt"
     code, events, err = run_cli("train", "sdseg", "--images", str(images), "--masks", str(masks),
-                                "--output", str(out), "--steps", "6", *TINY)
-    assert code == 0, err
+                                "--output", str(out), "--steps", "6", *TINY, "--vae-steps", "60")
+    assert code == 0, err  # 60 VAE steps and 6 SDSeg steps (denoiser skip) pass both checks here
+    assert [c["passed"] for c in events[-1]["checks"]] == [True, True]
     return root, images, masks, out, events
 
 
@@ -59,7 +60,7 @@ def test_resume_continues_from_the_saved_step(trained):
                                 "--output", str(out), "--steps", "9", "--resume", *TINY)
     assert code == 0, err
     assert any("Resumed at step 6" in e.get("message", "") for e in events)
-    assert not any("VAE trained" in e.get("message", "") for e in events)  # the VAE is reused
+    assert not any("VAE trained" in e.get("message", "") for e in events)  # the VAE passed: reused
     assert events[-1]["steps"] == 9
     steps = [int(e["metrics"]["step"]) for e in events if "val_dice" in e.get("metrics", {})]
     assert steps == [9]

@@ -25,8 +25,8 @@ from DiffusionSegLib.training.loop import dice_iou
 def overfit(n_pairs: int, vae_steps: int, steps: int, denoiser_skip: bool, lr: float = 1e-3):
     torch.manual_seed(0)
     images, masks = disc_pairs(n_pairs, 32)
-    vae, round_trip, _ = train_vae(small_vae_config(32, (8, 16, 16), 4), images, masks > 0, JobContext(),
-                                   steps=vae_steps, budget=TimeBudget(None), batch_size=16, lr=2e-3)
+    vae, round_trip, _, _ = train_vae(small_vae_config(32, (8, 16, 16), 4), images, masks > 0, JobContext(),
+                                      steps=vae_steps, budget=TimeBudget(None), batch_size=16, lr=2e-3)
     model = build_from_scratch(vae, small_unet_config(8, 4, (32, 64), 1, 0.0), 0.0, denoiser_skip=denoiser_skip)
     model.set_scale_factor_from(as_rgb_mask(masks))
 

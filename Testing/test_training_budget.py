@@ -15,7 +15,7 @@ import pytest
 from sdseg_synthetic import write_png_pairs
 
 from DiffusionSegLib.cli.main import build_parser
-from DiffusionSegLib.contract.errors import JobCancelled
+from DiffusionSegLib.contract.errors import EXIT_TRAINING_FELL_SHORT, JobCancelled
 from DiffusionSegLib.contract.events import CancelToken, JobContext
 from DiffusionSegLib.training.budget import RunBudget, TimeBudget
 
@@ -60,10 +60,14 @@ def test_max_minutes_bounds_every_stage_of_train_sdseg(tmp_path):
     proc = subprocess.run(command, capture_output=True, encoding="utf-8", cwd=ROOT, timeout=600,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     wall = time.monotonic() - began
-    assert proc.returncode == 0, proc.stderr
+    # whether one minute makes a usable model depends on the machine's speed: a run that fell short
+    # says so (exit 8, after its result; test_training_checks.py); either way the budget holds
+    assert proc.returncode in (0, EXIT_TRAINING_FELL_SHORT), proc.stderr
     # 1 minute of budget + start-up (imports) and the final validation: the bound is 2 minutes
     assert wall < 120, f"--max-minutes 1 took {wall:.0f} s"
     events = [json.loads(line) for line in proc.stdout.splitlines()]
+    if proc.returncode == EXIT_TRAINING_FELL_SHORT:
+        assert events.pop()["code"] == "training_fell_short"
     announced = stage_announcements(events)
     assert [e["stage"] for e in announced] == ["train_vae", "train"]
     vae, denoiser = announced
@@ -97,14 +101,16 @@ def test_cancelled_run_keeps_finished_stages_and_resumes_from_them(tmp_path):
         if event["event"] == "progress" and event["stage"] == "train" and event["done"] > 0:
             token.cancel()  # like Cancel in the panel, during the denoiser stage (step 25)
 
+    # 60 VAE steps: a VAE that passes its check (test_training_checks.py), so --resume reuses it
     with pytest.raises(JobCancelled, match="--resume"):
-        run(_args(images, masks, out, "--steps", "60"), JobContext(emit=emit, cancel_token=token))
+        run(_args(images, masks, out, "--steps", "60", "--vae-steps", "60"), JobContext(emit=emit, cancel_token=token))
     assert (out / "vae" / "config.json").is_file()  # the finished VAE stage is kept
     state = json.loads((out / "training_state" / "state.json").read_text())
     assert state["step"] == 25  # the denoiser's progress up to the cancel is kept too
 
     events = []
-    summary = run(_args(images, masks, out, "--steps", "30", "--resume"), JobContext(emit=events.append))
+    summary = run(_args(images, masks, out, "--steps", "30", "--vae-steps", "60", "--resume"),
+                  JobContext(emit=events.append))
     messages = [e.get("message", "") for e in events]
     assert any("Resumed at step 25" in m for m in messages)
     assert not any("VAE trained" in m for m in messages)

@@ -7,7 +7,9 @@ nodes into a temporary images/ + masks/ pair, and start
 `python -m DiffusionSegLib train sdseg --init-from CKPT ...` as a worker process.
 processEvents(): called by the panel's QTimer (or a test loop); forwards progress and log events
 and, once the worker has exited, moves the new checkpoint from the temporary folder into the
-output folder (so an interrupted run never leaves a partial checkpoint there).
+output folder (so an interrupted run never leaves a partial checkpoint there). A run that ends
+with `training_fell_short` (exit 8: the checkpoint is written but no better than a trivial
+answer) keeps its checkpoint too, flagged in its model card, and says so as a warning.
 The temporary folder is removed in every outcome; the scene is never changed.
 """
 
@@ -21,6 +23,8 @@ from dataclasses import dataclass, field
 
 import slicer
 import vtk
+
+from DiffusionSegLib.api import EXIT_TRAINING_FELL_SHORT
 
 from .SegmentationImport import removeNodeAndDisplay
 from .VolumeIO import checkInputVolume, exportVolume
@@ -170,6 +174,7 @@ class FineTuneJob(WorkerJob):
         self.segmentIds = list(segmentIds or [])
         self.launcher = launcher or WorkerLauncher(WorkerPythonSettings().resolve(settings.pythonInterpreter))
         self.outputPath: str | None = None      # the new checkpoint, once SUCCEEDED
+        self._fellShort: dict | None = None     # the `training_fell_short` event, said as a warning at the end
 
     # -- start -----------------------------------------------------------------------------------
 
@@ -202,6 +207,24 @@ class FineTuneJob(WorkerJob):
         self._output = output
         arguments = self.settings.trainArguments(imagesDir, masksDir, os.path.join(self.workDir, CHECKPOINT_FOLDER))
         return self.launcher.trainCommand("sdseg", arguments, self.settings.device, self.workDir)
+
+    def _handleEvent(self, event: dict) -> None:
+        if event.get("event") == "error" and event.get("code") == "training_fell_short":
+            self._fellShort = event   # not a failure: the checkpoint is there, flagged
+            return
+        super()._handleEvent(event)
+
+    def _finish(self, returnCode: int | None) -> None:
+        if returnCode == EXIT_TRAINING_FELL_SHORT and self.result is not None and self._fellShort is not None:
+            failed = [c for c in self.result.get("checks") or [] if not c.get("passed", True)]
+            stages = ", ".join(f"{c['label']} {c['measure']} {c['score']:.3f} (floor {c['floor']:.2f})" for c in failed)
+            message = (f"Fine-tuning fell short: {stages or self._fellShort.get('message', '')}, no better than a "
+                       f"trivial answer. The checkpoint is kept and its model card says so. "
+                       f"{self._fellShort.get('hint', '')}").strip()
+            self.warnings.append(message)
+            self.log.emit("warning", message)
+            returnCode = 0
+        super()._finish(returnCode)
 
     def _onSuccess(self) -> None:
         """Move the staged checkpoint into the output folder (only now: never a partial one)."""

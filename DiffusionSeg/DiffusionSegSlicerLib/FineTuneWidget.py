@@ -162,9 +162,10 @@ class FineTunePanel:
         if job.state == job.SUCCEEDED:
             self.ui.statusLabel.text = _("Fine-tuned checkpoint written to {path}.").format(path=job.outputPath)
             self.ui.fineTuneOutputPathLineEdit.currentPath = ""   # the next run needs a new folder
+            warned = "".join("\n\n" + warning for warning in job.warnings)   # e.g. the run fell short of its check
             if slicer.util.confirmYesNoDisplay(
-                    _("The fine-tuned checkpoint was written to {path}.\n\nUse it as the SDSeg model now?").format(
-                        path=job.outputPath)):
+                    _("The fine-tuned checkpoint was written to {path}.").format(path=job.outputPath) + warned
+                    + "\n\n" + _("Use it as the SDSeg model now?")):
                 self.useAsSdsegModel(job.outputPath)
         elif job.state == job.CANCELLED:
             self.ui.statusLabel.text = _("Fine-tuning cancelled; no checkpoint was written.")

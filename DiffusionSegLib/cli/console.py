@@ -1,43 +1,78 @@
-"""Progress bars and a closing summary for a person at a terminal.
+"""What a person at a terminal sees of a job: bars, warnings, errors and the closing words.
 
-A listener on the job's event stream: it reads the same events the JSON-lines writer sends to
-stdout and draws on stderr, so stdout stays exactly the machine-readable event stream. It is
-attached only when stderr is a terminal and `--quiet` was not given; anything that goes wrong
-in it switches it off and never touches the job.
+Which view a command gets (`choose_view`):
 
-One bar per stage (`load`, `segment` in slices, `train_vae`/`train` in steps, …); progress of a
-stage that arrives while another stage's bar is still open (ADZUS's `inversion`, DiffuGTS's
-`inpaint`) is shown beside that bar instead of opening bars in turn. A training stage announced
-with a time budget shows how much of it is left, since the budget, not the step count, usually
-ends it.
+- stdout is not a terminal (a pipe or a file: the Slicer worker, `serve`'s callers, scripts): one
+  JSON event per line on stdout, exactly as the job contract says; when stderr is a terminal
+  (`segment … | jq`) the human view is drawn there as well.
+- stdout is a terminal: the human view only, on stderr (on stdout when stderr is redirected).
+  `--json` asks for the JSON lines instead, and then nothing else is drawn on that terminal.
+- `--quiet`: no bars, no stage lines, no closing summary; a human view still says its warnings
+  and errors, since each of them asks for an action.
+
+The view is a listener on the job's event stream, so the events themselves never depend on it;
+anything that goes wrong in it switches it off and never touches the job. One bar per stage
+(`load`, `segment` in slices, `train_vae`/`train` in steps, …) that updates in place; progress of
+a stage that arrives while another stage's bar is still open (ADZUS's `inversion`, DiffuGTS's
+`inpaint`, a case's stages under `evaluate`) is shown beside that bar. A training stage announced
+with a time budget shows how much of it is left. A warning is said once: repeats (the same
+warning for every case of an evaluation) are counted and named in the closing words.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import textwrap
 import time
-from typing import Any, Callable, TextIO
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TextIO
 
 UNITS = {"segment": "slice", "train": "step", "train_vae": "step", "train_adapter": "epoch",
-         "train_residual_head": "epoch", "cache_backbone": "slice", "cache_residuals": "slice"}
+         "train_residual_head": "epoch", "cache_backbone": "slice", "cache_residuals": "slice",
+         "evaluate": "case"}
 LABELS = {"load": "load model", "segment": "segment", "train_vae": "VAE stage", "train": "training",
           "train_adapter": "adapter", "train_residual_head": "residual head",
-          "cache_backbone": "backbone cache", "cache_residuals": "residual cache"}
+          "cache_backbone": "backbone cache", "cache_residuals": "residual cache", "evaluate": "evaluate"}
+SELF_DRAWN = {"batch"}  # stages whose command draws its own bar (batch/progress.py)
+# commands whose info lines a person reads (training: the data split, a resumed stage, a check
+# passed); lines carrying metrics are for the log and the panel's charts, not the terminal
+SAYS_INFO = {"train"}
 
 
-def attach(emit: Callable[[dict], None], quiet: bool = False, stream: TextIO | None = None
-           ) -> Callable[[dict], None]:
-    """`emit` plus the console listener when `stream` (stderr) is a terminal and not `quiet`."""
-    stream = stream or sys.stderr
+@dataclass
+class View:
+    """Where a job's events go: JSON lines on stdout or not, and the stream of the human view."""
+
+    json_lines: bool
+    console: TextIO | None
+    quiet: bool = False
+
+
+def choose_view(events: TextIO, *, json_flag: bool = False, quiet: bool = False,
+                stderr: TextIO | None = None) -> View:
+    """The view for a job whose events would go to `events` (the process's real stdout)."""
+    stderr = stderr or sys.stderr
     if quiet:
         # the libraries' own bars too (weights loading, downloads): read by tqdm when it is first
         # imported, which in a CLI run happens later, inside the job
         os.environ.setdefault("TQDM_DISABLE", "1")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    if quiet or not _is_terminal(stream):
-        return emit
-    console = ConsoleProgress(stream)
+    if not json_flag and is_terminal(events):
+        return View(False, stderr if is_terminal(stderr) else events, quiet)
+    if json_flag and is_terminal(events):
+        return View(True, None, quiet)  # JSON asked for on a terminal: nothing else drawn on it
+    return View(True, stderr if is_terminal(stderr) and not quiet else None, quiet)
+
+
+def attach(emit: Callable[[dict], None], view: View, command: str = "segment") -> Callable[[dict], None]:
+    """`emit` (the JSON-lines writer, used only when the view has JSON lines) plus the console."""
+    if view.console is None:
+        return emit if view.json_lines else _discard
+    console = ConsoleProgress(view.console, command, view.quiet)
+    if not view.json_lines:
+        return console
 
     def both(event: dict) -> None:
         emit(event)
@@ -45,14 +80,19 @@ def attach(emit: Callable[[dict], None], quiet: bool = False, stream: TextIO | N
     return both
 
 
-def _is_terminal(stream: TextIO) -> bool:
+def _discard(event: dict) -> None:
+    pass
+
+
+def is_terminal(stream: Any) -> bool:
     try:
-        return stream.isatty()
+        return bool(stream.isatty())
     except (AttributeError, ValueError):
         return False
 
 
-def _columns(stream: TextIO) -> int:
+def columns(stream: TextIO) -> int:
+    """The terminal's width, 0 when it reports none (some pseudo-terminals, CI)."""
     try:
         return os.get_terminal_size(stream.fileno()).columns
     except (AttributeError, OSError, ValueError):
@@ -60,14 +100,15 @@ def _columns(stream: TextIO) -> int:
 
 
 class ConsoleProgress:
-    """Turns events into tqdm bars and a one-paragraph summary on `stream`."""
+    """Turns events into tqdm bars, warnings and errors said once, and the closing words."""
 
-    def __init__(self, stream: TextIO):
-        self.stream = stream
+    def __init__(self, stream: TextIO, command: str = "segment", quiet: bool = False):
+        self.stream, self.command, self.quiet = stream, command, quiet
         self.started = time.monotonic()
         self.bar: Any = None
         self.stage: str | None = None
         self.deadline: float | None = None  # monotonic end of the announced stage's time budget
+        self.warnings: dict[str, list[str]] = {}  # message → the cases it came from ("" when none)
         self.broken = False
 
     def __call__(self, event: dict) -> None:
@@ -85,6 +126,8 @@ class ConsoleProgress:
     # events -------------------------------------------------------------------------------
     def on_progress(self, event: dict) -> None:
         stage, done, total = str(event["stage"]), int(event["done"]), max(int(event["total"]), 1)
+        if self.quiet or stage in SELF_DRAWN:
+            return
         if stage != self.stage and self.bar is not None and self.bar.n < (self.bar.total or 0):
             self.bar.set_postfix_str(f"{stage} {done}/{total}{self._budget_left()}", refresh=True)
             return  # a sub-stage of the open bar
@@ -97,27 +140,54 @@ class ConsoleProgress:
         self.bar.refresh()
 
     def on_log(self, event: dict) -> None:
-        if "stage_index" in event:  # a new training stage: its own bar, its own budget
+        if "stage_index" in event and not self.quiet:  # a new training stage: its own bar and budget
             self._close()
             budget = event.get("budget_minutes")
-            self.deadline = time.monotonic() + 60.0 * budget if budget else None
-            self._write(event["message"])
+            self.deadline = time.monotonic() + 60.0 * budget if budget is not None else None  # 0: spent
+            if event.get("level") == "warning":
+                self._warn(event)
+            else:
+                self._write(event["message"])
         elif event.get("level") in ("warning", "error"):
-            self._write(f"{event['level']}: {event['message']}")
+            self._warn(event)
+        elif self.command in SAYS_INFO and not self.quiet and "metrics" not in event:
+            if "check" in event:  # a stage's check passed: the stage has ended, its bar goes above
+                self._close()
+            self._write(str(event.get("message", "")))
 
     def on_warning(self, event: dict) -> None:
-        self._write(f"warning: {event.get('message', event)}")
+        self._warn(event)
 
     def on_error(self, event: dict) -> None:
         self._close()
-        hint = f" {event['hint']}" if event.get("hint") else ""
-        self._write(f"Failed ({event.get('code')}): {event.get('message')}{hint}")
+        self._write(f"error ({event.get('code')}): {event.get('message')}")
+        if event.get("hint"):
+            self._write(f"  {event['hint']}")
 
     def on_result(self, event: dict) -> None:
         self._close()
-        from .summary import summary_paragraph
+        if self.quiet:
+            return
+        from .summary import closing_words
 
-        self._write(summary_paragraph(event, time.monotonic() - self.started))
+        self._write(closing_words(self.command, event, time.monotonic() - self.started))
+        repeated = {message: cases for message, cases in self.warnings.items() if len(cases) > 1}
+        for message, cases in repeated.items():
+            named = ", ".join(c for c in cases if c)
+            self._write(f"The warning \"{_shorten(message)}\" came {len(cases)} times"
+                        + (f" (cases {_shorten(named, 120)})." if named else "."))
+
+    # text ---------------------------------------------------------------------------------
+    def _warn(self, event: dict) -> None:
+        finished = self.bar is not None and self.bar.n >= (self.bar.total or 0)
+        if "check" in event or finished:  # said as a stage ends (a training check, a result's warning):
+            self._close()                 # that stage's bar stays above it
+        message = str(event.get("message", event))
+        cases = self.warnings.setdefault(message, [])
+        cases.append(str(event.get("case", "")))
+        if len(cases) == 1:
+            where = f" (case {event['case']})" if event.get("case") else ""
+            self._write(f"warning{where}: {message}")
 
     # bars ---------------------------------------------------------------------------------
     def _open(self, stage: str, total: int) -> None:
@@ -125,7 +195,7 @@ class ConsoleProgress:
 
         self._close()
         self.stage = stage
-        sized = _columns(self.stream) > 0  # a terminal that reports no size (some ptys, CI) gets 100
+        sized = columns(self.stream) > 0  # a terminal that reports no size gets 100 columns
         # a stage with a time budget usually ends by the budget, not its step count: show the
         # budget left instead of a percentage and an ETA computed from the steps
         budget_format = "{desc}: {n_fmt}/{total_fmt} {unit}s [{elapsed}, {rate_fmt}{postfix}]"
@@ -147,6 +217,15 @@ class ConsoleProgress:
     def _write(self, text: str) -> None:
         if self.bar is not None:
             self.bar.clear()
+        width = columns(self.stream)
+        if width > 20:  # wrap at words, not wherever the terminal cuts; continuation lines indented
+            text = "\n".join(textwrap.fill(line, width - 1, subsequent_indent=" " * (len(line) - len(line.lstrip()) + 2),
+                                            break_on_hyphens=False, break_long_words=False)
+                              for line in text.splitlines())
         print(text, file=self.stream, flush=True)
         if self.bar is not None:
             self.bar.refresh()
+
+
+def _shorten(text: str, limit: int = 70) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"

@@ -11,8 +11,9 @@ batch     a method over a cohort (manifest or folder): resumable, sharded, optio
 reselect  re-choose a result's foreground proposals from its evidence bundle, without the model
 demo      offline plumbing check: synthetic inputs, random-weight models, every method
 
-`segment` and `run` speak the job contract: JSON-lines events on stdout and nothing else there
-(library chatter is redirected to stderr), and the exit statuses in errors.py.
+On a terminal a job shows progress bars and closing words; with stdout piped (or `--json`) it
+speaks the job contract instead: one JSON event per line on stdout and nothing else there
+(library chatter goes to stderr). `<command> --help` lists every option with its default.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import argparse
 import importlib
 
 from .. import __version__
+from .notices import silence_notices
 from .protocol import JsonErrorArgumentParser, cancel_before_job_starts
 
 # name → (module with add_arguments/main, one-line help). Modules import lightly at top level:
@@ -41,17 +43,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def build_parser() -> argparse.ArgumentParser:
     # argument errors come as a JSON `invalid_request` event too (subparsers inherit the class)
-    parser = JsonErrorArgumentParser(prog="python -m DiffusionSegLib", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = JsonErrorArgumentParser(prog="python -m DiffusionSegLib", description=__doc__)
     parser.add_argument("--version", action="version", version=f"DiffusionSegLib {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     for name, (module, help_text) in COMMANDS.items():
-        sub = commands.add_parser(name, help=help_text)
+        sub = commands.add_parser(name, help=help_text, description=help_text[:1].upper() + help_text[1:] + ".")
         importlib.import_module(module).add_arguments(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     cancel_before_job_starts()
+    silence_notices()
     args = build_parser().parse_args(argv)
     return importlib.import_module(COMMANDS[args.command][0]).main(args)

@@ -1,5 +1,6 @@
-"""The event protocol around a job: stdout kept for JSON-lines events, cancellation, error
-events and exit codes. Every command that speaks the job contract runs through here.
+"""The event protocol around a job: stdout kept for JSON-lines events (a person at a terminal
+gets the human view instead: console.py), cancellation, error events and exit codes. Every
+command that speaks the job contract runs through here.
 
 Cancellation is one mechanism: SIGTERM/SIGINT (or the parent's disappearance, see
 `exit_when_stdin_closes`) only *sets* the job's CancelToken; the job stops at its next safe
@@ -171,10 +172,15 @@ def cancel_before_job_starts() -> None:
     """Until a job installs its own handlers: a cancel while Python still imports and parses
     arguments ends at once with the same `cancelled` event and exit 130 (nothing has started)."""
 
+    json_lines = wants_json_lines()
+
     def on_signal(signum: int, frame: Any) -> None:
-        line = json.dumps(error_event("cancelled", CANCELLED_MESSAGE)) + "\n"
+        if json_lines:
+            line, fd = json.dumps(error_event("cancelled", CANCELLED_MESSAGE)) + "\n", 1
+        else:  # a person at the terminal pressed Ctrl+C
+            line, fd = f"\nCancelled: {CANCELLED_MESSAGE}\n", 2
         try:
-            os.write(1, line.encode("utf-8"))
+            os.write(fd, line.encode("utf-8"))
         except OSError:
             pass
         os._exit(EXIT_CANCELLED)
@@ -186,15 +192,20 @@ def cancel_before_job_starts() -> None:
 
 def run_with_events(work: Callable[[Callable[[dict], None], CancelToken], Any],
                     stream: TextIO | None = None, *, hard_exit: bool | None = None,
-                    grace: float = CANCEL_GRACE_S, quiet: bool = False) -> int:
-    """Run a job with the event protocol, cancellation and exit codes around it (and, for a person
-    at a terminal, progress bars on stderr: console.py; `quiet` turns them off).
+                    grace: float = CANCEL_GRACE_S, quiet: bool = False, json_lines: bool = False,
+                    command: str = "segment") -> int:
+    """Run a job with the event protocol, cancellation and exit codes around it.
 
-    `hard_exit` (default: when this call owns the process's stdout, i.e. the CLI) lets a cancel
-    end the process with os._exit(130); in-process callers get the exit code back instead."""
+    The events go to stdout (or `stream`) as JSON lines when it is not a terminal or `json_lines`
+    (`--json`) asks for them; a person at a terminal gets the human view of `command` instead
+    (console.py; `quiet` keeps only its warnings and errors). `hard_exit` (default: when this call
+    owns the process's stdout, i.e. the CLI) lets a cancel end the process with os._exit(130);
+    in-process callers get the exit code back instead."""
     global _current
     hard_exit = stream is None if hard_exit is None else hard_exit
-    emit = _Events(console.attach(JsonLinesWriter(stream or isolate_stdout()), quiet))
+    out = stream or isolate_stdout()
+    view = console.choose_view(out, json_flag=json_lines, quiet=quiet)
+    emit = _Events(console.attach(JsonLinesWriter(out), view, command))
     token = CancelToken()
     cancellation = _Cancellation(emit, token, hard_exit, grace)
     emit.on_reader_gone = lambda: cancellation.request(PARENT_GONE_GRACE_S)
@@ -275,13 +286,30 @@ def exit_when_stdin_closes() -> threading.Thread | None:
 
 class JsonErrorArgumentParser(argparse.ArgumentParser):
     """argparse that reports a usage error as the contract's `invalid_request` error event on
-    stdout (and the usual usage text on stderr), before anything is imported or loaded."""
+    stdout (and the usual usage text on stderr), before anything is imported or loaded. Its help
+    (and every sub-command's: they are built from this class) shows each option's default and
+    ends with the exit statuses."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        from .arguments import HelpFormatter, exit_epilog
+
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        kwargs.setdefault("epilog", exit_epilog())
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         sys.stderr.write(f"{self.prog}: error: {message}\n")
-        event = error_event("invalid_request", f"Invalid arguments: {message[:500]}",
-                            f"See `{self.prog} --help`.")
-        sys.stdout.write(json.dumps(event, ensure_ascii=False) + "\n")
-        sys.stdout.flush()
+        if wants_json_lines():  # on a terminal the two lines above are the whole answer
+            event = error_event("invalid_request", f"Invalid arguments: {message[:500]}",
+                                f"See `{self.prog} --help`.")
+            sys.stdout.write(json.dumps(event, ensure_ascii=False) + "\n")
+            sys.stdout.flush()
         raise SystemExit(EXIT_BAD_REQUEST)
+
+
+def wants_json_lines(argv: list[str] | None = None) -> bool:
+    """Before the arguments are parsed: whether this process speaks JSON lines on stdout (stdout
+    is not a terminal, or `--json` was given), as console.choose_view decides once they are."""
+    argv = sys.argv[1:] if argv is None else argv
+    return "--json" in argv or not console.is_terminal(sys.stdout)

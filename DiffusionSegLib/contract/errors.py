@@ -15,6 +15,29 @@ EXIT_DEVICE = 5
 EXIT_WRITE_FAILED = 6
 EXIT_CANCELLED = 130
 EXIT_CASES_FAILED = 7  # `batch`: the run finished, but some cases failed (see its summary)
+EXIT_TRAINING_FELL_SHORT = 8  # `train`: the run finished, but a stage fell short (training/quality.py)
+
+# What each exit status means: `--help` prints it and docs/cli.md's table is generated from it
+# (python -m DiffusionSegLib.tools.docs_tables), with the error codes of each status.
+EXIT_MEANINGS = {
+    EXIT_OK: "success: the output is complete",
+    EXIT_INTERNAL: "a bug: the stderr log has the traceback",
+    EXIT_BAD_REQUEST: "the request or the arguments are wrong; or the output exists (pass --overwrite, or "
+                      "--resume for train) or another job is writing it",
+    EXIT_BAD_INPUT: "the image (or training/evaluation data) cannot be used: missing, 4D, empty, NaN, too "
+                    "small, unreadable, a DICOM folder refused by its checks; or, for batch --dicomweb, the "
+                    "server was unreachable, refused the credentials or did not store the SEG",
+    EXIT_MODEL: "the model cannot be found or loaded (the message says where it looked)",
+    EXIT_DEVICE: "the requested device is missing, or it ran out of memory (slice batches are halved first, "
+                 "down to one)",
+    EXIT_WRITE_FAILED: "the output could not be written completely (disk full, quota): nothing was written",
+    EXIT_CASES_FAILED: "batch finished but some cases failed; each one is in its summary",
+    EXIT_TRAINING_FELL_SHORT: "train finished but a stage fell short of its floor (no better than a trivial "
+                              "answer): the checkpoint is written and flagged; the message says what to do, "
+                              "--resume extends that stage",
+    EXIT_CANCELLED: "cancelled (Ctrl+C, SIGTERM, or the parent process gone): stopped at a safe point, nothing "
+                    "written",
+}
 
 OUT_OF_MEMORY_HINT = ("Close other GPU programs, lower the batch size or the model resolution, "
                       "or choose device 'cpu'.")
@@ -129,6 +152,14 @@ class CasesFailed(DiffusionSegError):
     exit_code = EXIT_CASES_FAILED
 
 
+class TrainingFellShort(DiffusionSegError):
+    """A training run ended, but what it made is no better than a trivial answer (all background
+    or all foreground) by the floor of training/quality.py; the checkpoint stays, flagged."""
+
+    code = "training_fell_short"
+    exit_code = EXIT_TRAINING_FELL_SHORT
+
+
 class JobCancelled(DiffusionSegError):
     code = "cancelled"
     exit_code = EXIT_CANCELLED
@@ -145,3 +176,17 @@ def describe(value: object, limit: int = 80) -> str:
         return text
     size = f"{len(value)} characters" if isinstance(value, str) else f"{len(text)} characters as text"
     return f"{text[:limit]}… ({size})"
+
+
+def error_codes() -> dict[int, list[str]]:
+    """Exit status → the error codes that end with it, read from the error classes."""
+    codes: dict[int, list[str]] = {}
+    pending = list(DiffusionSegError.__subclasses__())
+    while pending:
+        cls = pending.pop(0)
+        codes.setdefault(cls.exit_code, [])
+        if cls.code not in codes[cls.exit_code]:
+            codes[cls.exit_code].append(cls.code)
+        pending.extend(cls.__subclasses__())
+    codes.setdefault(EXIT_INTERNAL, []).insert(0, "internal")
+    return codes

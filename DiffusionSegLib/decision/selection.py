@@ -341,21 +341,47 @@ def scores_from_json(data: Mapping[str, Any]) -> tuple[dict[int, SliceScores], S
     return tables, params, int(data.get("axis", 0))
 
 
+# What to try when a result is empty or covers all the tissue, by the rule that chose it (None:
+# a method without proposals to choose from, i.e. SDSeg's trained checkpoint)
+EMPTY_ADVICE = {
+    "prompt": "the target is absent, the model does not know the prompt (try another wording), "
+              "vote_threshold or seed_threshold is too strict, or the model has random weights",
+    "anomaly": "the image holds no tumour, the model does not know the prompt's anomaly, gate_threshold, "
+               "anomaly_floor or anomaly_seed is too strict, or the model has random weights",
+    "border": "every segment touches the image border (raise border_threshold), or the model has random weights",
+    "all": "the model found no segment at all, which usually means it has random weights",
+    None: "the target is absent, the image is unlike the checkpoint's training images (another modality or "
+          "intensity preset), the checkpoint is undertrained (see the validation Dice in its README.md), "
+          "or its threshold is too strict",
+}
+WHOLE_ADVICE = {
+    "prompt": "the prompt did not single anything out (a prompt the model does not know, vote_threshold too "
+              "loose, or a model with random weights)",
+    "anomaly": "the whole organ looks abnormal to the model (a prompt it does not know, anomaly_floor or "
+               "gate_threshold too loose, or a model with random weights)",
+    "border": "no segment touches the border (lower border_threshold), or the model has random weights",
+    "all": "the model merged everything into its segments, which usually means it has random weights",
+    None: "the checkpoint marks all tissue as foreground (undertrained: see the validation Dice in its "
+          "README.md; images unlike its training images; or a threshold too low)",
+}
+
+
 def result_warning(labels: np.ndarray, tissue: np.ndarray, axis: int = 0,
-                   slices: list[int] | None = None) -> str | None:
+                   slices: list[int] | None = None, mode: str | None = None) -> str | None:
     """Why a result is suspicious, or None: empty, or >= 95 % of the tissue on every slice.
 
     tissue: bool array like `labels` (the body/foreground voxels); slices: the segmented slice
-    indices along `axis` (default: every slice with tissue)."""
+    indices along `axis` (default: every slice with tissue); mode: the selection rule that chose
+    the foreground (SelectionParams.mode), None for a method without one (SDSeg), which picks
+    the advice."""
     labels = np.asarray(labels)
     if labels.ndim == 2:
         labels, tissue, axis = labels[None], np.asarray(tissue)[None], 0
     if slices is None:
         slices = [k for k in range(labels.shape[axis]) if _plane(tissue, axis, k).any()]
     if not (labels > 0).any():
-        return ("The result is empty: no slice had evidence above the thresholds. This usually means the "
-                "target is absent, the model does not know the prompt (try another wording), a threshold "
-                "is too strict (lower vote_threshold / anomaly_floor), or the model has random weights.")
+        evidence = "no slice had evidence above the thresholds" if mode else "no pixel reached the threshold"
+        return f"The result is empty: {evidence}. This usually means {EMPTY_ADVICE.get(mode, EMPTY_ADVICE[None])}."
     fractions = []
     for k in slices:
         body = _plane(tissue, axis, k)
@@ -363,8 +389,7 @@ def result_warning(labels: np.ndarray, tissue: np.ndarray, axis: int = 0,
             fractions.append(float((_plane(labels, axis, k)[body] > 0).mean()))
     if fractions and min(fractions) >= WHOLE_TISSUE_FRACTION:
         return (f"The result covers at least {WHOLE_TISSUE_FRACTION:.0%} of the tissue on every slice. This "
-                "usually means the prompt did not single anything out (a prompt the model does not know, "
-                "a threshold that is too loose, or a model with random weights).")
+                f"usually means {WHOLE_ADVICE.get(mode, WHOLE_ADVICE[None])}.")
     return None
 
 

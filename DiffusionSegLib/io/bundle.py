@@ -105,6 +105,14 @@ def read_scores(path: str | Path) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
+        stem = path.name.removesuffix(".scores.json")
+        evidence, proposals = path.with_name(stem + ".evidence.nrrd"), path.with_name(stem + ".proposals.nrrd")
+        if evidence.is_file() and not proposals.is_file():  # --evidence by a method without proposals (SDSeg)
+            raise InvalidRequest(f"{path.name} is missing but {evidence.name} is there: the result comes from a method "
+                                 f"that has no proposals to choose from (SDSeg; its evidence is the probability map). "
+                                 f"Re-selection applies to ADZUS and DiffuGTS results.",
+                                 hint="To change an SDSeg result, segment again with --param threshold=VALUE (the "
+                                      "probability a pixel needs), or edit it in Slicer's Segment Editor.") from None
         raise InvalidRequest(f"Selection scores not found: {path}",
                              hint="Segment with --evidence (request \"evidence\": true) to write them.") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

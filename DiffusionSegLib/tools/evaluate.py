@@ -82,6 +82,7 @@ def run_evaluation(args: Any, emit: Callable[[dict], None], cancel_token: Cancel
     try:
         started = time.perf_counter()
         rows, saved, last = [], [], None
+        emit({"event": "progress", "stage": "evaluate", "done": 0, "total": len(pairs)})  # before the first case's stages
         for number, pair in enumerate(pairs, start=1):
             token.check()
             truth, _ = read_mask(pair.mask, mapping)
@@ -142,6 +143,7 @@ def build_summary(args: Any, rows: list[dict], last: Any, seconds: float) -> dic
         "cases": len(rows), "device": last.device, "dtype": last.dtype,
         "seconds": round(seconds, 2),
         "metrics": summarise(rows),
+        "worst_cases": worst_cases(rows),
         "conventions": "Dice/IoU per case (both empty = 1); HD95 in physical units, undefined when a mask is empty.",
         "command": " ".join(sys.argv),
     }
@@ -150,6 +152,12 @@ def build_summary(args: Any, rows: list[dict], last: Any, seconds: float) -> dic
         summary["oracle_note"] = ("Oracle = best union of unsupervised segments chosen WITH the ground truth: "
                                   "an upper bound, not accuracy.")
     return summary
+
+
+def worst_cases(rows: list[dict], count: int = 3) -> list[dict]:
+    """The cases with the lowest Dice: where a reader looks first."""
+    scored = sorted((r for r in rows if r.get("dice") is not None), key=lambda r: r["dice"])
+    return [{"case": r["case"], "dice": round(float(r["dice"]), 4)} for r in scored[:count]]
 
 
 def _write_results(output: Path, staging: Path, summary: dict, rows: list[dict], saved: list[Path]) -> None:

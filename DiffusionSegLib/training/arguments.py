@@ -29,11 +29,11 @@ def add_run_arguments(parser: argparse.ArgumentParser, *, batch_size: int, lr: f
     seed, CPU threads, device); each trainer passes its own defaults and help where they differ.
     Returns the group so a trainer can add its own optimisation options to it."""
     run = parser.add_argument_group("optimisation")
-    run.add_argument("--batch-size", type=int, default=batch_size)
-    run.add_argument("--lr", type=float, default=lr, help=lr_help)
+    run.add_argument("--batch-size", type=int, default=batch_size, help="training slices per optimiser step")
+    run.add_argument("--lr", type=float, default=lr, help=lr_help or "AdamW learning rate")
     run.add_argument("--max-minutes", type=float, default=None, help=max_minutes_help)
     run.add_argument("--resume", action="store_true", help=resume_help)
-    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--seed", type=int, default=0, help="seed of the split, the initial weights and every draw")
     run.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
-    run.add_argument("--device", default="auto")
+    run.add_argument("--device", default="auto", help="where to train: auto (CUDA when present), cpu, cuda, cuda:N, mps")
     return run

@@ -60,11 +60,12 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
 
 
 def save_training_state(folder: Path, weights: dict[str, torch.Tensor], ema: dict[str, torch.Tensor] | None,
-                        optimizer: torch.optim.Optimizer, info: dict) -> None:
+                        optimizer: torch.optim.Optimizer, info: dict, name: str = STATE_DIR) -> None:
     """Everything `--resume` needs, written to a temporary folder first and then swapped in,
-    so a run killed mid-save still has the previous state."""
-    final = folder / STATE_DIR
-    temp = folder / (STATE_DIR + ".tmp")
+    so a run killed mid-save still has the previous state. `name`: the state's folder (one per
+    stage that can be resumed)."""
+    final = folder / name
+    temp = folder / (name + ".tmp")
     temp.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(temp / "model.safetensors"))
     if ema is not None:
@@ -72,7 +73,7 @@ def save_training_state(folder: Path, weights: dict[str, torch.Tensor], ema: dic
     tensors, rest = optimizer_tensors(optimizer)
     save_file(tensors, str(temp / "optimizer.safetensors"))
     write_json(temp / "state.json", {**info, "optimizer": rest})
-    old = folder / (STATE_DIR + ".old")
+    old = folder / (name + ".old")
     if final.exists():
         if old.exists():   # left by an earlier run ended between the renames; `final` is newer
             shutil.rmtree(old)
@@ -82,13 +83,13 @@ def save_training_state(folder: Path, weights: dict[str, torch.Tensor], ema: dic
         shutil.rmtree(old)
 
 
-def load_training_state(folder: Path) -> tuple[dict, dict | None, dict, dict] | None:
+def load_training_state(folder: Path, name: str = STATE_DIR) -> tuple[dict, dict | None, dict, dict] | None:
     """(weights, ema or None, optimizer tensors, info) or None when the folder has no state."""
-    state = folder / STATE_DIR
+    state = folder / name
     if not (state / "state.json").is_file():
         # A run ended (cancel watchdog, power cut) between the two renames of
         # save_training_state: the previous, complete state is still there under its old name.
-        state = folder / (STATE_DIR + ".old")
+        state = folder / (name + ".old")
         if not (state / "state.json").is_file():
             return None
     info = json.loads((state / "state.json").read_text())

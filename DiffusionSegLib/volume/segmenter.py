@@ -157,7 +157,8 @@ class VolumeSegmenter:
                 collector.set_proposals(local_map, segment_map, tables, selection)
         present = [int(v) for v in np.unique(labels) if v != 0]
         segments = [{"label": v, "name": self.method.segment_name(v)} for v in present]
-        warning = result_warning(labels, tissue, plan.axis, todo) if todo else all_skipped_warning(mapping.preset)
+        mode = selection.mode if selection is not None else None  # the advice names that rule's parameters
+        warning = result_warning(labels, tissue, plan.axis, todo, mode) if todo else all_skipped_warning(mapping.preset)
         return VolumeSegmentation(labels, segment_map, segments, len(todo), skipped, warning, collector)
 
     def _postprocess(self, labels: np.ndarray, plan: SlicePlan, consistent: bool) -> np.ndarray:

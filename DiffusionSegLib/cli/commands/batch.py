@@ -22,6 +22,7 @@ from ...io.images import OUTPUT_SUFFIXES, SEG_SUFFIX
 from ..arguments import (
     add_model_arguments,
     add_pipeline_arguments,
+    add_view_arguments,
     parse_params,
     pipeline_from_args,
 )
@@ -63,6 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser, required_method=False, several_prompts=True)
     parser.set_defaults(method=None)
     add_pipeline_arguments(parser)
+    add_view_arguments(parser)
 
 
 def check_remote_args(args: argparse.Namespace) -> None:
@@ -168,4 +170,4 @@ def main(args: argparse.Namespace) -> int:
     # A cancelled Ray run stops its actors and the local cluster (seconds): the watchdog must not
     # cut that short, or Ray's processes outlive the command.
     grace = RAY_SHUTDOWN_GRACE_S if args.engine == "ray" else CANCEL_GRACE_S
-    return run_with_events(work, grace=grace)
+    return run_with_events(work, grace=grace, quiet=args.quiet, json_lines=args.json, command="batch")

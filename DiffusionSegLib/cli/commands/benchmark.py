@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..arguments import add_model_arguments, parse_params
+from ..arguments import add_model_arguments, add_view_arguments, parse_params
 from ..protocol import run_with_events
 
 
@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     parser.add_argument("--resolution", type=int, default=512, help="model input side in pixels")
     parser.add_argument("--slices", type=int, default=2, help="slices to time (after warm-up)")
-    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=1, help="slices per network call")
     parser.add_argument("--warmup", type=int, default=1, help="untimed warm-up slices")
     parser.add_argument("--compare-dtypes", action="store_true",
                         help="run float32 and --dtype (default auto) in this process and print the speed-up")
@@ -24,6 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the networks (the warm-up then includes compilation: reported)")
     parser.add_argument("--output", default=None, help="write the report as JSON here")
+    add_view_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -43,4 +44,5 @@ def main(args: argparse.Namespace) -> int:
             Path(args.output).write_text(json.dumps(report, indent=2, default=str))
         emit({"event": "result", "output": args.output, "report": report})
 
-    return run_with_events(work, stream=sys.stdout)
+    return run_with_events(work, stream=sys.stdout, quiet=args.quiet, json_lines=args.json,
+                           command="benchmark")

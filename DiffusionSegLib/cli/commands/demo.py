@@ -50,8 +50,10 @@ from the Hugging Face hub; see docs/install.md for offline machines)."""
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default="diffusionseg-demo",
                         help="folder for the synthetic inputs, models and results (new or empty)")
-    parser.add_argument("--device", choices=DEVICES, default="auto")
+    parser.add_argument("--device", choices=DEVICES, default="auto", help="where to run (auto: CUDA when present)")
     parser.add_argument("--overwrite", action="store_true", help="reuse a non-empty --output folder")
+    parser.add_argument("--quiet", action="store_true",
+                        help="print only failed jobs and the closing count (exit 0 when every job ran)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -63,14 +65,18 @@ def main(args: argparse.Namespace) -> int:
     # (read by the libraries when they are imported, inside run_demo)
     for name, value in (("TQDM_DISABLE", "1"), ("DIFFUSERS_VERBOSITY", "error"), ("TRANSFORMERS_VERBOSITY", "error")):
         os.environ.setdefault(name, value)
-    print("DiffusionSeg demo. ADZUS and DiffuGTS run on the PLANTED model, a stand-in for Stable Diffusion "
-          f"whose attention is planted from the image, so the right answer is known ({TRUTH}); each result "
-          "is compared with it. SDSeg runs on a checkpoint with RANDOM weights: it only shows the stages run.\n")
+    def say(text: str) -> None:  # --quiet: failures only
+        if not args.quiet or "FAILED" in text:
+            print(text)
+
+    say("DiffusionSeg demo. ADZUS and DiffuGTS run on the PLANTED model, a stand-in for Stable Diffusion "
+        f"whose attention is planted from the image, so the right answer is known ({TRUTH}); each result "
+        "is compared with it. SDSeg runs on a checkpoint with RANDOM weights: it only shows the stages run.\n")
     began = time.monotonic()
-    failures = run_demo(folder, args.device, print)
-    print(f"\n{len(JOBS) - failures} of {len(JOBS)} jobs ran end to end in {time.monotonic() - began:.0f} s; "
-          f"inputs, truths, models and results are in {folder}.\n")
-    print(NEXT_STEPS)
+    failures = run_demo(folder, args.device, say)
+    print(f"{'' if args.quiet else chr(10)}{len(JOBS) - failures} of {len(JOBS)} jobs ran end to end in "
+          f"{time.monotonic() - began:.0f} s; inputs, truths, models and results are in {folder}.")
+    say("\n" + NEXT_STEPS)
     return EXIT_OK if failures == 0 else 1
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..arguments import (
     add_model_arguments,
     add_pipeline_arguments,
-    add_quiet_argument,
+    add_view_arguments,
     parse_params,
     pipeline_from_args,
 )
@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also report the oracle choice of unsupervised segments (upper bound)")
     add_model_arguments(parser)
     add_pipeline_arguments(parser)
-    add_quiet_argument(parser)
+    add_view_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -40,4 +40,4 @@ def main(args: argparse.Namespace) -> int:
         summary = run_evaluation(args, emit, token)
         emit({"event": "result", "output": str(Path(args.output) / "metrics.json"), "summary": summary})
 
-    return run_with_events(work, quiet=args.quiet)
+    return run_with_events(work, quiet=args.quiet, json_lines=args.json, command="evaluate")

@@ -12,6 +12,7 @@ import argparse
 import time
 from pathlib import Path
 
+from ..arguments import add_view_arguments
 from ..protocol import run_with_events
 
 
@@ -25,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--include", default=None, metavar="IDS", help="proposal ids to add, e.g. 3,7")
     parser.add_argument("--exclude", default=None, metavar="IDS", help="proposal ids to remove")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    add_view_arguments(parser)
 
 
 def reselect_files(result: str | Path, output: str | Path, vote_threshold: float | None = None,
@@ -119,4 +121,4 @@ def main(args: argparse.Namespace) -> int:
         emit(reselect_files(args.result, args.output, args.vote_threshold, args.seed_threshold,
                             args.include, args.exclude, args.overwrite))
 
-    return run_with_events(work)
+    return run_with_events(work, quiet=args.quiet, json_lines=args.json, command="reselect")

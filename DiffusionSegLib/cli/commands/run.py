@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ...contract.request import JobRequest
-from ..arguments import add_quiet_argument
+from ..arguments import add_view_arguments
 from ..protocol import run_with_events
 
 
@@ -14,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="job request JSON (see docs/cli.md), or a result's <stem>.provenance.json to repeat it")
     parser.add_argument("--output", default=None, help="write the result here instead of the request's output")
     parser.add_argument("--overwrite", action="store_true", help="replace the output (and its record) if it exists")
-    add_quiet_argument(parser)
+    add_view_arguments(parser)
 
 
 def load_request(args: argparse.Namespace) -> JobRequest:
@@ -34,4 +34,5 @@ def main(args: argparse.Namespace) -> int:
 
     configure_threads(getattr(args, "threads", 0))  # this process: physical cores, or the cap
 
-    return run_with_events(lambda emit, token: Runner().run(load_request(args), emit, token), quiet=args.quiet)
+    return run_with_events(lambda emit, token: Runner().run(load_request(args), emit, token),
+                           quiet=args.quiet, json_lines=args.json, command="run")

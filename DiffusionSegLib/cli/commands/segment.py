@@ -8,7 +8,7 @@ from ...contract.request import SEG_TYPES, JobRequest
 from ..arguments import (
     add_model_arguments,
     add_pipeline_arguments,
-    add_quiet_argument,
+    add_view_arguments,
     parse_params,
     parse_roi,
     parse_slices,
@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also write the result bundle beside the output: <stem>.proposals.nrrd, "
                              "<stem>.scores.json, <stem>.evidence.nrrd, <stem>.uncertainty.nrrd, "
                              "<stem>.pseudo_healthy.nrrd (what the method has; docs/evidence.md)")
-    add_quiet_argument(parser)
+    add_view_arguments(parser)
 
 
 def request_from_args(args: argparse.Namespace) -> JobRequest:
@@ -56,4 +56,5 @@ def main(args: argparse.Namespace) -> int:
 
     configure_threads(getattr(args, "threads", 0))  # this process: physical cores, or the cap
 
-    return run_with_events(lambda emit, token: Runner().run(request_from_args(args), emit, token), quiet=args.quiet)
+    return run_with_events(lambda emit, token: Runner().run(request_from_args(args), emit, token),
+                           quiet=args.quiet, json_lines=args.json, command="segment")

@@ -1,7 +1,8 @@
 """`serve`: a warm worker over HTTP (see docs/service.md).
 
 Prints exactly one line on stdout, `{"event": "ready", "url": …, "port": …, "token_file": …}`,
-once the server accepts connections; everything else (uvicorn's log included) goes to stderr.
+once the server accepts connections (on a terminal, without --json: the same in words);
+everything else (uvicorn's log included) goes to stderr.
 Binds 127.0.0.1 unless --host says otherwise. SIGTERM/SIGINT cancel the running job, stop the
 server and delete its work folder.
 """
@@ -46,12 +47,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-upload-mb", type=float, default=4096.0, help="largest accepted upload")
     parser.add_argument("--keep-results-minutes", type=float, default=60.0,
                         help="how long finished jobs keep their result files")
+    parser.add_argument("--json", action="store_true",
+                        help="print the ready line as JSON even on a terminal (as a pipe gets it)")
     parser.add_argument("--exit-with-parent", type=int, metavar="PID",
                         help="stop when process PID ends (the Slicer panel passes its own, so a crashed "
                              "Slicer never leaves a server holding GPU memory)")
 
 
+# the packages `serve` needs (pip name → import names): dependencies of DiffusionSegLib, but an
+# environment set up by hand (Slicer's Python, an older install) may lack them
+SERVE_PACKAGES = {"fastapi": ("fastapi",), "uvicorn": ("uvicorn",), "python-multipart": ("python_multipart", "multipart")}
+
+
+def missing_packages() -> list[str]:
+    import importlib.util
+
+    return [name for name, modules in SERVE_PACKAGES.items()
+            if not any(importlib.util.find_spec(module) for module in modules)]
+
+
 def main(args: argparse.Namespace) -> int:
+    missing = missing_packages()
+    if missing:  # before anything else: a clear sentence, not a ModuleNotFoundError traceback
+        print(f"error: serve needs {', '.join(missing)}, which this Python ({sys.executable}) does not have.\n"
+              f"  Install them: {sys.executable} -m pip install {' '.join(missing)}\n"
+              f"  (they come with DiffusionSegLib: `pip install -e .` in a checkout installs them)", file=sys.stderr)
+        return 2
     import uvicorn
 
     from ...jobs.runner import Runner
@@ -60,6 +81,7 @@ def main(args: argparse.Namespace) -> int:
     from ...serve.inputs import remove_folder
     from ...serve.jobs import JobService
     from ...serve.workdir import prepare_work_dir, release_work_dir
+    from ..console import is_terminal
     from ..protocol import isolate_stdout
 
     events = isolate_stdout()
@@ -110,7 +132,11 @@ def main(args: argparse.Namespace) -> int:
         if server.started:
             ready = {"event": "ready", "url": f"http://{host}:{port}", "port": port, "token_file": str(token_path),
                      "pid": _pid(), "version": _version()}
-            events.write(json.dumps(ready) + "\n")
+            if is_terminal(events) and not args.json:  # a person started it: say it in words
+                events.write(f"DiffusionSeg worker {ready['version']} ready at {ready['url']} (pid {ready['pid']}); "
+                             f"its bearer token is in {ready['token_file']}. Ctrl+C stops it.\n")
+            else:
+                events.write(json.dumps(ready) + "\n")
             events.flush()
 
     threading.Thread(target=announce, daemon=True).start()

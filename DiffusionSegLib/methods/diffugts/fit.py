@@ -122,16 +122,21 @@ def image_head_inputs(pipeline: DiffuGTSPipeline, cache: dict, size: tuple[int, 
 
 def train_adapter(pipeline: DiffuGTSPipeline, cache: dict, masks: torch.Tensor, options: FitOptions,
                   log: Callable[[dict], None] | None = None, stop: Callable[[], bool] | None = None,
-                  pairs: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> AOVAAdapter:
+                  pairs: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+                  initial: AOVAAdapter | None = None) -> AOVAAdapter:
     """Dice + BCE of the adapter's anomaly logit against the tumour mask inside the body region.
     `stop` is checked after every epoch (time budget); the adapter trained so far is returned.
     pairs: several prompt pairs as (text vectors (1, 2, D), masks (N, S, S)); each batch trains on
-    one of them, drawn at random (default: the pipeline's pair and `masks`)."""
+    one of them, drawn at random (default: the pipeline's pair and `masks`). `initial`: an adapter
+    to train on (a resumed one that fell short), on the CPU like the cache; default a new one."""
     region: torch.Tensor = cache["region"]  # type: ignore[assignment]
     torch.manual_seed(options.seed)
     noise_generator = torch.Generator().manual_seed(options.seed + 7)
-    probe = adapter_inputs(pipeline, cache, torch.arange(1), None)
-    adapter = AOVAAdapter([f.shape[1] for f in probe], pipeline.text_vectors.shape[-1], options.adapter_dim)
+    if initial is None:
+        probe = adapter_inputs(pipeline, cache, torch.arange(1), None)
+        adapter = AOVAAdapter([f.shape[1] for f in probe], pipeline.text_vectors.shape[-1], options.adapter_dim)
+    else:
+        adapter = initial.cpu().requires_grad_(True)
     optimiser = torch.optim.AdamW(adapter.parameters(), lr=options.lr, weight_decay=options.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, max(1, options.adapter_epochs))
     n, size = masks.shape[0], tuple(masks.shape[-2:])

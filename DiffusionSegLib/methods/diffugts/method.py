@@ -32,6 +32,14 @@ class DiffuGTS(Method):
         self._prompts()
         self._settings()
 
+    def validate(self) -> None:
+        """A prompt without an abnormality is allowed (the words may be new to the table) but said."""
+        from .prompts import no_anomaly_warning
+
+        warning = no_anomaly_warning(self._prompts())
+        if warning:
+            self.context.emit({"event": "warning", "message": warning})
+
     def _prompts(self) -> Any:
         from .prompts import resolve_prompts
 

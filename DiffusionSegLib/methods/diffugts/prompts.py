@@ -56,6 +56,26 @@ def anomaly_vocabulary() -> dict:
     return json.loads(ANOMALY_WORDS_FILE.read_text(encoding="utf-8"))
 
 
+def names_an_anomaly(prompt: str) -> bool:
+    """Whether the prompt names an abnormality from the table ('liver tumour' yes, 'white blood
+    cell' no): DiffuGTS contrasts it with a healthy counterpart, which a normal structure lacks."""
+    table = anomaly_vocabulary()
+    text = " " + " ".join(re.split(r"[\s,;/]+", prompt.lower())) + " "
+    words = set(text.split())
+    return any(" " + phrase + " " in text for phrase in table.get("phrases", [])) or \
+        bool(words & set(table["anomaly_words"]))
+
+
+def no_anomaly_warning(pair: PromptPair) -> str | None:
+    """The warning for a prompt that names no abnormality, or None."""
+    if names_an_anomaly(pair.anomaly):
+        return None
+    return (f"The prompt '{pair.anomaly}' names no abnormality (tumour, lesion, metastasis, …). DiffuGTS marks where "
+            f"the image differs from the normal prompt '{pair.normal}', which for a normal structure is not a "
+            f"meaningful contrast. To segment a normal structure use ADZUS (--method adzus); for DiffuGTS name "
+            f"the abnormality, e.g. 'liver tumour'.")
+
+
 def organ_from_prompt(prompt: str) -> str:
     """The organ named in an anomaly prompt: its words minus the abnormality and filler words
     ('brain tumour' → 'brain', 'hepatic lesion' → 'liver'); '' when nothing is left."""

@@ -5,8 +5,10 @@ image/label volumes preprocessed exactly as inference does, a sorted seeded spli
 `--max-minutes`, JSON-lines progress, and a checkpoint folder of config.json + safetensors +
 model card. The frozen base model is never modified; the folder holds the heads only and names
 the base model they were trained on. `--resume` skips the adapter stage when the folder already
-holds a trained adapter (the expensive part of a run is the frozen-backbone caching, which is
-recomputed; there is no optimizer state worth keeping for heads this small).
+holds a trained adapter that passed its check, and trains on from it when it fell short (the
+expensive part of a run is the frozen-backbone caching, which is recomputed; there is no
+optimizer state worth keeping for heads this small). Validation checks the adapter's coarse
+Dice and the heads' refined Dice against the trivial answers (training/quality.py).
 
 `--max-minutes` bounds the whole run (model and data loading included). Stages and their shares
 of what is left when each starts: the adapter (backbone cache + epochs) 40 % (80 % without a
@@ -19,12 +21,18 @@ soon as its stage ends, so a run cancelled or stopped later resumes from it with
 from __future__ import annotations
 
 import argparse
+import copy
+import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ...contract.errors import InvalidRequest
 from ...contract.events import JobContext
 from ...training.arguments import add_data_arguments, add_run_arguments
 from ...training.budget import RunBudget
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,10 +44,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     method.add_argument("--prompt", required=True, help="anomaly prompt, e.g. 'brain tumour'")
     method.add_argument("--organ", default="", help="normal prompt becomes 'healthy <organ>'")
     method.add_argument("--normal-prompt", default="", help="explicit normal prompt")
-    method.add_argument("--strength", type=float, default=0.6)
-    method.add_argument("--inpaint-steps", type=int, default=20)
-    method.add_argument("--dilation", type=int, default=3)
-    method.add_argument("--aova-timesteps", default="100")
+    method.add_argument("--strength", type=float, default=0.6,
+                        help="inpainting noise strength, as the 'strength' parameter at inference")
+    method.add_argument("--inpaint-steps", type=int, default=20, help="inpainting schedule steps ('steps' at inference)")
+    method.add_argument("--dilation", type=int, default=3, help="coarse-mask dilation before inpainting, in pixels")
+    method.add_argument("--aova-timesteps", default="100",
+                        help="comma-separated timesteps whose cross-attention is averaged ('aova_timesteps')")
     method.add_argument("--adapter-features", choices=("vae", "unet"), default="vae",
                         help="what the AOVA adapter reads: frozen VAE-encoder features (default), or the frozen "
                              "diffusion UNet's decoder features (the paper's choice; fresh noise at every "
@@ -54,10 +64,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                               max_minutes_help="wall-time budget of the whole run: loading, adapter 40 %% of it, "
                                                "residual head 75 %% of the rest, validation the rest",
                               resume_help="reuse the adapter already in --output")
-    optim.add_argument("--adapter-epochs", type=int, default=30)
-    optim.add_argument("--head-epochs", type=int, default=30)
+    optim.add_argument("--adapter-epochs", type=int, default=30, help="epochs of the AOVA adapter (or its budget)")
+    optim.add_argument("--head-epochs", type=int, default=30, help="epochs of the residual head (or its budget)")
     optim.add_argument("--no-residual-head", action="store_true", help="train the AOVA adapter only")
-    optim.add_argument("--weight-decay", type=float, default=1e-5)
+    optim.add_argument("--weight-decay", type=float, default=1e-5, help="AdamW weight decay of the heads")
 
 
 def checked_setting(name: str, flag: str, value: object) -> object:
@@ -79,6 +89,7 @@ def train(args: argparse.Namespace, context: JobContext) -> dict:
     from ...training.checkpoint import write_model_card
     from ...training.data import load_slices, split_cases
     from ...training.loop import apply_threads, log_metrics
+    from ...training.quality import report_check
     from .fit import (
         FitOptions,
         backbone_cache,
@@ -121,7 +132,8 @@ def train(args: argparse.Namespace, context: JobContext) -> dict:
     context.seed = args.seed
     output = Path(args.output).expanduser()
     resumable = args.resume and (output / "config.json").is_file()
-    budget = RunBudget(args.max_minutes, context, 1 + (not resumable) + (not args.no_residual_head))
+    extend = resumable and adapter_fell_short(output)  # train on from the saved adapter instead of reusing it
+    budget = RunBudget(args.max_minutes, context, 1 + (not resumable or extend) + (not args.no_residual_head))
     with context.timed("load"):
         parts = load_stable_diffusion(model, args.device)
     with context.timed("load_data"):
@@ -165,14 +177,19 @@ def train(args: argparse.Namespace, context: JobContext) -> dict:
         context.progress(f"train_{event['stage']}", event["epoch"], event["epochs"], loss=round(event["loss"], 5))
         context.check_cancelled()
 
-    adapter = image_head = None
+    adapter = image_head = initial = None
     if resumable:
         previous, adapter, _ = load_heads(output, parts.device)
         image_head = load_image_head(output, parts.device)
         if previous.get("model") != model or previous.get("prompt") != prompts.anomaly:
             raise InvalidRequest(f"--resume: {output} holds heads for model '{previous.get('model')}' and prompt "
                                  f"'{previous.get('prompt')}', not '{model}' / '{prompts.anomaly}'.")
-        context.log(f"Resumed: reusing the trained adapter in {output}.")
+        if extend:
+            initial, adapter, image_head = copy.deepcopy(adapter), None, None
+            context.log(f"Resumed: the adapter in {output} fell short, so it trains on from its weights.")
+        else:
+            context.log(f"Resumed: reusing the trained adapter in {output}.")
+    trained_adapter = adapter is None
     if adapter is None:
         stage = budget.stage("adapter", "cache the frozen backbone and train the AOVA adapter",
                              0.8 if args.no_residual_head else 0.4)
@@ -182,11 +199,11 @@ def train(args: argparse.Namespace, context: JobContext) -> dict:
         n = len(cache["region"])
         with context.timed("train_adapter"):
             adapter = train_adapter(pipeline, cache, masks[:n], options, on_epoch, stage.exhausted,
-                                    [(text, pair[:n]) for text, pair in pairs] if pairs else None)
+                                    [(text, pair[:n]) for text, pair in pairs] if pairs else None, initial)
     # The heads train on the CPU-cached backbone outputs; inference feeds them device features.
     adapter = adapter.to(parts.device)
     pipeline.adapter = adapter
-    if image_head is None and not args.resume:
+    if trained_adapter:
         with context.timed("train_image_head"):  # BCE on "this slice holds tumour"
             statistics = image_head_inputs(pipeline, cache, tuple(masks.shape[-2:]), options.batch_size)
             image_head = train_image_head(statistics, masks[:n].flatten(1).any(1), seed=args.seed,
@@ -221,7 +238,11 @@ def train(args: argparse.Namespace, context: JobContext) -> dict:
     metrics["evaluated_on"] = "validation cases" if len(val_set) else "training cases (no validation split)"
     log_metrics(context, f"DiffuGTS heads: refined Dice {metrics['refined_dice']:.4f}",
                 **{k: v for k, v in metrics.items() if isinstance(v, float)})
-    save_heads(output, {**config, "stage": "complete", "validation": metrics}, adapter, head, "", image_head)
+    checks = heads_checks(metrics, truth[keep][:int(metrics["slices"])], budget.elapsed_minutes)
+    for result in checks:
+        report_check(context, result)
+    save_heads(output, {**config, "stage": "complete", "validation": metrics,
+                        "checks": [c.to_dict() for c in checks]}, adapter, head, "", image_head)
     write_model_card(
         output, "DiffuGTS heads",
         f"AOVA adapter{' and residual head' if head is not None else ''} for the frozen base model "
@@ -229,9 +250,30 @@ def train(args: argparse.Namespace, context: JobContext) -> dict:
         f"`--param heads={output}` and the same base model.",
         data={"images": args.images, "masks": args.masks, "mask map": args.mask_map, "slices": len(data)},
         split={"train": train_cases, "validation": val_cases, "seed": args.seed},
-        metrics=metrics,
+        metrics={**metrics, **{f"check: {c.label}": ("ok: " if c.passed else "FELL SHORT: ") + c.sentence()
+                               for c in checks}},
         training={"adapter epochs": args.adapter_epochs, "head epochs": args.head_epochs if head else 0,
                   "batch size": args.batch_size, "lr": args.lr, "weight decay": args.weight_decay,
                   "minutes": round(budget.elapsed_minutes, 2),
                   "max minutes": args.max_minutes})
-    return {"output": str(output), "metrics": metrics, "timings": dict(context.timings)}
+    return {"output": str(output), "metrics": metrics, "timings": dict(context.timings),
+            "checks": [c.to_dict() for c in checks]}
+
+
+def adapter_fell_short(output: Path) -> bool:
+    """Whether the heads folder's last validation found its adapter below its floor."""
+    config = json.loads((output / "config.json").read_text())
+    return any(c.get("stage") == "adapter" and not c.get("passed", True) for c in config.get("checks") or [])
+
+
+def heads_checks(metrics: dict, truth: "torch.Tensor", minutes: float) -> list:
+    """The adapter's coarse and the heads' refined validation Dice against the trivial answers,
+    pooled over the evaluated slices as the metrics are."""
+    from ...training.quality import check
+    from .validation import pooled_dice
+
+    detail = f"{int(metrics['slices'])} validation slices, run {minutes:.1f} min"
+    return [check("adapter", "AOVA adapter", "coarse validation Dice", metrics["coarse_dice"], truth, pooled_dice,
+                  detail=detail),
+            check("heads", "DiffuGTS heads", "refined validation Dice", metrics["refined_dice"], truth, pooled_dice,
+                  detail=detail)]

@@ -31,9 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     size.add_argument("--image-size", type=int, default=64, help="model input side in pixels")
     size.add_argument("--vae-channels", type=parse_channels, default=(16, 32, 32),
                       help="VAE block widths; downsampling factor 2**(n-1)")
-    size.add_argument("--latent-channels", type=int, default=4)
-    size.add_argument("--unet-channels", type=parse_channels, default=(32, 64, 64))
-    size.add_argument("--layers-per-block", type=int, default=1)
+    size.add_argument("--latent-channels", type=int, default=4, help="channels of the VAE's latent")
+    size.add_argument("--unet-channels", type=parse_channels, default=(32, 64, 64), help="UNet block widths")
+    size.add_argument("--layers-per-block", type=int, default=1, help="ResNet layers per UNet block")
     size.add_argument("--denoiser-skip", action=argparse.BooleanOptionalAction, default=None,
                       help="add z_t to the UNet output. Default: on from scratch (a deviation from the paper that "
                            "makes short from-scratch runs converge; see docs/methods/sdseg.md), off with --pretrained "
@@ -46,11 +46,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                "final validation); from scratch the VAE stage gets 25 %% of what "
                                                "is left after loading",
                               resume_help="continue the run saved in --output")
-    optim.add_argument("--steps", type=int, default=2000)
-    optim.add_argument("--vae-steps", type=int, default=1500)
+    optim.add_argument("--steps", type=int, default=2000,
+                       help="SDSeg steps (the time budget usually ends the stage first); --resume counts on")
+    optim.add_argument("--vae-steps", type=int, default=1500, help="VAE steps, from scratch (or the VAE stage's budget)")
     optim.add_argument("--vae-minutes", type=float, default=None,
                        help="budget of the VAE stage instead of its 25 %% share (never more than is left)")
-    optim.add_argument("--warmup-steps", type=int, default=100)
+    optim.add_argument("--warmup-steps", type=int, default=100, help="linear learning-rate warm-up")
     optim.add_argument("--latent-weight", type=float, default=1.0, help="lambda of the latent loss")
-    optim.add_argument("--ema-decay", type=float, default=0.9999)
-    optim.add_argument("--val-every", type=int, default=250)
+    optim.add_argument("--ema-decay", type=float, default=0.9999,
+                       help="decay of the weights' moving average (the checkpoint holds the average)")
+    optim.add_argument("--val-every", type=int, default=250,
+                       help="validate (and keep the best weights) every N steps, and at the end")

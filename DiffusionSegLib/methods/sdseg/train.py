@@ -34,23 +34,14 @@ from ...training.data import SliceSet, load_slices, parse_class_values, split_ca
 from ...training.loop import (
     apply_threads,
     batches,
-    dice_iou,
     log_metrics,
     random_flips,
     report,
     warmup_lambda,
 )
-from .vae_training import as_rgb_mask
-
-# From scratch, the share of --max-minutes the VAE stage gets (docs/methods/sdseg.md's measurements used 1.5 of
-# 6.5 min): the masks' round trip saturates early, and the denoiser is what a short budget starves.
-VAE_SHARE = 0.25
-
-
-def needs_vae_stage(args: argparse.Namespace, output: Path) -> bool:
-    """Whether this run trains its own VAE first (from scratch, with no VAE to reuse)."""
-    return (args.objective == "sdseg" and not (args.pretrained or args.init_from or args.vae_from)
-            and not (args.resume and (output / "vae" / "config.json").is_file()))
+from ...training.quality import check, report_check
+from .vae_training import as_rgb_mask, needs_vae_stage, vae_stage
+from .validation import class_targets, validate, validate_supervised
 
 
 def _model_config(args: argparse.Namespace, image_size: int, class_values: list[float] | None,
@@ -114,8 +105,10 @@ def check_starting_point(args: argparse.Namespace) -> dict[str, Any] | None:
 
 
 def _build(args: argparse.Namespace, train: SliceSet, val: SliceSet, context: JobContext, budget: RunBudget,
-           output: Path, n_classes: int, device: torch.device) -> tuple[Any, dict]:
-    """The model to train and facts about how it was made (for the model card)."""
+           output: Path, n_classes: int, device: torch.device) -> tuple[Any, dict, list, bool]:
+    """The model to train, facts about how it was made (for the model card), the checks of its
+    stages so far, and whether its VAE was trained in this run (a resumed denoiser state is then
+    stale)."""
     from .build import (
         build_from_pretrained,
         build_from_scratch,
@@ -134,11 +127,11 @@ def _build(args: argparse.Namespace, train: SliceSet, val: SliceSet, context: Jo
         torch.manual_seed(args.seed)
         unet = UNet2DModel(**supervised_unet_config(args.image_size, args.unet_channels,
                                                     args.layers_per_block, n_classes))
-        return SupervisedUNet(unet), {"start": "scratch (supervised baseline)"}
+        return SupervisedUNet(unet), {"start": "scratch (supervised baseline)"}, [], False
     if args.init_from:
         model, config = load_checkpoint(args.init_from)
         facts.update(start=f"fine-tuned from {args.init_from}", scale_factor_from="the initial checkpoint")
-        return model.train(), facts
+        return model.train(), facts, [], False
     if args.pretrained:
         model = build_from_pretrained(args.pretrained, unet_dropout=args.dropout,
                                       conditioner_dropout=args.dropout, num_classes=n_classes)
@@ -148,60 +141,17 @@ def _build(args: argparse.Namespace, train: SliceSet, val: SliceSet, context: Jo
         if note:
             context.log(note, level="warning")
             facts["schedule"] = note
-        return model, {"start": f"pretrained diffusers weights {args.pretrained}", **facts}
-    from diffusers import AutoencoderKL
-
+        return model, {"start": f"pretrained diffusers weights {args.pretrained}", **facts}, [], False
     vae_config = small_vae_config(args.image_size, args.vae_channels, args.latent_channels)
-    vae_dir = output / "vae"
-    if args.vae_from:
-        from ...models.loading import load_component
-
-        vae = load_component(AutoencoderKL, str(Path(args.vae_from).expanduser()), "vae").eval()
-        vae.requires_grad_(False)
-        facts["vae"] = f"reused from {args.vae_from}"
-    elif not needs_vae_stage(args, output):
-        vae = AutoencoderKL.from_pretrained(str(vae_dir), use_safetensors=True)
-        facts["vae"] = "reloaded from the resumed run"
-    else:
-        from .vae_training import train_vae
-
-        stage = budget.stage("train_vae", "train the VAE on the training images and masks", VAE_SHARE,
-                             args.vae_minutes)
-        with context.timed("train_vae"):
-            vae, round_trip, vae_steps = train_vae(vae_config, train.images, train.masks > 0, context,
-                                                   args.vae_steps, stage, seed=args.seed, device=device,
-                                                   val_masks=(val.masks if len(val) else train.masks)[:64] > 0)
-        vae.save_pretrained(vae_dir, safe_serialization=True)
-        facts.update(vae=f"trained here: {vae_steps} steps, {context.timings['train_vae'] / 60:.1f} min",
-                     vae_mask_round_trip_dice=round(round_trip, 4))
+    vae, vae_facts, vae_check, retrained = vae_stage(args, vae_config, train, val, context, budget, output, device)
+    facts.update(vae_facts)
     latent_size = args.image_size // vae_scale(vae)
     unet_config = small_unet_config(latent_size, args.latent_channels, args.unet_channels,
                                     args.layers_per_block, args.dropout, n_classes)
     model = build_from_scratch(vae, unet_config, args.dropout, seed=args.seed,
                                denoiser_skip=args.denoiser_skip)
     facts["start"] = "scratch"
-    return model, facts
-
-
-@torch.no_grad()
-def validate(model: Any, val: SliceSet, n_classes: int, seed: int, batch_size: int = 32) -> dict[str, float]:
-    """Single-step (the paper's inference) validation Dice/IoU, one fixed x_T seed."""
-    from .predict import predict_labels
-
-    model.eval()
-    dices, ious = [], []
-    device = next(model.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(seed)
-    for start in range(0, len(val), batch_size):
-        labels = predict_labels(model, val.images[start:start + batch_size].to(device), n_classes,
-                                generator=generator).cpu()
-        truth = val.masks[start:start + batch_size]
-        for k in range(1, max(1, n_classes) + 1):
-            dice, iou = dice_iou(labels == k, truth == k)
-            dices.append(dice)
-            ious.append(iou)
-    model.train()
-    return {"val_dice": float(torch.cat(dices).mean()), "val_iou": float(torch.cat(ious).mean())}
+    return model, facts, [vae_check] if vae_check is not None else [], retrained
 
 
 def run(args: argparse.Namespace, context: JobContext) -> dict:
@@ -239,7 +189,7 @@ def run(args: argparse.Namespace, context: JobContext) -> dict:
 
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)
-    model, facts = _build(args, train, val, context, budget, output, n_classes, device)
+    model, facts, checks, vae_retrained = _build(args, train, val, context, budget, output, n_classes, device)
     model.to(device).train()
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     params = [p for _, p in trainable]
@@ -250,7 +200,7 @@ def run(args: argparse.Namespace, context: JobContext) -> dict:
     ema = EMAModel(params, decay=args.ema_decay, use_ema_warmup=False)
     generator = torch.Generator().manual_seed(args.seed)
     step, best, history = 0, {"val_dice": -1.0}, []
-    state = load_training_state(output) if args.resume else None
+    state = load_training_state(output) if args.resume and not vae_retrained else None  # a new VAE: start over
     if state is not None:
         weights, ema_weights, opt_tensors, info = state
         model.load_state_dict(weights, strict=False)
@@ -290,7 +240,7 @@ def run(args: argparse.Namespace, context: JobContext) -> dict:
         ema.store(params)
         ema.copy_to(params)
         metrics = validate(model, val if len(val) else train, n_classes, args.seed) \
-            if args.objective == "sdseg" else _validate_supervised(model, val if len(val) else train)
+            if args.objective == "sdseg" else validate_supervised(model, val if len(val) else train)
         history.append({"step": step, **metrics})
         log_metrics(context, f"step {step}: validation Dice {metrics['val_dice']:.4f}", step=step, **metrics)
         if metrics["val_dice"] >= best["val_dice"] or final and best.get("step") is None:
@@ -346,6 +296,17 @@ def run(args: argparse.Namespace, context: JobContext) -> dict:
             evaluate_and_save(final=True)
     minutes = (time.monotonic() - started) / 60
     stopped = "time budget" if step < total else "step count"
+    final = check("train", "SDSeg stage" if args.objective == "sdseg" else "supervised baseline", "validation Dice",
+                  best["val_dice"], class_targets((val if len(val) else train).masks, n_classes),
+                  detail=f"{step} step{'s' if step != 1 else ''}, stopped by the {stopped}")
+    report_check(context, final)
+    checks.append(final)
+    advice = []  # a stage that fell short at its step count needs more steps, not more minutes
+    if any(c.stage == "train_vae" and not c.passed for c in checks) and f"trained here: {args.vae_steps} " in \
+            facts.get("vae", ""):
+        advice.append(f"The VAE stage ran all its --vae-steps {args.vae_steps}: raise them.")
+    if not final.passed and stopped == "step count":
+        advice.append(f"The SDSeg stage ran all its --steps {total}: raise them.")
     facts.update(steps=step, stopped_by=stopped, train_minutes=round(minutes, 2),
                  batch_size=args.batch_size, lr=args.lr, latent_weight=args.latent_weight,
                  ema_decay=args.ema_decay, threads=torch.get_num_threads(),
@@ -365,21 +326,10 @@ def run(args: argparse.Namespace, context: JobContext) -> dict:
         split={"seed": args.seed, "validation fraction": args.val_fraction,
                "training cases": train_cases, "validation cases": val_cases},
         metrics={"best step": best.get("step"), "validation Dice (single step)": round(best["val_dice"], 4),
-                 "validation IoU": round(best.get("val_iou", float("nan")), 4)},
+                 "validation IoU": round(best.get("val_iou", float("nan")), 4),
+                 **{f"check: {c.label}": ("ok: " if c.passed else "FELL SHORT: ") + c.sentence() for c in checks}},
         training=facts)
-    return {"output": str(output), "best": best, "steps": step, "train_minutes": round(minutes, 2), **{
-        k: v for k, v in facts.items() if k.startswith("vae")}}
+    return {"output": str(output), "best": best, "steps": step, "train_minutes": round(minutes, 2),
+            "checks": [c.to_dict() for c in checks], "advice": " ".join(advice), **{
+                k: v for k, v in facts.items() if k.startswith("vae")}}
 
-
-@torch.no_grad()
-def _validate_supervised(model: Any, val: SliceSet, batch_size: int = 32) -> dict[str, float]:
-    model.eval()
-    dices, ious = [], []
-    device = next(model.parameters()).device
-    for start in range(0, len(val), batch_size):
-        prob = model.predict_probability(val.images[start:start + batch_size].to(device) * 2 - 1).cpu()
-        dice, iou = dice_iou(prob > 0.5, val.masks[start:start + batch_size] > 0)
-        dices.append(dice)
-        ious.append(iou)
-    model.train()
-    return {"val_dice": float(torch.cat(dices).mean()), "val_iou": float(torch.cat(ious).mean())}

@@ -86,7 +86,7 @@ def test_an_output_format_is_checked_before_any_model_loads(tmp_path):
     (data / "jobs.csv").write_text("image,output\na.nrrd,\nb.nrrd,x.txt\n")
     rc, events, _ = batch("--manifest", data / "jobs.csv", "--output-dir", tmp_path / "out", "--method", "slow-load",
                           "--device", "cpu", "--param", "load_seconds=600")
-    assert rc == EXIT_BAD_REQUEST and "x.txt is not a labelmap format" in events[-1]["message"]
+    assert rc == EXIT_BAD_REQUEST and "x.txt is not an output format" in events[-1]["message"]
     # refused by the plan: no run started, so the first case's 600 s model load never began
     assert [e["event"] for e in events] == ["error"] and not (tmp_path / "out").exists()
 

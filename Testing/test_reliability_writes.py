@@ -129,7 +129,7 @@ def test_a_killed_writers_temporary_is_removed_by_the_next_write(tmp_path):
         rc, events, stderr = segment(volume_file(tmp_path / "in"), out / "seg.nrrd")
         assert rc == 0, stderr[-2000:]
         remaining = sorted(p.name for p in out.iterdir())
-        assert remaining == sorted(["seg.nrrd", *(n for n in leftovers if n.startswith(".b.nrrd."))])
+        assert remaining == sorted(["seg.nrrd", "seg.provenance.json", *(n for n in leftovers if n.startswith(".b.nrrd."))])
     finally:
         for process in (killed, live):
             if process.poll() is None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..contract.errors import InvalidRequest
-from ..io.images import LABEL_SUFFIXES
+from ..io.images import OUTPUT_SUFFIXES
 
 
 def label_suffix(path: Path) -> str:
@@ -25,7 +25,8 @@ def label_suffix(path: Path) -> str:
 
 
 def confined_output(path: Path, output_dir: Path, source: str) -> Path:
-    """`path` resolved, when it lies inside `output_dir` (resolved too) and names a labelmap format."""
+    """`path` resolved, when it lies inside `output_dir` (resolved too) and names an output format
+    (a labelmap, or .dcm for a DICOM SEG)."""
     resolved = path.resolve()
     root = output_dir.resolve()
     if resolved != root and root not in resolved.parents:
@@ -33,9 +34,9 @@ def confined_output(path: Path, output_dir: Path, source: str) -> Path:
                              "written inside that folder.",
                              hint="Give the output relative to --output-dir, without '..' (sub-folders are fine).")
     suffix = label_suffix(resolved)
-    if suffix not in LABEL_SUFFIXES:
-        raise InvalidRequest(f"{source}: the output {path.name} is not a labelmap format "
-                             f"('{suffix or path.name}').", hint=f"Use one of {', '.join(LABEL_SUFFIXES)}.")
+    if suffix not in OUTPUT_SUFFIXES:
+        raise InvalidRequest(f"{source}: the output {path.name} is not an output format "
+                             f"('{suffix or path.name}').", hint=f"Use one of {', '.join(OUTPUT_SUFFIXES)}.")
     return resolved
 
 

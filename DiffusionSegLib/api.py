@@ -13,7 +13,7 @@ from .contract.choices import DEVICES, DTYPE_CHOICES, SLICE_AXES, presets
 from .contract.errors import EXIT_CANCELLED
 from .contract.request import JobRequest, PipelineOptions
 from .decision.reselection import SelectionBundle, reselect_labels, scores_document, volume_proposals
-from .decision.selection import SelectionParams, SliceScores, proposal_table, select_labels
+from .decision.selection import SelectionParams, SliceScores, proposal_table, select_labels, volume_reference
 from .imaging.postprocess import match_labels_across_slices
 from .io.bundle import OUTPUT_NAMES, bundle_path, stage_bundle
 from .io.images import write_labelmap
@@ -30,5 +30,5 @@ __all__ = [
     "JobRequest", "PipelineOptions", "SelectionBundle", "SelectionParams", "ServiceClient", "ServiceError",
     "SliceScores", "__version__", "available_methods", "bundle_path", "match_labels_across_slices", "presets",
     "proposal_table", "reselect_labels", "scores_document", "select_labels", "stage_bundle", "volume_proposals",
-    "write_labelmap",
+    "volume_reference", "write_labelmap",
 ]

@@ -15,13 +15,14 @@ it exactly. Other segments are never touched.
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import slicer
 import vtk
 from vtk.util import numpy_support
 
-from DiffusionSegLib.api import SelectionBundle, reselect_labels
+from DiffusionSegLib.api import SelectionBundle, reselect_labels, volume_reference
 
 from .EvidenceImport import (
     EVIDENCE_ROLE,
@@ -174,6 +175,17 @@ class ProposalSelection(ManagedSegment):
     @property
     def defaultVoteThreshold(self) -> float:
         return float(self.bundle.params.vote_threshold)
+
+    @property
+    def strongestContrast(self) -> float:
+        """The largest evidence of any region, in the unit of the vote threshold (a multiple of
+        the volume's reference): a threshold above it leaves the result empty, so a slider that
+        reaches it can drop every region."""
+        reference = volume_reference(self.bundle.tables, self.bundle.params)
+        if not (math.isfinite(reference) and reference > 0):
+            return 0.0
+        contrasts = [table.score(pid) / reference for table in self.bundle.tables.values() for pid in table.proposals]
+        return max((c for c in contrasts if math.isfinite(c)), default=0.0)
 
     def state(self) -> dict:
         return {"voteThreshold": self.voteThreshold, "include": set(self.include), "exclude": set(self.exclude)}

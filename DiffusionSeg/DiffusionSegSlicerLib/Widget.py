@@ -1,44 +1,56 @@
 """The panel: binds the .ui widgets to the parameter node and drives one job at a time.
 
-No computation here: settings come from the parameter node, work is done by the logic, and a
-QTimer polls the running job (its worker is another process, so the GUI never blocks).
+No computation here: settings come from the parameter node (SettingsMapping.py), what buttons
+and labels say comes from PanelRules.py, work is done by the logic, and a QTimer polls the running
+job (its worker is another process, so the GUI never blocks).
+
+Everything the panel works with is given to it (SlicerNNUnet's widget/logic style): the logic,
+the install logic, the message boxes and slice views (Interfaces.py) and its sections — "Learn
+from corrections", the server rows, "Evidence and selection" — built by the module file
+(DiffusionSeg.py) or by a test with stand-ins (Testing/test_slicer_panel.py).
 """
 
-import json
-
 import qt
-import slicer
 import vtk
 from slicer.i18n import tr as _
 
-from .FineTuneWidget import FineTunePanel
 from .JobSettings import DEVICES, DTYPES, SLICE_AXES, JobSettings, storedParameterValue
-from .ParameterNode import applySettingsToParameterNode, settingsFromParameterNode
+from .PanelRules import applyBlockers, formatSeconds, promptHints
 from .ParameterWidgets import createParameterWidget
-from .SelectionWidget import SelectionPanel
-from .ServiceWidget import ServicePanel
+from .SettingsMapping import (
+    applySettingsToParameterNode,
+    settingsFromParameterNode,
+    storedMethodParams,
+    withMethodParams,
+)
 
 SETTINGS_KEY = "DiffusionSeg/LastSettings"
 POLL_INTERVAL_MS = 100
 
 
 class DiffusionSegPanel:
-    def __init__(self, ui, logic, installLogic):
+    def __init__(self, ui, logic, installLogic, messages, views, fineTune=None, service=None, selection=None):
         self.ui = ui
-        self.logic = logic                # DiffusionSegSlicerLib.Logic.DiffusionSegLogic
-        self.installLogic = installLogic  # DiffusionSegSlicerLib.InstallLogic.InstallLogic
+        self.logic = logic                # Interfaces.PanelLogic (Logic.DiffusionSegLogic)
+        self.installLogic = installLogic  # InstallLogic.InstallLogic
+        self.messages = messages          # Interfaces.UserMessages
+        self.views = views                # Interfaces.SliceViewer
         self.job = None
         self._parameterNode = None
         self._guiConnection = None
         self._observerTag = None
         self._paramGetters = {}
         self._stageText = ""
-        self.fineTune = None              # the "Learn from corrections" section (FineTuneWidget.py)
-        self.selection = None             # the "Evidence and selection" section (SelectionWidget.py)
+        self.fineTune = fineTune          # the "Learn from corrections" section (FineTuneWidget.py)
+        self.service = service            # the server rows of Advanced (ServiceWidget.py)
+        self.selection = selection        # the "Evidence and selection" section (SelectionWidget.py)
         self._pollTimer = qt.QTimer()
         self._pollTimer.setInterval(POLL_INTERVAL_MS)
         self._pollTimer.timeout.connect(self._poll)
         self._setupWidgets()
+        for section in (fineTune, service, selection):
+            if section is not None:
+                section.attach(self)
 
     # -- construction (no installs, no downloads, no worker here) ---------------------------------
 
@@ -70,17 +82,12 @@ class DiffusionSegPanel:
                                       "becomes one segment; where they overlap, the first listed wins.")
         ui.checkInterpreterButton.clicked.connect(self.onCheckInterpreter)
         ui.progressBar.hide()
-        self.fineTune = FineTunePanel(ui, self.logic, self)
-        self.service = ServicePanel(ui, self.logic, self)  # warm server rows in Advanced (ServiceWidget.py)
-        self.selection = SelectionPanel(ui, self)
 
     def cleanup(self):
         self.cancelJob()
-        if self.fineTune is not None:
-            self.fineTune.cleanup()
-        self.service.cleanup()
-        if self.selection is not None:
-            self.selection.cleanup()
+        for section in (self.fineTune, self.service, self.selection):
+            if section is not None:
+                section.cleanup()
         self._pollTimer.stop()
         self.setParameterNode(None)
 
@@ -130,18 +137,12 @@ class DiffusionSegPanel:
             self._parameterNode.method = info.name
         ui = self.ui
         ui.methodDescriptionLabel.text = info.description if info else ""
-        needsPrompt = info is not None and info.prompt != "none"
-        ui.promptTextEdit.enabled = needsPrompt
-        # The method's examples, then standard terms (those get SNOMED terminology on import).
-        terms = list(dict.fromkeys([*(info.prompt_examples if info else ()),
-                                    *self.logic.importer.terminology.names()]))
-        examples = ", ".join(info.prompt_examples) if info else ""
-        ui.promptExamplesLabel.text = _("Examples: {examples}").format(examples=examples) if examples else ""
-        ui.promptExamplesLabel.toolTip = _("Standard terms: {terms}").format(terms=", ".join(terms))
+        hints = promptHints(info, self.logic.importer.terminology.names())
+        ui.promptTextEdit.enabled = hints.enabled
+        ui.promptExamplesLabel.text = hints.examples
+        ui.promptExamplesLabel.toolTip = hints.terms
         if info is not None:
-            placeholder = (_("Trained checkpoint folder (required)") if info.needs_checkpoint else
-                           _("Default: {model}").format(model=info.default_model or _("none")))
-            ui.modelPathLineEdit.comboBox().lineEdit().placeholderText = placeholder
+            ui.modelPathLineEdit.comboBox().lineEdit().placeholderText = hints.modelPlaceholder
         self._rebuildParameterWidgets(info)
         self.updateApplyButton()
 
@@ -160,18 +161,14 @@ class DiffusionSegPanel:
         self.ui.methodParametersGroupBox.visible = bool(self._paramGetters)
 
     def _storedMethodParams(self):
-        try:
-            return json.loads(self._parameterNode.methodParamsJson) if self._parameterNode else {}
-        except ValueError:
-            return {}
+        return storedMethodParams(self._parameterNode.methodParamsJson) if self._parameterNode else {}
 
     def _saveMethodParams(self):
         info = self.currentMethodInfo()
         if self._parameterNode is None or info is None:
             return
-        stored = self._storedMethodParams()
-        stored[info.name] = {name: getter() for name, getter in self._paramGetters.items()}
-        self._parameterNode.methodParamsJson = json.dumps(stored)
+        values = {name: getter() for name, getter in self._paramGetters.items()}
+        self._parameterNode.methodParamsJson = withMethodParams(self._parameterNode.methodParamsJson, info.name, values)
 
     # -- apply / cancel --------------------------------------------------------------------------
 
@@ -195,18 +192,8 @@ class DiffusionSegPanel:
             button.toolTip = _("Stop the worker; nothing is added to the scene.")
             return
         button.text = _("Apply")
-        node, info = self._parameterNode, self.currentMethodInfo()
-        reasons = []
-        if self.fineTune is not None and self.fineTune.isRunning():
-            reasons.append(_("Fine-tuning is running."))
-        if node is None or node.inputVolume is None:
-            reasons.append(_("Select an input volume."))
-        if info is None:
-            reasons.append(_("No segmentation method is available."))
-        elif info.prompt == "required" and not (node and node.prompt.strip()):
-            reasons.append(_("Type what to segment in the prompt."))
-        elif info.needs_checkpoint and not (node and node.model.strip()):
-            reasons.append(_("{method} needs a trained checkpoint folder (Model).").format(method=info.label))
+        reasons = applyBlockers(self._parameterNode, self.currentMethodInfo(),
+                                self.fineTune is not None and self.fineTune.isRunning())
         button.enabled = not reasons
         button.toolTip = " ".join(reasons) or _("Run the segmentation in a background process.")
 
@@ -222,8 +209,8 @@ class DiffusionSegPanel:
             return
         self.job = None
         try:
-            # tryWithErrorDisplay shows the message and re-raises (the console keeps the trace).
-            with slicer.util.tryWithErrorDisplay(_("DiffusionSeg could not start."), waitCursor=True):
+            # errorsShown shows the message and re-raises (the console keeps the trace).
+            with self.messages.errorsShown(_("DiffusionSeg could not start."), busy=True):
                 self._startJob()
         finally:
             if self.job is None:  # it did not start: the error was shown, nothing changed
@@ -238,9 +225,8 @@ class DiffusionSegPanel:
         try:
             self.installLogic.ensureDependencies(self.logic.launcher(JobSettings(pythonInterpreter=pythonInterpreter)))
         except InstallError as error:
-            if error.restartRequired and slicer.util.confirmYesNoDisplay(
-                    str(error) + "\n\n" + _("Restart Slicer now?")):
-                slicer.util.restart()
+            if error.restartRequired and self.messages.askYesNo(str(error) + "\n\n" + _("Restart Slicer now?")):
+                self.messages.restartApplication()
             raise
 
     def _startJob(self):
@@ -278,7 +264,7 @@ class DiffusionSegPanel:
             self.job.cancel()
             self.job = None
             self.ui.progressBar.hide()
-            slicer.util.errorDisplay(_("DiffusionSeg failed: {error}").format(error=exc))
+            self.messages.showError(_("DiffusionSeg failed: {error}").format(error=exc))
         if running:
             self._showStatus()
         else:
@@ -302,7 +288,7 @@ class DiffusionSegPanel:
         """Stage and elapsed time, refreshed on every poll so the clock runs between events."""
         if self.job is not None:
             self.ui.statusLabel.text = _("{stage} — {elapsed}").format(
-                stage=self._stageText or _("Starting the worker…"), elapsed=_formatSeconds(self.job.elapsed))
+                stage=self._stageText or _("Starting the worker…"), elapsed=formatSeconds(self.job.elapsed))
 
     def onJobLog(self, level, message):
         if level == "debug":
@@ -312,31 +298,27 @@ class DiffusionSegPanel:
 
     def onJobFinished(self, job):
         self.ui.progressBar.hide()
-        elapsed = _formatSeconds(job.elapsed)
+        elapsed = formatSeconds(job.elapsed)
         if job.state == job.SUCCEEDED:
             count = len(job.segmentIds)
             self.ui.statusLabel.text = _("Done: {count} segment(s) in {elapsed}.").format(count=count, elapsed=elapsed)
             if job.warnings:  # the worker's own warning (empty or whole-tissue result) in the message area
                 self.ui.statusLabel.text += " " + _("Warning: {message}").format(message=job.warnings[-1])
             if job.segmentationNode is not None:
-                slicer.util.setSliceViewerLayers(background=job.inputVolumeNode, fit=False)
+                self.views.showBackground(job.inputVolumeNode)
                 job.segmentationNode.GetDisplayNode().SetVisibility(True)
-            self.selection.setResult(job)
+            if self.selection is not None:
+                self.selection.setResult(job)
         elif job.state == job.CANCELLED:
             self.ui.statusLabel.text = _("Cancelled after {elapsed}; the scene was not changed.").format(elapsed=elapsed)
         else:
             self.ui.statusLabel.text = _("Failed after {elapsed}.").format(elapsed=elapsed)
-            slicer.util.errorDisplay(_("DiffusionSeg failed: {message}").format(message=job.error.message),
-                                     detailedText=job.error.hint or "")
+            self.messages.showError(_("DiffusionSeg failed: {message}").format(message=job.error.message),
+                                    job.error.hint or "")
 
     def onCheckInterpreter(self):
-        with slicer.util.tryWithErrorDisplay(_("The worker Python cannot run DiffusionSeg."), waitCursor=True):
+        with self.messages.errorsShown(_("The worker Python cannot run DiffusionSeg."), busy=True):
             settings = self.currentSettings()
             description = self.logic.launcher(settings).checkInterpreter()
             self.ui.logTextEdit.appendPlainText(description)
-            slicer.util.infoDisplay(description, windowTitle=_("Worker Python"))
-
-
-def _formatSeconds(seconds):
-    seconds = int(seconds)
-    return f"{seconds // 60}:{seconds % 60:02d}" if seconds >= 60 else f"{seconds} s"
+            self.messages.showInfo(description, _("Worker Python"))

@@ -205,7 +205,7 @@ class JobService:
                 job.start()
                 self._announce_positions()
             try:
-                self.runner.run(job.request, job.emit, job.token)
+                self.runner.run(job.request, job.emit, job.token, partial_results=True)   # clients show them
             except BaseException as error:  # noqa: BLE001 - every ending becomes an error event
                 event, _ = error_for(error)
                 job.emit(event)

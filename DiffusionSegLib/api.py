@@ -11,6 +11,7 @@ from __future__ import annotations
 from . import __version__
 from .contract.choices import DEVICES, DTYPE_CHOICES, SLICE_AXES, presets
 from .contract.errors import EXIT_CANCELLED
+from .contract.partial import apply_partial, decode_partial
 from .contract.request import JobRequest, PipelineOptions
 from .decision.reselection import SelectionBundle, reselect_labels, scores_document, volume_proposals
 from .decision.selection import SelectionParams, SliceScores, proposal_table, select_labels, volume_reference
@@ -27,7 +28,7 @@ TINY_MODEL_MODULE = "DiffusionSegLib.testing.models"
 
 __all__ = [
     "DEVICES", "DTYPE_CHOICES", "EXIT_CANCELLED", "OUTPUT_NAMES", "SLICE_AXES", "TINY_MODEL_MODULE", "WORKER_MODULE",
-    "JobRequest", "PipelineOptions", "SelectionBundle", "SelectionParams", "ServiceClient", "ServiceError",
+    "JobRequest", "PipelineOptions", "apply_partial", "decode_partial", "SelectionBundle", "SelectionParams", "ServiceClient", "ServiceError",
     "SliceScores", "__version__", "available_methods", "bundle_path", "match_labels_across_slices", "presets",
     "proposal_table", "reselect_labels", "scores_document", "select_labels", "stage_bundle", "volume_proposals",
     "volume_reference", "write_labelmap",

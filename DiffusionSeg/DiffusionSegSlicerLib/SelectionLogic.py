@@ -151,12 +151,15 @@ def resultSegmentId(segmentationNode) -> str | None:
 
 
 class ProposalSelection(ManagedSegment):
-    """Re-selection of a result's proposals: vote threshold, include/exclude by point, undo."""
+    """Re-selection of a result's proposals: vote threshold, include/exclude by point, undo.
 
-    def __init__(self, segmentationNode):
-        proposalsNode = segmentationNode.GetNodeReference(PROPOSALS_ROLE)
-        scoresNode = segmentationNode.GetNodeReference(SCORES_ROLE)
-        segmentId = resultSegmentId(segmentationNode)
+    Given the result's own segment and nodes (what a finished job imported), or, without them,
+    those the segmentation's link names (a scene saved and loaded again)."""
+
+    def __init__(self, segmentationNode, segmentId=None, proposalsNode=None, scoresNode=None):
+        proposalsNode = proposalsNode or segmentationNode.GetNodeReference(PROPOSALS_ROLE)
+        scoresNode = scoresNode or segmentationNode.GetNodeReference(SCORES_ROLE)
+        segmentId = segmentId or resultSegmentId(segmentationNode)
         if proposalsNode is None or scoresNode is None or not segmentId:
             raise SelectionError(f"'{segmentationNode.GetName()}' has no proposals and scores to re-select from.")
         try:
@@ -228,9 +231,9 @@ class ProposalSelection(ManagedSegment):
 class ProbabilityThreshold(ManagedSegment):
     """SDSeg: the segment is the mean foreground probability above a threshold."""
 
-    def __init__(self, segmentationNode, threshold: float = 0.5):
-        evidenceNode = segmentationNode.GetNodeReference(EVIDENCE_ROLE)
-        segmentId = resultSegmentId(segmentationNode)
+    def __init__(self, segmentationNode, threshold: float = 0.5, segmentId=None, evidenceNode=None):
+        evidenceNode = evidenceNode or segmentationNode.GetNodeReference(EVIDENCE_ROLE)
+        segmentId = segmentId or resultSegmentId(segmentationNode)
         if evidenceNode is None or not segmentId:
             raise SelectionError(f"'{segmentationNode.GetName()}' has no probability volume to threshold.")
         super().__init__(segmentationNode, segmentId, evidenceNode)
@@ -251,15 +254,21 @@ class ProbabilityThreshold(ManagedSegment):
 def selectionFor(job):
     """(logic, evidence node, message) for a finished job: the ProposalSelection of an ADZUS-style
     result, the ProbabilityThreshold of an SDSeg one, or None (message says why when it is an
-    error). Shared by the Slicer panel and the web app, so both steer the same results."""
-    evidenceNode = (getattr(job, "evidenceNodes", None) or {}).get("evidence")
+    error). Bound to the job's own result: its one segment and the nodes it imported — never
+    data an earlier job linked to the same segmentation. Shared by the Slicer panel and the web
+    app, so both steer the same results."""
+    nodes = getattr(job, "evidenceNodes", None) or {}
+    evidenceNode = nodes.get("evidence")
     segmentation = job.segmentationNode
+    segmentIds = list(getattr(job, "segmentIds", None) or [])
+    if segmentation is None or len(segmentIds) != 1:
+        return None, evidenceNode, ""
     try:
-        if segmentation is not None and segmentation.GetNodeReference(PROPOSALS_ROLE) is not None:
-            return ProposalSelection(segmentation), evidenceNode, ""
-        if segmentation is not None and evidenceNode is not None and job.settings.method == "sdseg":
+        if nodes.get("proposals") is not None and nodes.get("scores") is not None:
+            return ProposalSelection(segmentation, segmentIds[0], nodes["proposals"], nodes["scores"]), evidenceNode, ""
+        if evidenceNode is not None and job.settings.method == "sdseg":
             threshold = float(job.settings.params.get("threshold", 0.5))
-            return ProbabilityThreshold(segmentation, threshold), evidenceNode, ""
+            return ProbabilityThreshold(segmentation, threshold, segmentIds[0], evidenceNode), evidenceNode, ""
     except SelectionError as error:
         return None, evidenceNode, str(error)
     return None, evidenceNode, ""

@@ -69,7 +69,7 @@ class DiffusionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.panel = DiffusionSegPanel(
             self.ui, core, InstallLogic(confirm=lambda text, details: messages.askOkCancel(text, details=details)),
             messages, views, fineTune=FineTunePanel(self.ui, core, messages), service=ServicePanel(self.ui, core),
-            selection=SelectionPanel(self.ui, views))
+            selection=SelectionPanel(self.ui, views, messages))
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.initializeParameterNode()
@@ -182,7 +182,11 @@ class DiffusionSegTest(ScriptedLoadableModuleTest):
         try:
             result = buildSteerableResult(slicer.mrmlScene, folder)
             panel.setResult(result)
-            self.assertTrue(panel.slider.enabled and panel.clickButton.visible and panel.overlayCheckBox.checked)
+            self.assertTrue(panel.slider.enabled and panel.clickButton.visible and panel.legendLabel.text)
+            self.assertFalse(panel.overlayCheckBox.checked)   # the result first; the evidence on request
+            panel.overlayCheckBox.checked = True
+            compositeNode = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceCompositeNode()
+            self.assertEqual(compositeNode.GetForegroundVolumeID(), result.evidenceNodes["evidence"].GetID())
 
             def setThreshold(value):
                 panel.slider.value = value

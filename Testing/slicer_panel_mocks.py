@@ -20,6 +20,8 @@ class MockJob:
     def __init__(self, settings, volume, target=None):
         self.settings, self.inputVolumeNode, self.targetSegmentationNode = settings, volume, target
         self.progress, self.log, self.finished = Signal("progress"), Signal("log"), Signal("job")
+        self.partial = Signal("previewNode", "slicesDone")
+        self.removed = False
         self.state, self.elapsed, self.cancelled = "idle", 0.0, False
         self.segmentationNode, self.segmentIds, self.warnings, self.error = None, [], [], None
         self.evidenceNodes, self.outputPath = {}, ""
@@ -38,6 +40,13 @@ class MockJob:
         if self.raiseOnPoll:
             raise self.raiseOnPoll
         return self.isRunning()
+
+    def hasResult(self):
+        return self.state == self.SUCCEEDED and bool(self.segmentIds) and not self.removed
+
+    def removeResult(self):
+        self.removed = True
+        return len(self.segmentIds)
 
     def finish(self, state, **attributes):
         for name, value in attributes.items():

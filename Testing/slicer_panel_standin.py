@@ -17,7 +17,7 @@ from slicer_test_utils import MODULE_DIR
 
 UI_FILE = MODULE_DIR / "Resources" / "UI" / "DiffusionSeg.ui"
 PARAMETER_NODE_FILE = MODULE_DIR / "DiffusionSegSlicerLib" / "ParameterNode.py"
-GUI_MODULES = ("Widget", "FineTuneWidget", "SelectionWidget", "ServiceWidget", "ParameterWidgets")
+GUI_MODULES = ("Widget", "FineTuneWidget", "SelectionWidget", "ServiceWidget", "ParameterWidgets", "StatusDisplay")
 WIDGET_CLASSES = {cls.__name__: cls for cls in (*qt_standin.QT_CLASSES, *qt_standin.CTK_CLASSES,
                                                   *qt_standin.MRML_CLASSES)}
 LAYOUT_CLASSES = {"QVBoxLayout": qt_standin.QVBoxLayout, "QHBoxLayout": qt_standin.QHBoxLayout,
@@ -181,7 +181,8 @@ class RecordingMessages:
     def __init__(self, answer: bool = True):
         self.answer = answer
         self.shown: list[tuple[str, str, str]] = []   # (kind, message, details)
-        self.busy = 0
+        self.busyDepth = 0
+        self.busyMessages: list[str] = []
 
     def showError(self, message, details=""):
         self.shown.append(("error", message, details))
@@ -200,17 +201,26 @@ class RecordingMessages:
     @contextlib.contextmanager
     def errorsShown(self, message, busy=False):
         """As slicer.util.tryWithErrorDisplay: show message and error, then raise it again."""
-        self.busy += bool(busy)
+        self.busyDepth += bool(busy)
         try:
             yield
         except Exception as exc:
             self.shown.append(("error", f"{message}\n\n{exc}", traceback.format_exc()))
             raise
         finally:
-            self.busy -= bool(busy)
+            self.busyDepth -= bool(busy)
 
     def restartApplication(self):
         self.shown.append(("restart", "", ""))
+
+    @contextlib.contextmanager
+    def busy(self, message=""):
+        self.busyMessages.append(message)
+        self.busyDepth += 1
+        try:
+            yield
+        finally:
+            self.busyDepth -= 1
 
     def errors(self):
         return [message for kind, message, _ in self.shown if kind == "error"]
@@ -223,6 +233,8 @@ class RecordingSliceViewer:
         self.views = views
         self.background = None
         self.foreground = None
+        self.label = None
+        self.edited = None   # (segmentation, volume, segment id) the Segment Editor was opened on
         self._clickHandlers: dict[int, object] = {}
 
     def showBackground(self, volumeNode):
@@ -230,6 +242,14 @@ class RecordingSliceViewer:
 
     def showForeground(self, volumeNode, opacity=0.5):
         self.foreground = volumeNode
+
+    def showLabel(self, labelmapNode, backgroundNode=None):
+        self.label = labelmapNode
+        if backgroundNode is not None:
+            self.background = backgroundNode
+
+    def editSegments(self, segmentationNode, volumeNode, segmentId):
+        self.edited = (segmentationNode, volumeNode, segmentId)
 
     def observeLeftClicks(self, onClick):
         removers = []

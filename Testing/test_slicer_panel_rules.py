@@ -65,3 +65,22 @@ def test_apply_blockers_name_what_is_missing():
     strong = sliderSetup(SimpleNamespace(defaultVoteThreshold=1.5, strongestContrast=12.31))
     assert strong.maximum >= 12.31 and strong.value == 1.5 and strong.clickMode
     assert sliderSetup(SimpleNamespace(threshold=0.4)).maximum == 1.0 and sliderSetup(None) is None
+
+
+def test_parameter_labels_name_real_parameters_and_cover_every_choice():
+    from DiffusionSegSlicerLib.PanelRules import PARAMETER_LABELS, choiceTitles, parameterLabel
+
+    methods = methodCatalog()
+    for method, labels in PARAMETER_LABELS.items():
+        params = {p.name: p.to_dict() for p in methods[method].params}
+        assert set(labels) <= set(params), (method, set(labels) - set(params))
+        for name, entry in labels.items():
+            assert set(entry.get("choices", {})) <= set(params[name]["choices"]), (method, name)
+    for method, info in methods.items():
+        for param in (p.to_dict() for p in info.params):
+            assert parameterLabel(method, param)
+            if param["type"] == "choice":   # a title for people for every choice
+                titles = dict(choiceTitles(method, param))
+                assert list(titles) == [str(c) for c in param["choices"]]
+                assert all(titles[c] != c for c in titles if "_" in c), (method, param["name"], titles)
+    assert parameterLabel("adzus", {"name": "latent_mode", "label": "Latent mode"}) == "Reach the timestep by"

@@ -107,7 +107,7 @@ class FineTunePanel:
         job.progress.connect(self.onJobProgress)
         job.log.connect(self.panel.onJobLog)
         job.finished.connect(self.onJobFinished)
-        self.ui.logTextEdit.clear()
+        self.panel.clearResultState()   # the last segmentation's messages and overlays
         self.ui.progressBar.setRange(0, 0)
         self.ui.progressBar.show()
         self.ui.statusLabel.text = _("Exporting the corrected segmentation…")

@@ -28,14 +28,26 @@ class UserMessages(Protocol):
 
     def restartApplication(self) -> None: ...
 
+    def busy(self, message: str = "") -> AbstractContextManager:
+        """The wait cursor (and `message` painted first) for an action that blocks the GUI."""
+        ...
+
 
 class SliceViewer(Protocol):
-    """The slice views: which volumes they show, and their left clicks."""
+    """The slice views (which volumes they show, their left clicks) and the Segment Editor."""
 
     def showBackground(self, volumeNode) -> None: ...
 
     def showForeground(self, volumeNode, opacity: float = 0.5) -> None:
         """`volumeNode` None: no foreground."""
+        ...
+
+    def showLabel(self, labelmapNode, backgroundNode=None) -> None:
+        """A labelmap as the label layer over `backgroundNode` (a running job's preview)."""
+        ...
+
+    def editSegments(self, segmentationNode, volumeNode, segmentId: str) -> None:
+        """Open the Segment Editor on this segmentation, volume and segment."""
         ...
 
     def observeLeftClicks(self, onClick: Callable[[tuple], None]) -> list[Callable[[], None]]:

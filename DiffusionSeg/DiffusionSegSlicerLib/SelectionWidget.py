@@ -12,7 +12,7 @@ import ctk
 import qt
 from slicer.i18n import tr as _
 
-from .PanelRules import sliderSetup
+from .PanelRules import evidenceLegend, sliderSetup
 from .SelectionLogic import ProposalSelection, SelectionError, selectionFor
 
 DEBOUNCE_MS = 60
@@ -20,9 +20,10 @@ OVERLAY_OPACITY = 0.5
 
 
 class SelectionPanel:
-    def __init__(self, ui, views):
+    def __init__(self, ui, views, messages):
         self.ui = ui
         self.views = views         # Interfaces.SliceViewer
+        self.messages = messages   # Interfaces.UserMessages (the busy cursor)
         self.logic = None          # ProposalSelection or ProbabilityThreshold of the last result
         self.evidenceNode = None
         self._clickObservations = []
@@ -41,9 +42,13 @@ class SelectionPanel:
         self.section.objectName = "selectionCollapsibleButton"
         form = qt.QFormLayout(self.section)
         self.overlayCheckBox = qt.QCheckBox(_("Show the evidence over the image"))
-        self.overlayCheckBox.toolTip = _("Colour overlay of why each pixel was chosen (see the legend).")
+        self.overlayCheckBox.toolTip = _("Colour overlay of why each pixel was chosen, with its colour bar in the "
+                                         "views.")
         self.overlayCheckBox.toggled.connect(self.showOverlay)
         form.addRow(self.overlayCheckBox)
+        self.legendLabel = qt.QLabel("")
+        self.legendLabel.wordWrap = True
+        form.addRow(self.legendLabel)
         self.slider = ctk.ctkSliderWidget()
         self.slider.singleStep = 0.05
         self.slider.decimals = 2
@@ -79,17 +84,28 @@ class SelectionPanel:
     # -- a new result ------------------------------------------------------------------------------
 
     def setResult(self, job):
-        """Called when a job succeeded: steer its result if it carries its evidence."""
-        self.setClickMode(False)
+        """Called when a job succeeded: steer its result if it carries its evidence. The overlay
+        starts off (the result is what a reader looks at first); the legend says what it shows."""
+        self.clear()
         self.logic, self.evidenceNode, message = selectionFor(job)
-        if message:
-            self.statusLabel.text = message
+        self.statusLabel.text = message
         self.section.visible = self.logic is not None or self.evidenceNode is not None
         self._configureSlider()
         self.overlayCheckBox.enabled = self.evidenceNode is not None
-        self.overlayCheckBox.checked = self.evidenceNode is not None
-        self.showOverlay(self.overlayCheckBox.checked)
+        self.legendLabel.text = evidenceLegend(job.settings.method) if self.evidenceNode is not None else ""
+        self.showOverlay(False)   # also hides the colour bar the import added
         self._updateButtons()
+
+    def clear(self):
+        """No result to steer (a job starts, another volume, the result was removed)."""
+        self.setClickMode(False)
+        self._timer.stop()
+        self._pendingValue = None
+        if self.overlayCheckBox.checked:
+            self.overlayCheckBox.checked = False     # takes the overlay out of the views
+        self.logic = self.evidenceNode = None
+        self.statusLabel.text = ""
+        self.section.visible = False
 
     def _configureSlider(self):
         setup = sliderSetup(self.logic)
@@ -135,8 +151,10 @@ class SelectionPanel:
             self._run(lambda: self.logic.setThreshold(value))
 
     def _run(self, change):
+        self.statusLabel.text = _("Re-selecting…")
         try:
-            changed = change()
+            with self.messages.busy(self.statusLabel.text):
+                changed = change()
             self.statusLabel.text = _("{count} voxel(s) changed.").format(count=changed)
         except SelectionError as error:
             self.statusLabel.text = str(error)
@@ -164,8 +182,10 @@ class SelectionPanel:
         """Toggle the proposal under a world RAS point (what a click does)."""
         if not isinstance(self.logic, ProposalSelection):
             return None
+        self.statusLabel.text = _("Re-selecting…")
         try:
-            toggled = self.logic.toggleAtRas(ras)
+            with self.messages.busy(self.statusLabel.text):
+                toggled = self.logic.toggleAtRas(ras)
         except SelectionError as error:
             self.statusLabel.text = str(error)
             return None

@@ -3,6 +3,9 @@ views through the layout manager. Needs Slicer's GUI (the tests use stand-ins in
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
+import qt
 import slicer
 import vtk
 
@@ -29,6 +32,15 @@ class SlicerMessages:
     def restartApplication(self) -> None:
         slicer.util.restart()
 
+    @contextmanager
+    def busy(self, message: str = ""):
+        slicer.app.setOverrideCursor(qt.Qt.WaitCursor)
+        try:
+            slicer.app.processEvents()   # the message set before this shows before the work starts
+            yield
+        finally:
+            slicer.app.restoreOverrideCursor()
+
 
 class SlicerSliceViewer:
     """SliceViewer on the application's layout: every slice view of the current layout."""
@@ -41,6 +53,19 @@ class SlicerSliceViewer:
             slicer.util.setSliceViewerLayers(foreground=None, fit=False)
         else:
             slicer.util.setSliceViewerLayers(foreground=volumeNode, foregroundOpacity=opacity, fit=False)
+
+    def showLabel(self, labelmapNode, backgroundNode=None) -> None:
+        if backgroundNode is not None:
+            slicer.util.setSliceViewerLayers(background=backgroundNode, label=labelmapNode, fit=False)
+        else:
+            slicer.util.setSliceViewerLayers(label=labelmapNode, fit=False)
+
+    def editSegments(self, segmentationNode, volumeNode, segmentId: str) -> None:
+        slicer.util.selectModule("SegmentEditor")
+        editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
+        editor.setSegmentationNode(segmentationNode)
+        editor.setSourceVolumeNode(volumeNode)
+        editor.setCurrentSegmentID(segmentId)
 
     def observeLeftClicks(self, onClick):
         layoutManager = slicer.app.layoutManager()

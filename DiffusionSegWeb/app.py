@@ -25,7 +25,7 @@ from trame_slicer.core import SlicerApp
 from trame_slicer.rca_view import register_rca_factories
 
 from . import panel
-from .files import UploadRefused, Workspace, readableBySlicer, volumeSuffix
+from .files import PICTURE_SUFFIXES, UploadRefused, Workspace, readableBySlicer, volumeSuffix
 from .jobs import JobController
 from .layout import PANEL_TOOL, WebAppLayout
 from .saving import SegmentationSaver
@@ -120,7 +120,7 @@ class WebApp(TrameApp):
     # -- actions the panel calls ---------------------------------------------------------------
 
     def apply(self):
-        self.jobs.start()
+        self.busy.run("Starting: exporting the volume…", self.jobs.start)   # a large volume takes a while
 
     def cancel(self):
         self.jobs.cancel()
@@ -210,6 +210,9 @@ class WebApp(TrameApp):
         self.segmentEditorLogic.on_volume_changed(volume)
         self.ui.data.is_volume_loaded = True
         name = volume.GetName()
+        if name.endswith(".nrrd") and volumeSuffix(name[:-5]) in PICTURE_SUFFIXES:
+            name = name[:-5]             # a picture converted for Slicer (files.readableBySlicer): its own name
+            volume.SetName(name)
         stem = name[:-len(volumeSuffix(name))] if volumeSuffix(name) else name
         scalar = volume.GetImageData().GetNumberOfScalarComponents() == 1
         self.state.update({"ds_volume_name": name, "ds_segments": [], "ds_download_ready": False,
@@ -217,6 +220,14 @@ class WebApp(TrameApp):
                            "ds_is_ct": scalar and volume.GetImageData().GetScalarRange()[0] < CT_AIR_HU})
         self.annotations.setVolume(volume)
         self.ui.showTool(PANEL_TOOL)
+        # a picture (one slice): one large view, not three with a line each; a volume after it: the views back
+        layoutState = self.layoutButtonLogic.data
+        if volume.GetImageData().GetDimensions()[2] == 1:
+            self._pictureLayout = layoutState.current_layout_id != "Axial Only"
+            layoutState.current_layout_id = "Axial Only"
+        elif getattr(self, "_pictureLayout", False):
+            self._pictureLayout = False
+            layoutState.current_layout_id = "Axial Primary"
         for view in self.slicerApp.view_manager.get_views():
             view.schedule_render()   # the 3D view too: it must not keep the last volume's surfaces
         return volume

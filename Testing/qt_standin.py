@@ -148,10 +148,11 @@ class QFormLayout(_Layout):
         label, field = args
         item = self._adopt(field)
         item.label = label if isinstance(label, str) else getattr(label, "text", "")
+        item.labelWidget = None if isinstance(label, str) else label   # its text may change later
         self.items.append(item)
 
     def rowLabels(self):
-        return [item.label for item in self.items]
+        return [item.labelWidget.text if getattr(item, "labelWidget", None) else item.label for item in self.items]
 
 
 class ctkCollapsibleButton(QWidget):

@@ -16,9 +16,9 @@ A second scenario: ADZUS, then SDSeg into the same segmentation: the slider is S
 probability threshold and never rewrites the ADZUS segment; opening another volume clears the
 status, warnings, segments and slider.
 
-Skipped only when Chromium is absent (CI installs Debian's `chromium`).
-DIFFUSIONSEG_WEB_SCREENSHOT=path saves the result screenshot (docs/images/web-app.png is made by
-Resources/Screenshots/make_screenshots.py).
+Skipped only when Chromium is absent (CI installs Debian's `chromium`). The random-weight model
+makes no picture for the docs: Resources/Screenshots/make_screenshots.py makes those from a trained
+model.
 """
 
 from __future__ import annotations
@@ -97,12 +97,11 @@ def applyAndWatch(page, coronalBefore: np.ndarray) -> dict:
 
 
 def test_segment_refine_and_save_in_a_real_browser(browserPage, tmp_path, tiny_sd_path):
-    import os
-
     page, process, logPath = browserPage
     source = ct_like_volume(size=(40, 36, 6))
     inputPath = tmp_path / "oblique-ct.nrrd"
     sitk.WriteImage(source, str(inputPath))
+    assert "not a medical device" in page.locator("#ds-notice").inner_text()
     uploadVolume(page, inputPath)
     assert state(page, "ds_status")["state"] == "idle" and state(page, "ds_is_ct")
     time.sleep(2.0)
@@ -128,6 +127,11 @@ def test_segment_refine_and_save_in_a_real_browser(browserPage, tmp_path, tiny_s
     assert status["warnings"] and "95%" in page.locator("#ds-warnings").inner_text()
     assertInView(page, "#ds-message", "#ds-warnings", "#ds-segments", "#ds-save", "#ds-threshold")
     assertNoJsonOnPage(page)
+    page.locator("#ds-log-button").click()   # the details are one click away: the request is there
+    page.wait_for_selector("#ds-log")
+    assert '"method": "adzus"' in page.locator("#ds-log").inner_text()
+    page.keyboard.press("Escape")
+    page.wait_for_function("() => !window.trame.state.get('ds_log_open')")
 
     # The result tints the view towards the segment's colour (the evidence overlay starts off).
     assert not state(page, "ds_sel_overlay")
@@ -139,9 +143,6 @@ def test_segment_refine_and_save_in_a_real_browser(browserPage, tmp_path, tiny_s
     shift = (after[changed] - before[changed]).mean(axis=0)
     towards = (color - before[changed].mean(axis=0))
     assert shift @ towards > 0, f"the change {shift} does not go towards the segment colour {color}"
-    screenshot = os.environ.get("DIFFUSIONSEG_WEB_SCREENSHOT")
-    if screenshot:
-        page.screenshot(path=screenshot)
     print(f"\nApply to overlay: {state(page, 'ds_last_seconds')} s in the app, {wall:.1f} s in the browser")
 
     # The evidence on request, with its legend.

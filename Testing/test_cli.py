@@ -24,7 +24,8 @@ from DiffusionSegLib.contract.errors import (
 
 ROOT = Path(__file__).resolve().parents[1]
 EVENT_KEYS = {"progress": {"stage", "done", "total"}, "log": {"level", "message"},
-              "result": {"output"}, "error": {"code", "message"}, "warning": {"message"}}
+              "result": {"output"}, "error": {"code", "message"}, "warning": {"message"},
+              "partial": {"label", "axis", "slices", "plane", "box", "mask"}}
 FAST = ["--param", "latent_mode=clean", "--device", "cpu"]
 
 
@@ -80,6 +81,8 @@ def test_run_request_on_oblique_ct_volume(tmp_path, tiny_sd_path):
     assert array[0].sum() == 0 and array[3].sum() == 0  # outside the slice range
     assert array[1:3].max() >= 1
     assert events[-1]["slices_segmented"] == 2
+    # `run` (what the Slicer module reads) sends the finished slices as they come: those of the range
+    assert sorted(i for e in events if e["event"] == "partial" for i in e["slices"]) == [1, 2]
 
 
 def test_cancel_stops_the_job_and_writes_nothing(tmp_path, tiny_sd_path):

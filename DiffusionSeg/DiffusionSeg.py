@@ -42,7 +42,8 @@ class DiffusionSeg(ScriptedLoadableModule):
 
 
 class DiffusionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """Shell: loads the .ui and hands it to DiffusionSegSlicerLib.Widget.DiffusionSegPanel."""
+    """Shell: loads the .ui, builds the panel's parts and gives them to
+    DiffusionSegSlicerLib.Widget.DiffusionSegPanel (the tests build them with stand-ins)."""
 
     def __init__(self, parent=None):
         ScriptedLoadableModuleWidget.__init__(self, parent)
@@ -52,7 +53,11 @@ class DiffusionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
+        from DiffusionSegSlicerLib.FineTuneWidget import FineTunePanel
         from DiffusionSegSlicerLib.InstallLogic import InstallLogic
+        from DiffusionSegSlicerLib.SelectionWidget import SelectionPanel
+        from DiffusionSegSlicerLib.ServiceWidget import ServicePanel
+        from DiffusionSegSlicerLib.SlicerDisplay import SlicerMessages, SlicerSliceViewer
         from DiffusionSegSlicerLib.Widget import DiffusionSegPanel
 
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/DiffusionSeg.ui"))
@@ -60,7 +65,11 @@ class DiffusionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = DiffusionSegLogic()
-        self.panel = DiffusionSegPanel(self.ui, self.logic.core, InstallLogic())
+        core, messages, views = self.logic.core, SlicerMessages(), SlicerSliceViewer()
+        self.panel = DiffusionSegPanel(
+            self.ui, core, InstallLogic(confirm=lambda text, details: messages.askOkCancel(text, details=details)),
+            messages, views, fineTune=FineTunePanel(self.ui, core, messages), service=ServicePanel(self.ui, core),
+            selection=SelectionPanel(self.ui, views, messages))
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.initializeParameterNode()
@@ -125,10 +134,12 @@ class DiffusionSegLogic(ScriptedLoadableModuleLogic):
 
 def confirmWorkerPython(path):
     """Shown before a worker Python that was not chosen in the settings runs for the first time."""
-    return bool(slicer.util.confirmOkCancelDisplay(
+    from DiffusionSegSlicerLib.SlicerDisplay import SlicerMessages
+
+    return SlicerMessages().askOkCancel(
         _("DiffusionSeg is about to run this program as its worker Python:\n\n{path}\n\n"
           "It was not chosen in the DiffusionSeg settings (Advanced > Worker Python). Run it?").format(path=path),
-        windowTitle=_("Confirm worker Python")))
+        _("Confirm worker Python"))
 
 
 class DiffusionSegTest(ScriptedLoadableModuleTest):
@@ -171,14 +182,18 @@ class DiffusionSegTest(ScriptedLoadableModuleTest):
         try:
             result = buildSteerableResult(slicer.mrmlScene, folder)
             panel.setResult(result)
-            self.assertTrue(panel.slider.enabled and panel.clickButton.visible and panel.overlayCheckBox.checked)
+            self.assertTrue(panel.slider.enabled and panel.clickButton.visible and panel.legendLabel.text)
+            self.assertFalse(panel.overlayCheckBox.checked)   # the result first; the evidence on request
+            panel.overlayCheckBox.checked = True
+            compositeNode = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceCompositeNode()
+            self.assertEqual(compositeNode.GetForegroundVolumeID(), result.evidenceNodes["evidence"].GetID())
 
             def setThreshold(value):
                 panel.slider.value = value
                 panel._applyPending()  # what the debounce timer does when the slider rests
 
             exerciseSelection(result, setThreshold, panel.toggleAt, panel.undoButton.click)
-            panel.clickButton.checked = True
+            panel.clickButton.checked = True   # one click observer per slice view of the layout
             self.assertEqual(len(panel._clickObservations), len(slicer.app.layoutManager().sliceViewNames()))
             panel.clickButton.checked = False
             self.assertEqual(panel._clickObservations, [])

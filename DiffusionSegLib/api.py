@@ -11,19 +11,10 @@ from __future__ import annotations
 from . import __version__
 from .contract.choices import DEVICES, DTYPE_CHOICES, SLICE_AXES, presets
 from .contract.errors import EXIT_CANCELLED, EXIT_TRAINING_FELL_SHORT
+from .contract.partial import apply_partial, decode_partial
 from .contract.request import JobRequest, PipelineOptions
-from .decision.reselection import (
-    SelectionBundle,
-    reselect_labels,
-    scores_document,
-    volume_proposals,
-)
-from .decision.selection import (
-    SelectionParams,
-    SliceScores,
-    proposal_table,
-    select_labels,
-)
+from .decision.reselection import SelectionBundle, reselect_labels, scores_document, volume_proposals
+from .decision.selection import SelectionParams, SliceScores, proposal_table, select_labels, volume_reference
 from .imaging.postprocess import match_labels_across_slices
 from .io.bundle import OUTPUT_NAMES, bundle_path, stage_bundle
 from .io.images import write_labelmap
@@ -40,7 +31,8 @@ __all__ = [
     "DEVICES", "DTYPE_CHOICES", "EXIT_CANCELLED", "EXIT_TRAINING_FELL_SHORT", "OUTPUT_NAMES", "SLICE_AXES",
     "TERMINOLOGY_FILE", "TINY_MODEL_MODULE", "WORKER_MODULE",
     "JobRequest", "PipelineOptions", "SelectionBundle", "SelectionParams", "ServiceClient", "ServiceError",
-    "SliceScores", "__version__", "available_methods", "bundle_path", "match_labels_across_slices", "presets",
-    "normalize_term", "proposal_table", "reselect_labels", "scores_document", "segment_codes", "select_labels",
-    "stage_bundle", "volume_proposals", "write_labelmap",
+    "SliceScores", "__version__", "apply_partial", "available_methods", "bundle_path", "decode_partial",
+    "match_labels_across_slices", "normalize_term", "presets", "proposal_table", "reselect_labels",
+    "scores_document", "segment_codes", "select_labels", "stage_bundle", "volume_proposals", "volume_reference",
+    "write_labelmap",
 ]

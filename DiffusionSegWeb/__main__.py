@@ -67,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     workspace = Workspace(int(args.max_upload_mb * 1e6), args.allow_root, int(args.max_disk_mb * 1e6) or None)
     log.info("Private folder (removed on exit): %s", workspace.root)
 
+    if not os.environ.get("DISPLAY") and sys.platform.startswith("linux"):
+        # No X server: render off-screen through EGL at once, instead of VTK trying X first and
+        # printing "bad X server connection" (VTK reads this before its first render window).
+        os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
     # Uploads come as whole files over the websocket: allow the upload limit plus framing. trame
     # reads its own options from the command line too: it gets none of ours.
     os.environ["TRAME_WS_MAX_MSG_SIZE"] = str(int(args.max_upload_mb * 1e6) + 1_000_000)

@@ -4,9 +4,11 @@ Nothing of the job is re-implemented here. `DiffusionSegLogic.createJob` (Diffus
 gives a `ServiceSegmentationJob`: it checks the settings against the method metadata, exports the
 volume through Slicer's storage node (so the result comes back on exactly the node's grid), sends
 it to the service (by path to the local one, uploaded to a remote one), forwards its events,
-downloads the labelmap (and the evidence bundle) and imports it with names, colours and standard
-terminology, removing its temporary folder in every outcome. The Slicer panel drives it from a QTimer; the page drives it
-from an asyncio task, and copies its signals into the page state.
+draws the finished slices into a preview labelmap while it runs, downloads the labelmap (and the
+evidence bundle) and imports it with names, colours and standard terminology, removing its
+temporary folder and preview in every outcome. What it means to a person is the module's own
+`JobStatus` with the browser's hints (status.py copies it into the page). The Slicer panel drives
+the job from a QTimer; the page drives it from an asyncio task.
 """
 
 from __future__ import annotations
@@ -25,11 +27,13 @@ POLL_S = 0.1
 
 
 class JobController:
-    def __init__(self, app, logic, pythonInterpreter: str = ""):
+    def __init__(self, app, logic, status, pythonInterpreter: str = ""):
         self.app = app
         self.logic = logic
+        self.status = status               # status.StatusBridge: JobStatus("browser") -> page state
         self.pythonInterpreter = pythonInterpreter
         self.job = None
+        self.lastResult = None             # the last job that added segments (Remove result)
         self.applyTime = self.lastProgressTime = 0.0
         app.segmentEditorLogic.segmentation_editor.segmentation_modified.connect(self.refreshSegments)
 
@@ -51,85 +55,101 @@ class JobController:
     # -- Apply / Cancel --------------------------------------------------------------------------
 
     def start(self) -> None:
+        from DiffusionSegSlicerLib.JobSettings import splitPrompts
+
         if self.job is not None and self.job.isRunning():
             return
-        self.state.ds_error = ""
         volume = self.app.volumeNode
         if volume is None:
-            self.state.ds_error = "Open a volume first."
+            self.status.model.startFailed("Open a volume first.")
             return
+        self.app.clearResult()              # the last job's messages, overlays and selection go
         try:
-            job = self.logic.createJob(self.settings(), volume, None, self.app.segmentationNode)
+            settings = self.settings()
+            job = self.logic.createJob(settings, volume, None, self.app.segmentationNode)
+            self.status.model.start(job, len(splitPrompts(settings.prompt)) or 1)
             job.progress.connect(self._onProgress)
-            job.log.connect(self._onLog)
+            job.partial.connect(self._onPartial)
             job.start()
         except Exception as exc:  # bad settings or input: the message is for the user
-            self.state.ds_error = str(exc)
+            self.status.model.startFailed(str(exc))
             return
         self.job = job
         self.applyTime = self.lastProgressTime = time.monotonic()
-        self.state.update({"ds_running": True, "ds_progress": 0, "ds_stage": "starting",
-                           "ds_message": "", "ds_download_ready": False})
+        self.state.update({"ds_running": True, "ds_download_ready": False, "ds_preview_slices": 0})
         create_task(self._poll(job))
 
     def cancel(self) -> None:
         if self.job is not None and self.job.isRunning():
-            self.state.ds_stage = "cancelling"
+            self.status.model.cancelling()
             self.job.cancel()
 
     async def _poll(self, job) -> None:
         try:
             while True:
-                with self.state:
+                with self.state:   # the job's end and its result reach the page in one update
                     running = job.processEvents()
+                    self.status.refresh()      # the clock and the estimate run between events
+                    if not running:
+                        self._finished(job)
+                        self.state.ds_running = False
                 if not running:
                     break
                 await asyncio.sleep(POLL_S)
-            with self.state:
-                self._finished(job)
         except Exception as exc:  # the page must leave the running state whatever happened
             log.exception("DiffusionSeg job failed")
             with self.state:
-                self.state.ds_error = str(exc) or type(exc).__name__
+                job.cancel()
+                self.status.model.fail(f"The segmentation failed: {exc or type(exc).__name__}")
         finally:
             with self.state:
                 self.state.ds_running = False
 
     def _onProgress(self, stage: str, done: int, total: int, elapsed: float) -> None:
         self.lastProgressTime = time.monotonic()
-        self.state.ds_stage = f"{stage} {done}/{total}" if total else stage
-        self.state.ds_progress = int(100 * done / total) if total else 0
 
-    def _onLog(self, level: str, message: str) -> None:
-        if level in ("info", "warning") and message:
-            self.state.ds_message = message
+    def _onPartial(self, previewNode, slicesDone: int) -> None:
+        """The finished slices, as every slice view's label layer over the input."""
+        if previewNode is None:
+            return
+        self.state.ds_preview_slices = int(slicesDone)
+        composites = self.app.slicerApp.scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
+        for index in range(composites.GetNumberOfItems()):
+            composite = composites.GetItemAsObject(index)
+            if composite.GetLabelVolumeID() != previewNode.GetID():
+                composite.SetLabelVolumeID(previewNode.GetID())
+                composite.SetLabelOpacity(0.6)
 
     def _finished(self, job) -> None:
         seconds = time.monotonic() - self.applyTime
-        if job.state == job.CANCELLED:
-            self.state.ds_stage = "cancelled"
-            self.state.ds_message = "Cancelled; the segmentation was not changed."
-            return
-        if job.state == job.FAILED:
-            self.state.ds_stage = "failed"
-            self.state.ds_error = str(job.error)
-            return
+        if job.state != job.SUCCEEDED:
+            return                              # cancelled or failed: the status says so, nothing changed
         editor = self.app.segmentEditorLogic.segmentation_editor
         if job.segmentIds:
+            self.lastResult = job
             editor.set_active_segment_id(job.segmentIds[0])
             editor.set_surface_representation_enabled(True)   # the result in 3D too, as in Slicer's "Show 3D"
             editor.trigger_all_signals()
-            self.state.ds_message = f"{len(job.segmentIds)} segment(s) added in {seconds:.1f} s."
-        else:
-            self.state.ds_message = "The method found nothing here; no segment was added."
-        self.app.selection.setResult(job)   # the evidence overlay and re-selection slider, if any
-        self.state.ds_stage = "done"
-        self.state.ds_progress = 100
+        self.app.selection.setResult(job)   # the evidence (overlay off) and the re-selection slider, if any
         self.state.ds_last_seconds = round(seconds, 2)
         log.info("Apply to overlay: %.2f s (%.2f s after the service's last progress event: download, "
                  "import, 3D surface, display)", seconds, time.monotonic() - self.lastProgressTime)
         self.refreshSegments()
 
+    def removeResult(self) -> None:
+        """Undo the last job: its segments and evidence volumes (other segments are untouched)."""
+        job = self.lastResult
+        if job is None or not job.hasResult() or self.state.ds_running:
+            return
+        self.app.selection.clear()
+        removed = job.removeResult()
+        self.lastResult = None
+        self.status.model.note(f"Removed the last result ({removed} segment(s) and its evidence).")
+        self.app.segmentEditorLogic.segmentation_editor.trigger_all_signals()
+        self.refreshSegments()
+
     def refreshSegments(self, *_args) -> None:
         """The segment table in the page (name, colour, voxel count), after any change."""
-        self.state.ds_segments = segmentRows(self.app.segmentationNode)
+        rows = segmentRows(self.app.segmentationNode)
+        self.state.ds_segments = rows
+        self.state.ds_can_remove = bool(self.lastResult is not None and self.lastResult.hasResult())

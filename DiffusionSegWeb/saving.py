@@ -34,19 +34,20 @@ class SegmentationSaver:
         self.saved: Path | None = None
 
     def save(self) -> None:
-        state = self.app.state
+        """Write the segmentation under the name the page shows for Save and Download alike
+        (`ds_save_name`: the volume's name with .seg.nrrd)."""
+        state, status = self.app.state, self.app.status.model
         node = self.app.segmentationNode
         if node is None or node.GetSegmentation().GetNumberOfSegments() == 0:
-            state.ds_error = "There is no segment to save."
+            status.note("There is no segment to save.")
             return
-        name = f"{self.app.state.ds_volume_name or 'volume'}.seg.nrrd"
-        path = self.app.workspace.newFolder("saved") / "segmentation.seg.nrrd"
+        name = Path(state.ds_save_name or "segmentation.seg.nrrd").name
         try:
-            self.saved = writeSegNrrd(node, path)
+            self.saved = writeSegNrrd(node, self.app.workspace.newFolder("saved") / name)
         except OSError as exc:
-            state.ds_error = str(exc)
+            status.note(str(exc))
             return
-        state.ds_message = f"Saved {name}; press Download to get it."
+        status.note(f"Saved {name}; press Download to get it.")
         state.ds_download_ready = True
 
     def downloadBytes(self):

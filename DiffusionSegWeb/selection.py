@@ -1,13 +1,14 @@
-"""The page's "Evidence and selection" part: a finished job's evidence overlay in the slice views
-and a slider that steers the result without running the model again.
+"""The page's "Evidence and selection" part: a finished job's evidence overlay in the slice views,
+its legend, and a slider that steers the result without running the model again.
 
 Nothing of the selection is re-implemented: `SelectionLogic.selectionFor` (the same call the
 Slicer panel makes) gives the ADZUS `ProposalSelection` (vote threshold) or the SDSeg
-`ProbabilityThreshold` of the result, which rewrite only the result segment and refuse when the
-user edited it. The slider applies its value when released (`setValue`); the overlay is the
-evidence map as the foreground layer of every slice view, as Slicer's panel shows it. Click mode
-(ADZUS results): a left click in a slice view toggles the proposal under it (`toggleAt`, the
-Slicer panel's `toggleAtRas`); `clicks.SliceClicks` turns the click into the world RAS point.
+`ProbabilityThreshold` of the job's own result, which rewrite only that result's segment and
+refuse when the user edited it; `PanelRules.sliderSetup` and `evidenceLegend` are the panel's
+slider range and legend text. The overlay starts off (the result is what a reader looks at first)
+and its legend shows the colour scale and what it means. Each change runs under the page's busy
+state (status.Busy). Click mode (ADZUS results): a left click in a slice view toggles the proposal
+under it (`toggleAt`); `clicks.SliceClicks` turns the click into the world RAS point.
 """
 
 from __future__ import annotations
@@ -17,13 +18,38 @@ from .clicks import SliceClicks
 OVERLAY_OPACITY = 0.5
 EMPTY = {"ds_sel_kind": "", "ds_sel_value": 0.0, "ds_sel_min": 0.0, "ds_sel_max": 1.0, "ds_sel_step": 0.01,
          "ds_sel_default": 0.0, "ds_sel_overlay": False, "ds_sel_has_overlay": False, "ds_sel_message": "",
-         "ds_sel_can_undo": False, "ds_sel_click": False}
+         "ds_sel_can_undo": False, "ds_sel_click": False, "ds_sel_legend": None}
+LEGEND_STOPS = 9
+
+
+def legendOf(evidenceNode, method: str) -> dict | None:
+    """The overlay's colour scale as CSS (the colour node sampled across the display window), its
+    range and the sentence that says what it shows."""
+    from DiffusionSegSlicerLib.EvidenceImport import mapTitle
+    from DiffusionSegSlicerLib.PanelRules import evidenceLegend
+
+    display = evidenceNode.GetDisplayNode() if evidenceNode is not None else None
+    if display is None:
+        return None
+    low, high = display.GetWindowLevelMin(), display.GetWindowLevelMax()
+    colors = []
+    color = display.GetColorNode()
+    table = color.GetScalarsToColors() if color is not None else None
+    if table is not None:
+        start, end = table.GetRange()
+        for n in range(LEGEND_STOPS):
+            r, g, b = table.GetColor(start + (end - start) * n / (LEGEND_STOPS - 1))
+            colors.append(f"rgb({round(255 * r)}, {round(255 * g)}, {round(255 * b)})")
+    gradient = f"linear-gradient(to right, {', '.join(colors)})" if colors else "linear-gradient(to right, #000, #fff)"
+    return {"title": mapTitle(method, "evidence"), "text": evidenceLegend(method), "gradient": gradient,
+            "low": f"{low:.3g}", "high": f"{high:.3g}"}
 
 
 class SelectionController:
-    def __init__(self, state, scene, onChanged=lambda: None, editor=None):
+    def __init__(self, state, scene, onChanged=lambda: None, editor=None, busy=None):
         self.state, self.scene = state, scene
         self.onChanged = onChanged   # the page's segment table follows the re-selected segment
+        self.busy = busy             # status.Busy (None: run at once, as the tests do)
         self.logic = None
         self.evidenceNode = None
         self.clicks = SliceClicks(scene, self.toggleAt)
@@ -35,26 +61,33 @@ class SelectionController:
         for key, value in EMPTY.items():
             state.setdefault(key, value)
 
-    def setResult(self, job) -> None:
-        """After a successful job: steer its result if it carries its evidence."""
-        from DiffusionSegSlicerLib.SelectionLogic import ProposalSelection, selectionFor
+    def _run(self, message: str, work) -> None:
+        if self.busy is None:
+            work()
+        else:
+            self.busy.run(message, work)
 
-        self.showOverlay(False)
-        self.clicks.setEnabled(False)
+    def setResult(self, job) -> None:
+        """After a successful job: its evidence (overlay off) and, for its own result, the slider."""
+        from DiffusionSegSlicerLib.PanelRules import sliderSetup
+        from DiffusionSegSlicerLib.SelectionLogic import selectionFor
+
+        self.clear()
         self.logic, self.evidenceNode, message = selectionFor(job)
-        update = dict(EMPTY, ds_sel_message=message, ds_sel_has_overlay=self.evidenceNode is not None)
-        if isinstance(self.logic, ProposalSelection):
-            default = self.logic.defaultVoteThreshold
-            update.update(ds_sel_kind="votes", ds_sel_value=default, ds_sel_default=default,
-                          ds_sel_max=max(5.0, 2.0 * default))
-        elif self.logic is not None:
-            update.update(ds_sel_kind="probability", ds_sel_value=self.logic.threshold,
-                          ds_sel_default=self.logic.threshold)
+        update = dict(EMPTY, ds_sel_message=message, ds_sel_has_overlay=self.evidenceNode is not None,
+                      ds_sel_legend=legendOf(self.evidenceNode, job.settings.method))
+        setup = sliderSetup(self.logic)
+        if setup is not None:
+            update.update(ds_sel_kind="votes" if setup.clickMode else "probability", ds_sel_value=setup.value,
+                          ds_sel_default=setup.value, ds_sel_min=setup.minimum, ds_sel_max=setup.maximum,
+                          ds_sel_step=setup.step)
         self.state.update(update)
-        self.showOverlay(self.evidenceNode is not None)
+        self.showOverlay(False)   # also hides the colour bar the import added
 
     def clear(self) -> None:
-        """A new volume: the last result's selection no longer applies."""
+        """No result to steer: a job starts, another volume, the result was removed."""
+        if self.evidenceNode is not None:
+            self.showOverlay(False)
         self.logic = self.evidenceNode = None
         self.clicks.setEnabled(False)
         self.state.update(dict(EMPTY))
@@ -62,10 +95,10 @@ class SelectionController:
     def setValue(self, value) -> None:
         if self.logic is None:
             return
-        from DiffusionSegSlicerLib.SelectionLogic import (
-            ProposalSelection,
-            SelectionError,
-        )
+        self._run("Re-selecting…", lambda: self._apply(value))
+
+    def _apply(self, value) -> None:
+        from DiffusionSegSlicerLib.SelectionLogic import ProposalSelection, SelectionError
 
         try:
             value = float(value)
@@ -82,6 +115,9 @@ class SelectionController:
     def undo(self) -> None:
         if self.logic is None:
             return
+        self._run("Undoing…", self._undo)
+
+    def _undo(self) -> None:
         from DiffusionSegSlicerLib.SelectionLogic import SelectionError
 
         try:
@@ -109,30 +145,30 @@ class SelectionController:
         if self.clicks.enabled and name and name != SegmentationEffectNoTool.get_effect_name():
             self.setClickMode(False)
 
-    def toggleAt(self, ras) -> tuple[int, bool] | None:
+    def toggleAt(self, ras) -> None:
         """Add or remove the proposal under a world RAS point, in every slice where it carries that
-        id (what a click does in click mode); returns (proposal id, now included) or None."""
-        from DiffusionSegSlicerLib.SelectionLogic import (
-            ProposalSelection,
-            SelectionError,
-        )
+        id (what a click does in click mode)."""
+        from DiffusionSegSlicerLib.SelectionLogic import ProposalSelection
 
-        if not isinstance(self.logic, ProposalSelection):
-            return None
+        if isinstance(self.logic, ProposalSelection):
+            self._run("Re-selecting…", lambda: self._toggle(ras))
+
+    def _toggle(self, ras) -> tuple[int, bool] | None:
+        from DiffusionSegSlicerLib.SelectionLogic import SelectionError
+
         toggled = None
-        with self.state:   # a click arrives from the view's event stream, not from a trame callback
-            try:
-                toggled = self.logic.toggleAtRas(ras)
-                if toggled is None:
-                    self.state.ds_sel_message = "No region under that point."
-                else:
-                    pid, added = toggled
-                    self.state.ds_sel_message = (f"Region {pid} {'added' if added else 'removed'}: "
-                                                 f"{self.logic.lastChangedVoxels} voxel(s) changed.")
-            except SelectionError as error:
-                self.state.ds_sel_message = str(error)
-            self._sync()
-            self.onChanged()
+        try:
+            toggled = self.logic.toggleAtRas(ras)
+            if toggled is None:
+                self.state.ds_sel_message = "No region under that point."
+            else:
+                pid, added = toggled
+                self.state.ds_sel_message = (f"Region {pid} {'added' if added else 'removed'}: "
+                                             f"{self.logic.lastChangedVoxels} voxel(s) changed.")
+        except SelectionError as error:
+            self.state.ds_sel_message = str(error)
+        self._sync()
+        self.onChanged()
         return toggled
 
     def _sync(self) -> None:
@@ -143,7 +179,7 @@ class SelectionController:
 
     def showOverlay(self, show) -> None:
         """The evidence map as the foreground of every slice view (or no foreground), and its
-        colour legend with it."""
+        colour bar with it."""
         node = self.evidenceNode
         if node is None or node.GetScene() is None:
             return

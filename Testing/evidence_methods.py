@@ -92,3 +92,18 @@ class ManyProposals(Method):
         return SliceSegmentation(labels=torch.from_numpy(np.stack(labels).astype(np.int64)),
                                  segment_map=torch.from_numpy(np.stack(maps)),
                                  evidence=torch.from_numpy(grey), scores=tables, selection=selection)
+
+
+class SdsegStandIn(Repaints):
+    """Registered as "sdseg" in a test worker: labels = probability > threshold, the probability as
+    the evidence map — an SDSeg-shaped bundle (what the Slicer side steers with a probability
+    threshold) without a checkpoint."""
+
+    info = MethodInfo(name="sdseg", label="SDSeg (test stand-in)", description="test", prompt="optional",
+                      needs_checkpoint=False, default_model=None, prompt_conditioned=False,
+                      params=(Param("threshold", "float", 0.5, "probability threshold", minimum=0.0, maximum=1.0),
+                              Param("size", "int", 40, "model side", minimum=8, maximum=512)))
+
+    def segment(self, images: torch.Tensor, valid: torch.Tensor, indices=None) -> SliceSegmentation:
+        grey = images.mean(1)
+        return SliceSegmentation(labels=(grey > self.params["threshold"]).long(), probabilities=grey, evidence=grey)

@@ -52,7 +52,8 @@ class RealWorkerLauncher(WorkerLauncher):
 EVIDENCE_WORKER_CODE = (
     "import sys; sys.path.insert(0, {testing!r}); "
     "import evidence_methods as e; from DiffusionSegLib import methods as m; "
-    "r = dict(m.available_methods()); r.update({{c.info.name: c for c in (e.GreyProposals, e.Repaints)}}); "
+    "r = dict(m.available_methods()); "
+    "r.update({{c.info.name: c for c in (e.GreyProposals, e.Repaints, e.SdsegStandIn)}}); "
     "m._REGISTRY = r; from DiffusionSegLib.cli.main import main; sys.exit(main(sys.argv[1:]))"
 )
 

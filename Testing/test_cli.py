@@ -26,7 +26,8 @@ from DiffusionSegLib.testing.images import fluorescence_image
 
 ROOT = Path(__file__).resolve().parents[1]
 EVENT_KEYS = {"progress": {"stage", "done", "total"}, "log": {"level", "message"},
-              "result": {"output"}, "error": {"code", "message"}, "warning": {"message"}}
+              "result": {"output"}, "error": {"code", "message"}, "warning": {"message"},
+              "partial": {"label", "axis", "slices", "plane", "box", "mask"}}
 FAST = ["--param", "latent_mode=clean", "--device", "cpu"]
 
 
@@ -82,6 +83,8 @@ def test_run_request_on_oblique_ct_volume(tmp_path):
     truth = truth_of(tmp_path / "ct.nii.gz", "ct-abdomen")
     assert dice(array[1:3] > 0, truth[1:3]) >= 0.85    # the bright blob, on the slices asked for
     assert events[-1]["slices_segmented"] == 2
+    # `run` (what the Slicer module reads) sends the finished slices as they come: those of the range
+    assert sorted(i for e in events if e["event"] == "partial" for i in e["slices"]) == [1, 2]
 
 
 def test_cancel_stops_the_job_and_writes_nothing(tmp_path, tiny_sd_path):

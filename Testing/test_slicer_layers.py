@@ -12,7 +12,7 @@ from slicer_test_utils import MODULE_DIR, ROOT
 SLICER_LIB = MODULE_DIR / "DiffusionSegSlicerLib"
 HEAVY = ("torch", "diffusers", "transformers", "accelerate")
 QT_ONLY = ("Widget", "FineTuneWidget", "SelectionWidget", "ServiceWidget", "ParameterNode", "ParameterWidgets",
-           "InstallLogic")   # need Slicer's GUI
+           "InstallLogic", "SlicerDisplay", "StatusDisplay")   # need Slicer's GUI (or the stand-ins of test_slicer_panel.py)
 
 
 def _importedTopLevelModules(path: Path) -> set[str]:

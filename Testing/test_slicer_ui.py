@@ -28,7 +28,7 @@ def test_ui_is_valid_xml_with_unique_names():
 
 def test_every_widget_the_module_uses_exists_in_the_ui():
     names = set(uiWidgets())
-    sources = [MODULE_DIR / "DiffusionSeg.py", LIB / "Widget.py", LIB / "FineTuneWidget.py"]
+    sources = [MODULE_DIR / "DiffusionSeg.py", LIB / "Widget.py", LIB / "FineTuneWidget.py", LIB / "StatusDisplay.py"]
     used = set()
     for path in sources:
         used |= set(re.findall(r"\bui\.(\w+)", path.read_text(encoding="utf-8")))

@@ -115,5 +115,5 @@ def test_upload_over_the_limit_is_dropped_chunk_by_chunk(app, tmp_path):
     small = {"name": "small.nrrd", "size": 10, "content": (tmp_path / "small.nrrd").read_bytes()}
     for chunk in ([huge], [small], []):   # a later chunk of the same upload is dropped too
         asyncio.run(app._onUploadChunk(chunk))
-    assert "limit" in app.state.ds_error
+    assert "limit" in app.state.ds_status["error"]   # the page's status model (DiffusionSegWeb/status.py)
     assert app.volumeNode is before

@@ -60,8 +60,14 @@ def test_server_job_evidence_overlay_and_vote_threshold_slider(app, manager):
     state, selection = app.state, app.selection
     selection.setResult(job)
     evidenceId = job.evidenceNodes["evidence"].GetID()
-    assert foregrounds(app.slicerApp.scene) and set(foregrounds(app.slicerApp.scene)) == {evidenceId}
-    assert state.ds_sel_overlay and state.ds_sel_has_overlay and state.ds_sel_kind == "votes"
+    # the result first: the evidence overlay starts off, its legend ready for when it is on
+    assert foregrounds(app.slicerApp.scene) and set(foregrounds(app.slicerApp.scene)) == {None}
+    assert not state.ds_sel_overlay and state.ds_sel_has_overlay and state.ds_sel_kind == "votes"
+    legend = state.ds_sel_legend
+    assert legend["gradient"].startswith("linear-gradient(to right, rgb(") and legend["text"].startswith("Colour: ")
+    assert float(legend["low"]) < float(legend["high"])
+    selection.showOverlay(True)
+    assert set(foregrounds(app.slicerApp.scene)) == {evidenceId} and state.ds_sel_overlay
     default = state.ds_sel_default
     assert state.ds_sel_value == default and state.ds_sel_max >= 2 * default and not state.ds_sel_can_undo
 
@@ -91,7 +97,8 @@ def test_server_job_evidence_overlay_and_vote_threshold_slider(app, manager):
 def test_evidence_without_proposals_shows_the_overlay_only(app, manager):
     job, *_ = finishedJob(app, manager, "repaints")
     app.selection.setResult(job)
-    assert app.state.ds_sel_kind == "" and app.state.ds_sel_has_overlay and app.state.ds_sel_overlay
+    assert app.state.ds_sel_kind == "" and app.state.ds_sel_has_overlay and not app.state.ds_sel_overlay
+    app.selection.showOverlay(True)
     assert set(foregrounds(app.slicerApp.scene)) == {job.evidenceNodes["evidence"].GetID()}
     app.selection.showOverlay(False)
     assert set(foregrounds(app.slicerApp.scene)) == {None}
@@ -206,3 +213,39 @@ def test_click_mode_needs_proposals(app, manager):
     app.selection.setResult(job)
     app.selection.setClickMode(True)
     assert not app.state.ds_sel_click and not app.selection.clicks.enabled
+
+
+@pytest.mark.parametrize("first, second", [("grey-proposals", "sdseg"), ("sdseg", "grey-proposals")])
+def test_the_slider_steers_the_last_result_of_two_in_one_segmentation(app, manager, first, second):
+    """ADZUS-then-SDSeg and SDSeg-then-ADZUS into one segmentation, over the real service: the page's
+    slider re-selects the second job's segment with the second job's data; the first is untouched."""
+    from DiffusionSegSlicerLib.ServiceJob import ServiceSegmentationJob
+    from DiffusionSegSlicerLib.ServiceManager import ServiceSettings
+
+    scene = app.slicerApp.scene
+    volume, _array, sphere, box = threeLevelVolume(scene)
+    params = {("grey-proposals", 0): {"vote_threshold": 3.5}, ("grey-proposals", 1): {"vote_threshold": 1.5},
+              ("sdseg", 0): {"threshold": 0.8}, ("sdseg", 1): {"threshold": 0.8}}
+    jobs = []
+    for index, method in enumerate((first, second)):
+        settings = evidenceSettings(method)
+        settings.params = {"size": 20, **params[method, index]}
+        job = ServiceSegmentationJob(scene, settings, volume, None, jobs[0].segmentationNode if jobs else None,
+                                     launcher=EvidenceWorkerLauncher(), temporaryRoot=manager.temporaryRoot,
+                                     serviceManager=manager, serviceSettings=ServiceSettings("local"))
+        job.start()
+        assert job.waitForFinished(timeout=300) == job.SUCCEEDED, job.error
+        app.selection.setResult(job)
+        jobs.append(job)
+    assert jobs[1].segmentationNode is jobs[0].segmentationNode
+    firstId, secondId = jobs[0].segmentIds[0], jobs[1].segmentIds[0]
+    firstBefore = segmentVoxelsRas(jobs[0].segmentationNode, firstId)
+    assert len(firstBefore) == sphere.sum() and app.state.ds_sel_kind == (
+        "probability" if second == "sdseg" else "votes")
+    # SDSeg second (sphere): a lower probability threshold adds the box; ADZUS second (sphere and
+    # box, every candidate a seed at 1.5): a vote threshold of 3.5 drops the box (contrast 2)
+    app.selection.setValue(0.45 if second == "sdseg" else 3.5)
+    expected = sphere | box if second == "sdseg" else sphere
+    assert app.state.ds_sel_message == f"{box.sum()} voxel(s) changed."
+    assert sameRasPointSets(segmentVoxelsRas(jobs[1].segmentationNode, secondId), voxelCentersRas(volume, expected))
+    assert sameRasPointSets(segmentVoxelsRas(jobs[0].segmentationNode, firstId), firstBefore)

@@ -156,8 +156,36 @@ class EvidenceImporter:
             node.AddAndObserveDisplayNodeID(legend.GetID())
 
     @staticmethod
+    def linkState(segmentationNode) -> dict:
+        """The steering link as it is now (to put back when an import fails)."""
+        return {"references": {role: segmentationNode.GetNodeReferenceID(role)
+                               for role in (PROPOSALS_ROLE, SCORES_ROLE, EVIDENCE_ROLE)},
+                "attributes": {name: segmentationNode.GetAttribute(name) for name in (SEGMENT_ATTRIBUTE, METHOD_ATTRIBUTE)}}
+
+    @staticmethod
+    def restoreLink(segmentationNode, state: dict) -> None:
+        EvidenceImporter.unlink(segmentationNode)
+        for role, nodeId in state["references"].items():
+            if nodeId:
+                segmentationNode.SetNodeReferenceID(role, nodeId)
+        for name, value in state["attributes"].items():
+            if value is not None:
+                segmentationNode.SetAttribute(name, value)
+
+    @staticmethod
+    def unlink(segmentationNode) -> None:
+        """Forget which result of this segmentation can be steered (a newer job replaced it)."""
+        for role in (PROPOSALS_ROLE, SCORES_ROLE, EVIDENCE_ROLE):
+            segmentationNode.RemoveNodeReferenceIDs(role)
+        for attribute in (SEGMENT_ATTRIBUTE, METHOD_ATTRIBUTE):
+            segmentationNode.RemoveAttribute(attribute)
+
+    @staticmethod
     def _link(segmentationNode, nodes: dict, segmentId: str | None, method: str) -> None:
-        """Node references survive saving the scene; the selection logic finds its data here."""
+        """Node references survive saving the scene; the selection logic finds its data here.
+        Only the newest result is linked: whatever an earlier job linked is removed first, so
+        its proposals can never steer this job's segment."""
+        EvidenceImporter.unlink(segmentationNode)
         for role, key in ((PROPOSALS_ROLE, "proposals"), (SCORES_ROLE, "scores"), (EVIDENCE_ROLE, "evidence")):
             if key in nodes:
                 segmentationNode.SetNodeReferenceID(role, nodes[key].GetID())

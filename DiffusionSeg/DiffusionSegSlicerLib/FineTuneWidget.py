@@ -2,16 +2,17 @@
 FineTuneJob (FineTuneLogic.py does the work) and shares the panel's progress bar, status and log.
 
 The input volume, device and worker Python are the panel's own settings; one job runs at a time
-(segmentation or fine-tune), so each button is disabled while the other kind of job runs.
+(segmentation or fine-tune), so each button is disabled while the other kind of job runs. Built
+outside the panel and given to it, which then attaches itself (`attach`).
 """
 
 import os
 
 import qt
-import slicer
 from slicer.i18n import tr as _
 
 from .FineTuneLogic import FineTuneSettings, checkSdsegCheckpoint
+from .PanelRules import fineTuneBlockers
 
 SETTINGS_KEY = "DiffusionSeg/FineTune"
 POLL_INTERVAL_MS = 200
@@ -19,15 +20,20 @@ SDSEG_METHOD = "sdseg"
 
 
 class FineTunePanel:
-    def __init__(self, ui, logic, panel):
+    def __init__(self, ui, logic, messages):
         self.ui = ui
-        self.logic = logic      # DiffusionSegSlicerLib.Logic.DiffusionSegLogic
-        self.panel = panel      # DiffusionSegSlicerLib.Widget.DiffusionSegPanel (settings, log, install)
+        self.logic = logic        # Interfaces.PanelLogic
+        self.messages = messages  # Interfaces.UserMessages
+        self.panel = None         # Widget.DiffusionSegPanel (settings, log, install), set by attach()
         self.job = None
         self._pollTimer = qt.QTimer()
         self._pollTimer.setInterval(POLL_INTERVAL_MS)
         self._pollTimer.timeout.connect(self._poll)
         self._setupWidgets()
+
+    def attach(self, panel):
+        self.panel = panel
+        self.updateButton()
 
     def _setupWidgets(self):
         ui = self.ui
@@ -39,7 +45,6 @@ class FineTunePanel:
         ui.fineTuneCheckpointPathLineEdit.currentPathChanged.connect(lambda *_args: self.updateButton())
         ui.fineTuneOutputPathLineEdit.currentPathChanged.connect(lambda *_args: self.updateButton())
         ui.fineTuneButton.clicked.connect(self.onFineTuneButton)
-        self.updateButton()
 
     def cleanup(self):
         self.cancelJob()
@@ -57,18 +62,14 @@ class FineTunePanel:
             button.toolTip = _("Stop the training; no checkpoint is written.")
             return
         button.text = _("Fine-tune")
+        if self.panel is None:
+            button.enabled = False
+            return
         node = self.panel.parameterNode()
-        reasons = []
-        if self.panel.isSegmenting():
-            reasons.append(_("A segmentation is running."))
-        if node is None or node.inputVolume is None:
-            reasons.append(_("Select an input volume."))
-        if ui.correctedSegmentationSelector.currentNode() is None:
-            reasons.append(_("Select the corrected segmentation."))
-        if not ui.fineTuneCheckpointPathLineEdit.currentPath.strip():
-            reasons.append(_("Select the SDSeg checkpoint to fine-tune."))
-        if not ui.fineTuneOutputPathLineEdit.currentPath.strip():
-            reasons.append(_("Select a new folder for the fine-tuned checkpoint."))
+        reasons = fineTuneBlockers(self.panel.isSegmenting(), node is not None and node.inputVolume is not None,
+                                   ui.correctedSegmentationSelector.currentNode() is not None,
+                                   ui.fineTuneCheckpointPathLineEdit.currentPath,
+                                   ui.fineTuneOutputPathLineEdit.currentPath)
         button.enabled = not reasons
         button.toolTip = " ".join(reasons) or _(
             "Fine-tune the checkpoint on the input volume and the corrected segmentation in a background process.")
@@ -89,7 +90,7 @@ class FineTunePanel:
             return
         self.job = None
         try:
-            with slicer.util.tryWithErrorDisplay(_("Fine-tuning could not start."), waitCursor=True):
+            with self.messages.errorsShown(_("Fine-tuning could not start."), busy=True):
                 self._startJob()
         finally:
             if self.job is None:
@@ -106,7 +107,7 @@ class FineTunePanel:
         job.progress.connect(self.onJobProgress)
         job.log.connect(self.panel.onJobLog)
         job.finished.connect(self.onJobFinished)
-        self.ui.logTextEdit.clear()
+        self.panel.clearResultState()   # the last segmentation's messages and overlays
         self.ui.progressBar.setRange(0, 0)
         self.ui.progressBar.show()
         self.ui.statusLabel.text = _("Exporting the corrected segmentation…")
@@ -137,7 +138,7 @@ class FineTunePanel:
             self.job.cancel()
             self.job = None
             self.ui.progressBar.hide()
-            slicer.util.errorDisplay(_("Fine-tuning failed: {error}").format(error=exc))
+            self.messages.showError(_("Fine-tuning failed: {error}").format(error=exc))
         if not running:
             self._pollTimer.stop()
             self.panel.setInputsEnabled(True)
@@ -163,7 +164,7 @@ class FineTunePanel:
             self.ui.statusLabel.text = _("Fine-tuned checkpoint written to {path}.").format(path=job.outputPath)
             self.ui.fineTuneOutputPathLineEdit.currentPath = ""   # the next run needs a new folder
             warned = "".join("\n\n" + warning for warning in job.warnings)   # e.g. the run fell short of its check
-            if slicer.util.confirmYesNoDisplay(
+            if self.messages.askYesNo(
                     _("The fine-tuned checkpoint was written to {path}.").format(path=job.outputPath) + warned
                     + "\n\n" + _("Use it as the SDSeg model now?")):
                 self.useAsSdsegModel(job.outputPath)
@@ -171,8 +172,8 @@ class FineTunePanel:
             self.ui.statusLabel.text = _("Fine-tuning cancelled; no checkpoint was written.")
         else:
             self.ui.statusLabel.text = _("Fine-tuning failed.")
-            slicer.util.errorDisplay(_("Fine-tuning failed: {message}").format(message=job.error.message),
-                                     detailedText=job.error.hint or "")
+            self.messages.showError(_("Fine-tuning failed: {message}").format(message=job.error.message),
+                                    job.error.hint or "")
 
     def useAsSdsegModel(self, path):
         """Select SDSeg with the new checkpoint as its model (and as the next starting point)."""

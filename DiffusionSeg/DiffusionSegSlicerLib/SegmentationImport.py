@@ -92,8 +92,10 @@ def _segmentIds(segmentation) -> list[str]:
 
 
 def removeNodeAndDisplay(scene, node) -> None:
-    helpers = [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())]
-    helpers.append(node.GetStorageNode())
+    """The node with its display and storage nodes (a text node has neither)."""
+    helpers = [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())] \
+        if hasattr(node, "GetNumberOfDisplayNodes") else []
+    helpers.append(node.GetStorageNode() if hasattr(node, "GetStorageNode") else None)
     scene.RemoveNode(node)
     for helper in helpers:
         if helper is not None and helper.GetScene() is scene:

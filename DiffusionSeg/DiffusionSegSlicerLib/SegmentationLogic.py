@@ -2,17 +2,20 @@
 
 start(): export the input through a storage node, write the request, start the worker.
 processEvents(): called by the widget's QTimer (or a test loop); forwards progress and log
-events and, once the worker has exited, imports the result or reports the failure.
-The temporary folder is removed in every outcome.
+events, draws the finished slices into a preview labelmap (PartialPreview.py, signal `partial`)
+and, once the worker has exited, removes the preview and imports the result or reports the
+failure. The temporary folder and the preview are removed in every outcome.
 """
 
 from __future__ import annotations
 
 import os
 
-from .EvidenceImport import EvidenceImporter
+from .EvidenceImport import SEGMENT_ATTRIBUTE, EvidenceImporter
 from .JobSettings import JobSettings, buildJobRequest
+from .PartialPreview import PartialPreview
 from .SegmentationImport import SegmentationImporter, removeNodeAndDisplay
+from .Signal import Signal
 from .VolumeIO import checkInputVolume, exportVolume, roiToIjkBox
 from .Worker import WorkerLauncher
 from .WorkerJob import WorkerJob
@@ -39,6 +42,8 @@ class SegmentationJob(WorkerJob):
         self.segmentationNode = None
         self.segmentIds: list[str] = []
         self.evidenceNodes: dict = {}     # the result bundle's nodes (EvidenceImport.py)
+        self.preview: PartialPreview | None = None   # the finished slices while the job runs
+        self.partial = Signal("previewNode", "slicesDone")
 
     # -- start -----------------------------------------------------------------------------------
 
@@ -64,6 +69,18 @@ class SegmentationJob(WorkerJob):
         self.log.emit("debug", "Settings: " + self.settings.toJson())
         return request
 
+    def _onPartial(self, event: dict) -> None:
+        if self.preview is None:
+            label = self.settings.prompt.strip() or self.settings.method
+            self.preview = PartialPreview(self.scene, self.inputVolumeNode,
+                                          f"{self.inputVolumeNode.GetName()} {label} (preview)")
+        self.preview.add(event)
+        self.partial.emit(self.preview.node, len(self.preview.slices))
+
+    def _release(self) -> None:
+        if self.preview is not None:
+            self.preview.remove()
+
     def _onSuccess(self) -> None:
         outputPath = os.path.join(self.workDir, "output.nrrd")   # ours, whatever the event says
         names = segmentNames(self.result.get("segments"), self.log.emit)
@@ -73,29 +90,68 @@ class SegmentationJob(WorkerJob):
         self.segmentationNode, self.segmentIds = self.importer.importLabelmap(
             self.scene, outputPath, self.inputVolumeNode, names, self.targetSegmentationNode, nodeName)
         self.evidenceNodes = self._importEvidence(outputPath, fallback)
-        if self.segmentationNode is None:
-            self.log.emit("warning", "The model found nothing to segment; no segmentation was added.")
+        if not self.segmentIds:   # the worker's own warning says why; the scene is unchanged
+            self.log.emit("info", "The result is empty; no segment was added.")
             return
         self.log.emit("info", f"Imported {len(self.segmentIds)} segment(s) into "
                               f"'{self.segmentationNode.GetName()}' in {self.elapsed:.1f} s.")
 
     def _importEvidence(self, outputPath: str, label: str) -> dict:
         """The bundle files the worker listed (paths derived from ours, not taken from the
-        event), as nodes beside the result; the scene is left as it was if this fails."""
+        event), as nodes beside the result; the scene is left as it was if this fails.
+
+        The segmentation's steering link (EvidenceImport.py) then names this job's result only:
+        an earlier job's proposals can never re-select this job's segment."""
         paths = listedBundlePaths(outputPath, (self.result or {}).get("outputs"))
         paths = {name: path for name, path in paths.items() if os.path.isfile(path)}
-        if self.segmentationNode is None:  # nothing to steer: keep the maps, not the selection data
+        if not self.segmentIds:  # nothing to steer: keep the maps, not the selection data
             paths = {name: path for name, path in paths.items() if name not in ("proposals", "scores")}
-        if not paths:
-            return {}
-        segmentId = self.segmentIds[0] if len(self.segmentIds) == 1 else None
+        previousLink = EvidenceImporter.linkState(self.segmentationNode) if self.segmentIds else None
         try:
-            return EvidenceImporter().importBundle(self.scene, paths, self.inputVolumeNode, self.segmentationNode,
+            if self.segmentIds:
+                EvidenceImporter.unlink(self.segmentationNode)
+            if not paths:
+                return {}
+            segmentId = self.segmentIds[0] if len(self.segmentIds) == 1 else None
+            return EvidenceImporter().importBundle(self.scene, paths, self.inputVolumeNode,
+                                                   self.segmentationNode if self.segmentIds else None,
                                                    segmentId, self.settings.method,
                                                    f"{self.inputVolumeNode.GetName()} {label}")
         except Exception:
+            if previousLink is not None:
+                EvidenceImporter.restoreLink(self.segmentationNode, previousLink)
             self._removeImportedSegments()
             raise
+
+    def hasResult(self) -> bool:
+        """Whether this job's segments are still in the scene (what removeResult would remove)."""
+        if self.state != self.SUCCEEDED or self.segmentationNode is None or self.segmentationNode.GetScene() is None:
+            return False
+        segmentation = self.segmentationNode.GetSegmentation()
+        return any(segmentation.GetSegment(i) is not None for i in self.segmentIds) or bool(self.evidenceNodes)
+
+    def removeResult(self) -> int:
+        """Undo this job: remove the segments it added (the segmentation node too, when the job
+        created it and nothing else was added to it since) and the evidence nodes it imported.
+        Other segments are never touched. Returns the number of segments removed."""
+        segmentation = self.segmentationNode.GetSegmentation() if self.segmentationNode is not None else None
+        removed = 0
+        if segmentation is not None and self.segmentationNode.GetScene() is self.scene:
+            ids = [i for i in self.segmentIds if segmentation.GetSegment(i) is not None]
+            others = segmentation.GetNumberOfSegments() - len(ids)
+            if EvidenceImporter.linkState(self.segmentationNode)["attributes"].get(SEGMENT_ATTRIBUTE) in ids:
+                EvidenceImporter.unlink(self.segmentationNode)
+            if self.targetSegmentationNode is None and others == 0:
+                removeNodeAndDisplay(self.scene, self.segmentationNode)
+            else:
+                for segmentId in ids:
+                    segmentation.RemoveSegment(segmentId)
+            removed = len(ids)
+        for node in self.evidenceNodes.values():
+            if node.GetScene() is self.scene:
+                removeNodeAndDisplay(self.scene, node)
+        self.evidenceNodes, self.segmentIds = {}, []
+        return removed
 
     def _removeImportedSegments(self) -> None:
         if self.segmentationNode is None:

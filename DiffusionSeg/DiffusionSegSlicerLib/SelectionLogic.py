@@ -15,13 +15,14 @@ it exactly. Other segments are never touched.
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import slicer
 import vtk
 from vtk.util import numpy_support
 
-from DiffusionSegLib.api import SelectionBundle, reselect_labels
+from DiffusionSegLib.api import SelectionBundle, reselect_labels, volume_reference
 
 from .EvidenceImport import (
     EVIDENCE_ROLE,
@@ -150,12 +151,15 @@ def resultSegmentId(segmentationNode) -> str | None:
 
 
 class ProposalSelection(ManagedSegment):
-    """Re-selection of a result's proposals: vote threshold, include/exclude by point, undo."""
+    """Re-selection of a result's proposals: vote threshold, include/exclude by point, undo.
 
-    def __init__(self, segmentationNode):
-        proposalsNode = segmentationNode.GetNodeReference(PROPOSALS_ROLE)
-        scoresNode = segmentationNode.GetNodeReference(SCORES_ROLE)
-        segmentId = resultSegmentId(segmentationNode)
+    Given the result's own segment and nodes (what a finished job imported), or, without them,
+    those the segmentation's link names (a scene saved and loaded again)."""
+
+    def __init__(self, segmentationNode, segmentId=None, proposalsNode=None, scoresNode=None):
+        proposalsNode = proposalsNode or segmentationNode.GetNodeReference(PROPOSALS_ROLE)
+        scoresNode = scoresNode or segmentationNode.GetNodeReference(SCORES_ROLE)
+        segmentId = segmentId or resultSegmentId(segmentationNode)
         if proposalsNode is None or scoresNode is None or not segmentId:
             raise SelectionError(f"'{segmentationNode.GetName()}' has no proposals and scores to re-select from.")
         try:
@@ -174,6 +178,17 @@ class ProposalSelection(ManagedSegment):
     @property
     def defaultVoteThreshold(self) -> float:
         return float(self.bundle.params.vote_threshold)
+
+    @property
+    def strongestContrast(self) -> float:
+        """The largest evidence of any region, in the unit of the vote threshold (a multiple of
+        the volume's reference): a threshold above it leaves the result empty, so a slider that
+        reaches it can drop every region."""
+        reference = volume_reference(self.bundle.tables, self.bundle.params)
+        if not (math.isfinite(reference) and reference > 0):
+            return 0.0
+        contrasts = [table.score(pid) / reference for table in self.bundle.tables.values() for pid in table.proposals]
+        return max((c for c in contrasts if math.isfinite(c)), default=0.0)
 
     def state(self) -> dict:
         return {"voteThreshold": self.voteThreshold, "include": set(self.include), "exclude": set(self.exclude)}
@@ -216,9 +231,9 @@ class ProposalSelection(ManagedSegment):
 class ProbabilityThreshold(ManagedSegment):
     """SDSeg: the segment is the mean foreground probability above a threshold."""
 
-    def __init__(self, segmentationNode, threshold: float = 0.5):
-        evidenceNode = segmentationNode.GetNodeReference(EVIDENCE_ROLE)
-        segmentId = resultSegmentId(segmentationNode)
+    def __init__(self, segmentationNode, threshold: float = 0.5, segmentId=None, evidenceNode=None):
+        evidenceNode = evidenceNode or segmentationNode.GetNodeReference(EVIDENCE_ROLE)
+        segmentId = segmentId or resultSegmentId(segmentationNode)
         if evidenceNode is None or not segmentId:
             raise SelectionError(f"'{segmentationNode.GetName()}' has no probability volume to threshold.")
         super().__init__(segmentationNode, segmentId, evidenceNode)
@@ -239,15 +254,21 @@ class ProbabilityThreshold(ManagedSegment):
 def selectionFor(job):
     """(logic, evidence node, message) for a finished job: the ProposalSelection of an ADZUS-style
     result, the ProbabilityThreshold of an SDSeg one, or None (message says why when it is an
-    error). Shared by the Slicer panel and the web app, so both steer the same results."""
-    evidenceNode = (getattr(job, "evidenceNodes", None) or {}).get("evidence")
+    error). Bound to the job's own result: its one segment and the nodes it imported — never
+    data an earlier job linked to the same segmentation. Shared by the Slicer panel and the web
+    app, so both steer the same results."""
+    nodes = getattr(job, "evidenceNodes", None) or {}
+    evidenceNode = nodes.get("evidence")
     segmentation = job.segmentationNode
+    segmentIds = list(getattr(job, "segmentIds", None) or [])
+    if segmentation is None or len(segmentIds) != 1:
+        return None, evidenceNode, ""
     try:
-        if segmentation is not None and segmentation.GetNodeReference(PROPOSALS_ROLE) is not None:
-            return ProposalSelection(segmentation), evidenceNode, ""
-        if segmentation is not None and evidenceNode is not None and job.settings.method == "sdseg":
+        if nodes.get("proposals") is not None and nodes.get("scores") is not None:
+            return ProposalSelection(segmentation, segmentIds[0], nodes["proposals"], nodes["scores"]), evidenceNode, ""
+        if evidenceNode is not None and job.settings.method == "sdseg":
             threshold = float(job.settings.params.get("threshold", 0.5))
-            return ProbabilityThreshold(segmentation, threshold), evidenceNode, ""
+            return ProbabilityThreshold(segmentation, threshold, segmentIds[0], evidenceNode), evidenceNode, ""
     except SelectionError as error:
         return None, evidenceNode, str(error)
     return None, evidenceNode, ""

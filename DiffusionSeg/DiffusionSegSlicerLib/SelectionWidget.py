@@ -4,15 +4,15 @@ steers the result without running the model again (SelectionLogic.py does the wo
 ADZUS-style results: a vote-threshold slider that re-selects at once, a "click to add or remove a
 region" mode (a click in a slice view toggles the proposal under it) and Undo. SDSeg results: a
 probability-threshold slider. The section is built in code and shown only for a result that
-carries its evidence.
+carries its evidence. The slice views (overlay, clicks) are reached through the SliceViewer it is
+given (Interfaces.py); what the slider does is PanelRules.sliderSetup.
 """
 
 import ctk
 import qt
-import slicer
-import vtk
 from slicer.i18n import tr as _
 
+from .PanelRules import evidenceLegend, sliderSetup
 from .SelectionLogic import ProposalSelection, SelectionError, selectionFor
 
 DEBOUNCE_MS = 60
@@ -20,9 +20,10 @@ OVERLAY_OPACITY = 0.5
 
 
 class SelectionPanel:
-    def __init__(self, ui, panel):
+    def __init__(self, ui, views, messages):
         self.ui = ui
-        self.panel = panel
+        self.views = views         # Interfaces.SliceViewer
+        self.messages = messages   # Interfaces.UserMessages (the busy cursor)
         self.logic = None          # ProposalSelection or ProbabilityThreshold of the last result
         self.evidenceNode = None
         self._clickObservations = []
@@ -41,9 +42,13 @@ class SelectionPanel:
         self.section.objectName = "selectionCollapsibleButton"
         form = qt.QFormLayout(self.section)
         self.overlayCheckBox = qt.QCheckBox(_("Show the evidence over the image"))
-        self.overlayCheckBox.toolTip = _("Colour overlay of why each pixel was chosen (see the legend).")
+        self.overlayCheckBox.toolTip = _("Colour overlay of why each pixel was chosen, with its colour bar in the "
+                                         "views.")
         self.overlayCheckBox.toggled.connect(self.showOverlay)
         form.addRow(self.overlayCheckBox)
+        self.legendLabel = qt.QLabel("")
+        self.legendLabel.wordWrap = True
+        form.addRow(self.legendLabel)
         self.slider = ctk.ctkSliderWidget()
         self.slider.singleStep = 0.05
         self.slider.decimals = 2
@@ -69,6 +74,9 @@ class SelectionPanel:
         layout.insertWidget(layout.indexOf(anchor) + 1, self.section)
         self.section.visible = False
 
+    def attach(self, panel):
+        """The section needs nothing of the panel; the panel calls setResult after each job."""
+
     def cleanup(self):
         self.setClickMode(False)
         self._timer.stop()
@@ -76,37 +84,41 @@ class SelectionPanel:
     # -- a new result ------------------------------------------------------------------------------
 
     def setResult(self, job):
-        """Called when a job succeeded: steer its result if it carries its evidence."""
-        self.setClickMode(False)
+        """Called when a job succeeded: steer its result if it carries its evidence. The overlay
+        starts off (the result is what a reader looks at first); the legend says what it shows."""
+        self.clear()
         self.logic, self.evidenceNode, message = selectionFor(job)
-        if message:
-            self.statusLabel.text = message
+        self.statusLabel.text = message
         self.section.visible = self.logic is not None or self.evidenceNode is not None
         self._configureSlider()
         self.overlayCheckBox.enabled = self.evidenceNode is not None
-        self.overlayCheckBox.checked = self.evidenceNode is not None
-        self.showOverlay(self.overlayCheckBox.checked)
+        self.legendLabel.text = evidenceLegend(job.settings.method) if self.evidenceNode is not None else ""
+        self.showOverlay(False)   # also hides the colour bar the import added
         self._updateButtons()
 
+    def clear(self):
+        """No result to steer (a job starts, another volume, the result was removed)."""
+        self.setClickMode(False)
+        self._timer.stop()
+        self._pendingValue = None
+        if self.overlayCheckBox.checked:
+            self.overlayCheckBox.checked = False     # takes the overlay out of the views
+        self.logic = self.evidenceNode = None
+        self.statusLabel.text = ""
+        self.section.visible = False
+
     def _configureSlider(self):
-        proposals = isinstance(self.logic, ProposalSelection)
+        setup = sliderSetup(self.logic)
         self.slider.blockSignals(True)
-        if proposals:
-            default = self.logic.defaultVoteThreshold
-            self.sliderLabel.text = _("Vote threshold:")
-            self.slider.toolTip = _("Evidence a region needs, as a multiple of the volume's reference "
-                                    "(the job used {value:.2f}). Higher keeps fewer regions.").format(value=default)
-            self.slider.minimum, self.slider.maximum = 0.0, max(5.0, 2.0 * default)
-            self.slider.value = default
-        elif self.logic is not None:
-            self.sliderLabel.text = _("Probability threshold:")
-            self.slider.toolTip = _("Foreground where the mean probability over the x_T seeds exceeds this.")
-            self.slider.minimum, self.slider.maximum = 0.0, 1.0
-            self.slider.singleStep = 0.01
-            self.slider.value = self.logic.threshold
+        if setup is not None:
+            self.sliderLabel.text = setup.label
+            self.slider.toolTip = setup.toolTip
+            self.slider.minimum, self.slider.maximum = setup.minimum, setup.maximum
+            self.slider.singleStep = setup.step
+            self.slider.value = setup.value
         self.slider.blockSignals(False)
-        self.slider.enabled = self.logic is not None
-        self.clickButton.visible = proposals
+        self.slider.enabled = setup is not None
+        self.clickButton.visible = setup is not None and setup.clickMode
 
     def _updateButtons(self):
         self.undoButton.enabled = self.logic is not None and self.logic.canUndo()
@@ -116,11 +128,7 @@ class SelectionPanel:
     def showOverlay(self, show):
         if self.evidenceNode is None or self.evidenceNode.GetScene() is None:
             return
-        if show:
-            slicer.util.setSliceViewerLayers(foreground=self.evidenceNode, foregroundOpacity=OVERLAY_OPACITY,
-                                             fit=False)
-        else:
-            slicer.util.setSliceViewerLayers(foreground=None, fit=False)
+        self.views.showForeground(self.evidenceNode if show else None, OVERLAY_OPACITY)
         for index in range(self.evidenceNode.GetNumberOfDisplayNodes()):
             display = self.evidenceNode.GetNthDisplayNode(index)
             if display is not None and display.IsA("vtkMRMLColorLegendDisplayNode"):
@@ -143,8 +151,10 @@ class SelectionPanel:
             self._run(lambda: self.logic.setThreshold(value))
 
     def _run(self, change):
+        self.statusLabel.text = _("Re-selecting…")
         try:
-            changed = change()
+            with self.messages.busy(self.statusLabel.text):
+                changed = change()
             self.statusLabel.text = _("{count} voxel(s) changed.").format(count=changed)
         except SelectionError as error:
             self.statusLabel.text = str(error)
@@ -172,8 +182,10 @@ class SelectionPanel:
         """Toggle the proposal under a world RAS point (what a click does)."""
         if not isinstance(self.logic, ProposalSelection):
             return None
+        self.statusLabel.text = _("Re-selecting…")
         try:
-            toggled = self.logic.toggleAtRas(ras)
+            with self.messages.busy(self.statusLabel.text):
+                toggled = self.logic.toggleAtRas(ras)
         except SelectionError as error:
             self.statusLabel.text = str(error)
             return None
@@ -190,23 +202,12 @@ class SelectionPanel:
     # -- click mode ---------------------------------------------------------------------------------
 
     def setClickMode(self, enabled):
-        for interactor, tag in self._clickObservations:
-            interactor.RemoveObserver(tag)
+        for remove in self._clickObservations:
+            remove()
         self._clickObservations = []
         if enabled and isinstance(self.logic, ProposalSelection):
-            layoutManager = slicer.app.layoutManager()
-            for name in layoutManager.sliceViewNames():
-                view = layoutManager.sliceWidget(name).sliceView()
-                interactor = view.interactorStyle().GetInteractor()
-                tag = interactor.AddObserver(vtk.vtkCommand.LeftButtonPressEvent,
-                                             lambda caller, event, v=view: self._onClick(v), 1.0)
-                self._clickObservations.append((interactor, tag))
+            self._clickObservations = list(self.views.observeLeftClicks(self.toggleAt))
         if self.clickButton.checked != bool(self._clickObservations):
             self.clickButton.blockSignals(True)
             self.clickButton.checked = bool(self._clickObservations)
             self.clickButton.blockSignals(False)
-
-    def _onClick(self, view):
-        xy = view.interactorStyle().GetInteractor().GetEventPosition()
-        ras = view.convertXYZToRAS(view.convertDeviceToXYZ(xy))
-        self.toggleAt(ras)

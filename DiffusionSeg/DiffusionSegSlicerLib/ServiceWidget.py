@@ -1,7 +1,8 @@
 """The "Worker" rows of the Advanced section: warm local server, remote server or one process
 per job; the server's state (device, loaded model, memory) with a Stop button; for a remote
 server its URL, token and the consent line naming where the volume goes. The work is done by
-ServiceManager.py; this file only binds widgets (built here, so the .ui stays as it is).
+ServiceManager.py; this file only binds widgets (built here, so the .ui stays as it is). Built
+outside the panel and given to it, which then attaches itself (`attach`).
 """
 
 import qt
@@ -17,13 +18,18 @@ MODE_LABELS = (("local", "Warm server on this computer (model stays loaded)"),
 
 
 class ServicePanel:
-    def __init__(self, ui, logic, panel):
-        self.ui, self.logic, self.panel = ui, logic, panel
+    def __init__(self, ui, logic):
+        self.ui, self.logic = ui, logic
+        self.panel = None   # Widget.DiffusionSegPanel (its log and busy state), set by attach()
         self._timer = qt.QTimer()
         self._timer.setInterval(REFRESH_MS)
         self._timer.timeout.connect(self.onTimer)
         self._build(ui.advancedCollapsibleButton.layout())
-        self.logic.serviceManager.log.connect(self.panel.onJobLog)
+
+    def attach(self, panel):
+        self.panel = panel
+        self.logic.serviceManager.log.connect(panel.onJobLog)
+        self.refreshState()
         self._timer.start()
 
     def _build(self, form):
@@ -94,7 +100,7 @@ class ServicePanel:
         else:
             text = describeHealth(manager.health(settings))
         self.stateLabel.text = text
-        self.stopButton.enabled = manager.isRunning and not self.panel.isSegmenting()
+        self.stopButton.enabled = manager.isRunning and not (self.panel is not None and self.panel.isSegmenting())
 
     def onStop(self):
         self.logic.stopService()
@@ -103,5 +109,6 @@ class ServicePanel:
     def cleanup(self):
         """Module cleanup (Slicer closing, module reload): the local server ends with it."""
         self._timer.stop()
-        self.logic.serviceManager.log.disconnect(self.panel.onJobLog)
+        if self.panel is not None:
+            self.logic.serviceManager.log.disconnect(self.panel.onJobLog)
         self.logic.stopService()

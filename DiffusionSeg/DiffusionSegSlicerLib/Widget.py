@@ -1,44 +1,64 @@
 """The panel: binds the .ui widgets to the parameter node and drives one job at a time.
 
-No computation here: settings come from the parameter node, work is done by the logic, and a
-QTimer polls the running job (its worker is another process, so the GUI never blocks).
+No computation here: settings come from the parameter node (SettingsMapping.py), what buttons
+and labels say comes from PanelRules.py, what a job means to a person from JobStatus.py (shared
+with the web app), work is done by the logic, and a QTimer polls the running job (its worker is
+another process, so the GUI never blocks). While it runs, the finished slices appear as a preview
+in the slice views (the job's `partial` signal); when it ends the preview gives way to the result.
+
+Everything the panel works with is given to it (SlicerNNUnet's widget/logic style): the logic,
+the install logic, the message boxes and slice views (Interfaces.py) and its sections — "Learn
+from corrections", the server rows, "Evidence and selection" — built by the module file
+(DiffusionSeg.py) or by a test with stand-ins (Testing/test_slicer_panel.py).
 """
 
-import json
-
 import qt
-import slicer
 import vtk
 from slicer.i18n import tr as _
 
-from .FineTuneWidget import FineTunePanel
-from .JobSettings import DEVICES, DTYPES, SLICE_AXES, JobSettings, storedParameterValue
-from .ParameterNode import applySettingsToParameterNode, settingsFromParameterNode
-from .ParameterWidgets import createParameterWidget
-from .SelectionWidget import SelectionPanel
-from .ServiceWidget import ServicePanel
+from .JobSettings import DEVICES, DTYPES, SLICE_AXES, JobSettings, splitPrompts
+from .JobStatus import FAILED, JobStatus
+from .PanelRules import applyBlockers, modelNote, promptHints
+from .ParameterWidgets import MethodParameterForm
+from .SettingsMapping import (
+    applySettingsToParameterNode,
+    settingsFromParameterNode,
+    storedMethodParams,
+    withMethodParams,
+)
+from .StatusDisplay import StatusDisplay
 
 SETTINGS_KEY = "DiffusionSeg/LastSettings"
 POLL_INTERVAL_MS = 100
 
 
 class DiffusionSegPanel:
-    def __init__(self, ui, logic, installLogic):
+    def __init__(self, ui, logic, installLogic, messages, views, fineTune=None, service=None, selection=None):
         self.ui = ui
-        self.logic = logic                # DiffusionSegSlicerLib.Logic.DiffusionSegLogic
-        self.installLogic = installLogic  # DiffusionSegSlicerLib.InstallLogic.InstallLogic
+        self.logic = logic                # Interfaces.PanelLogic (Logic.DiffusionSegLogic)
+        self.installLogic = installLogic  # InstallLogic.InstallLogic
+        self.messages = messages          # Interfaces.UserMessages
+        self.views = views                # Interfaces.SliceViewer
         self.job = None
+        self.lastResult = None            # the last job that succeeded (Remove result, Edit)
+        self.status = JobStatus("slicer")
+        self.display = StatusDisplay(ui)
+        self.status.changed.connect(lambda status: self.display.show(status.view(), status.logLines))
         self._parameterNode = None
         self._guiConnection = None
         self._observerTag = None
-        self._paramGetters = {}
-        self._stageText = ""
-        self.fineTune = None              # the "Learn from corrections" section (FineTuneWidget.py)
-        self.selection = None             # the "Evidence and selection" section (SelectionWidget.py)
+        self._inputVolume = None
+        self.fineTune = fineTune          # the "Learn from corrections" section (FineTuneWidget.py)
+        self.service = service            # the server rows of Advanced (ServiceWidget.py)
+        self.selection = selection        # the "Evidence and selection" section (SelectionWidget.py)
+        self.parameters = MethodParameterForm(ui.methodParametersGroupBox, self._saveMethodParams)
         self._pollTimer = qt.QTimer()
         self._pollTimer.setInterval(POLL_INTERVAL_MS)
         self._pollTimer.timeout.connect(self._poll)
         self._setupWidgets()
+        for section in (fineTune, service, selection):
+            if section is not None:
+                section.attach(self)
 
     # -- construction (no installs, no downloads, no worker here) ---------------------------------
 
@@ -59,7 +79,7 @@ class DiffusionSegPanel:
         if not self.logic.methods:
             ui.methodComboBox.addItem(_("No method found: check the DiffusionSegLib installation"), "")
         ui.methodComboBox.currentIndexChanged.connect(self.onMethodChanged)
-        ui.modelPathLineEdit.currentPathChanged.connect(lambda path: self._setField("model", path))
+        ui.modelPathLineEdit.currentPathChanged.connect(self._onModelChanged)
         # the worker Python is a per-user setting, never stored in the scene (WorkerSettings.py)
         ui.pythonInterpreterPathLineEdit.currentPath = self.logic.workerSettings.chosenPython()
         ui.pythonInterpreterPathLineEdit.currentPathChanged.connect(self.logic.workerSettings.choosePython)
@@ -69,18 +89,15 @@ class DiffusionSegPanel:
         ui.promptTextEdit.toolTip = _("What to segment, one prompt per line (or separated by ';'): each prompt "
                                       "becomes one segment; where they overlap, the first listed wins.")
         ui.checkInterpreterButton.clicked.connect(self.onCheckInterpreter)
-        ui.progressBar.hide()
-        self.fineTune = FineTunePanel(ui, self.logic, self)
-        self.service = ServicePanel(ui, self.logic, self)  # warm server rows in Advanced (ServiceWidget.py)
-        self.selection = SelectionPanel(ui, self)
+        ui.removeResultButton.clicked.connect(self.onRemoveResult)
+        ui.editResultButton.clicked.connect(self.onEditResult)
+        ui.resultButtonsWidget.hide()
 
     def cleanup(self):
         self.cancelJob()
-        if self.fineTune is not None:
-            self.fineTune.cleanup()
-        self.service.cleanup()
-        if self.selection is not None:
-            self.selection.cleanup()
+        for section in (self.fineTune, self.service, self.selection):
+            if section is not None:
+                section.cleanup()
         self._pollTimer.stop()
         self.setParameterNode(None)
 
@@ -100,8 +117,8 @@ class DiffusionSegPanel:
         if parameterNode.method not in self.logic.methods and self.logic.methods:
             parameterNode.method = next(iter(self.logic.methods))
         self._guiConnection = parameterNode.connectGui(self.ui)
-        self._observerTag = parameterNode.AddObserver(
-            vtk.vtkCommand.ModifiedEvent, lambda caller, event: self.updateApplyButton())
+        self._observerTag = parameterNode.AddObserver(vtk.vtkCommand.ModifiedEvent, self._onNodeModified)
+        self._inputVolume = parameterNode.inputVolume
         index = self.ui.methodComboBox.findData(parameterNode.method)
         self.ui.methodComboBox.setCurrentIndex(max(index, 0))
         self.ui.intensityComboBox.setCurrentIndex(max(self.ui.intensityComboBox.findData(parameterNode.intensity), 0))
@@ -114,6 +131,22 @@ class DiffusionSegPanel:
     def _setField(self, name, value):
         if self._parameterNode is not None:
             setattr(self._parameterNode, name, value)
+
+    def _onNodeModified(self, caller=None, event=None):
+        node = self._parameterNode
+        if node is not None and node.inputVolume is not self._inputVolume:
+            self._inputVolume = node.inputVolume
+            if not self.isSegmenting():   # another volume: the last job's messages and overlays no longer apply
+                self.clearResultState()
+        self.updateApplyButton()
+
+    def clearResultState(self):
+        """Status, warnings, evidence overlay and selection of the last job: gone."""
+        self.status.reset()
+        self.lastResult = None
+        self.ui.resultButtonsWidget.hide()
+        if self.selection is not None:
+            self.selection.clear()
 
     @staticmethod
     def _rememberedSettings():
@@ -130,48 +163,30 @@ class DiffusionSegPanel:
             self._parameterNode.method = info.name
         ui = self.ui
         ui.methodDescriptionLabel.text = info.description if info else ""
-        needsPrompt = info is not None and info.prompt != "none"
-        ui.promptTextEdit.enabled = needsPrompt
-        # The method's examples, then standard terms (those get SNOMED terminology on import).
-        terms = list(dict.fromkeys([*(info.prompt_examples if info else ()),
-                                    *self.logic.importer.terminology.names()]))
-        examples = ", ".join(info.prompt_examples) if info else ""
-        ui.promptExamplesLabel.text = _("Examples: {examples}").format(examples=examples) if examples else ""
-        ui.promptExamplesLabel.toolTip = _("Standard terms: {terms}").format(terms=", ".join(terms))
+        hints = promptHints(info, self.logic.importer.terminology.names())
+        ui.promptTextEdit.enabled = hints.enabled
+        ui.promptExamplesLabel.text = hints.examples
+        ui.promptExamplesLabel.toolTip = hints.terms
         if info is not None:
-            placeholder = (_("Trained checkpoint folder (required)") if info.needs_checkpoint else
-                           _("Default: {model}").format(model=info.default_model or _("none")))
-            ui.modelPathLineEdit.comboBox().lineEdit().placeholderText = placeholder
-        self._rebuildParameterWidgets(info)
+            ui.modelPathLineEdit.comboBox().lineEdit().placeholderText = hints.modelPlaceholder
+        self.parameters.rebuild(info, self._storedMethodParams().get(info.name, {}) if info else {})
+        self._onModelChanged(ui.modelPathLineEdit.currentPath)
+
+    def _onModelChanged(self, path):
+        self._setField("model", path)
+        self.ui.modelNoteLabel.text = modelNote(self.currentMethodInfo(), path or "")
+        self.ui.modelNoteLabel.visible = bool(self.ui.modelNoteLabel.text)
         self.updateApplyButton()
 
-    def _rebuildParameterWidgets(self, info):
-        layout = self.ui.methodParametersGroupBox.layout()
-        while layout.count():
-            item = layout.takeAt(0)
-            if item.widget():
-                item.widget().deleteLater()
-        self._paramGetters = {}
-        stored = self._storedMethodParams().get(info.name, {}) if info else {}
-        for param in (p.to_dict() for p in (info.params if info else ())):
-            widget, getter = createParameterWidget(param, storedParameterValue(param, stored), self._saveMethodParams)
-            self._paramGetters[param["name"]] = getter
-            layout.addRow(param["label"] + ":", widget)
-        self.ui.methodParametersGroupBox.visible = bool(self._paramGetters)
-
     def _storedMethodParams(self):
-        try:
-            return json.loads(self._parameterNode.methodParamsJson) if self._parameterNode else {}
-        except ValueError:
-            return {}
+        return storedMethodParams(self._parameterNode.methodParamsJson) if self._parameterNode else {}
 
     def _saveMethodParams(self):
         info = self.currentMethodInfo()
         if self._parameterNode is None or info is None:
             return
-        stored = self._storedMethodParams()
-        stored[info.name] = {name: getter() for name, getter in self._paramGetters.items()}
-        self._parameterNode.methodParamsJson = json.dumps(stored)
+        self._parameterNode.methodParamsJson = withMethodParams(self._parameterNode.methodParamsJson, info.name,
+                                                                self.parameters.values())
 
     # -- apply / cancel --------------------------------------------------------------------------
 
@@ -190,45 +205,34 @@ class DiffusionSegPanel:
         if self.fineTune is not None:
             self.fineTune.updateButton()
         button = self.ui.applyButton
-        if self.job is not None and self.job.isRunning():
+        if self.isSegmenting():
             button.text, button.enabled = _("Cancel"), True
             button.toolTip = _("Stop the worker; nothing is added to the scene.")
             return
         button.text = _("Apply")
-        node, info = self._parameterNode, self.currentMethodInfo()
-        reasons = []
-        if self.fineTune is not None and self.fineTune.isRunning():
-            reasons.append(_("Fine-tuning is running."))
-        if node is None or node.inputVolume is None:
-            reasons.append(_("Select an input volume."))
-        if info is None:
-            reasons.append(_("No segmentation method is available."))
-        elif info.prompt == "required" and not (node and node.prompt.strip()):
-            reasons.append(_("Type what to segment in the prompt."))
-        elif info.needs_checkpoint and not (node and node.model.strip()):
-            reasons.append(_("{method} needs a trained checkpoint folder (Model).").format(method=info.label))
+        reasons = applyBlockers(self._parameterNode, self.currentMethodInfo(),
+                                self.fineTune is not None and self.fineTune.isRunning())
         button.enabled = not reasons
         button.toolTip = " ".join(reasons) or _("Run the segmentation in a background process.")
 
     def currentSettings(self):
         self._saveMethodParams()
-        settings = settingsFromParameterNode(self._parameterNode, self._storedMethodParams().get(
-            self._parameterNode.method, {}))
-        return settings
+        return settingsFromParameterNode(self._parameterNode,
+                                         self._storedMethodParams().get(self._parameterNode.method, {}))
 
     def onApplyButton(self):
-        if self.job is not None and self.job.isRunning():
+        if self.isSegmenting():
             self.cancelJob()
             return
         self.job = None
         try:
-            # tryWithErrorDisplay shows the message and re-raises (the console keeps the trace).
-            with slicer.util.tryWithErrorDisplay(_("DiffusionSeg could not start."), waitCursor=True):
+            # errorsShown shows the message and re-raises (the console keeps the trace).
+            with self.messages.errorsShown(_("DiffusionSeg could not start."), busy=True):
                 self._startJob()
+        except Exception as error:
+            self.status.startFailed(_("DiffusionSeg could not start: {error}").format(error=error))
+            raise
         finally:
-            if self.job is None:  # it did not start: the error was shown, nothing changed
-                self.ui.progressBar.hide()
-                self.ui.statusLabel.text = ""
             self.updateApplyButton()
 
     def ensureDependencies(self, pythonInterpreter):
@@ -238,9 +242,8 @@ class DiffusionSegPanel:
         try:
             self.installLogic.ensureDependencies(self.logic.launcher(JobSettings(pythonInterpreter=pythonInterpreter)))
         except InstallError as error:
-            if error.restartRequired and slicer.util.confirmYesNoDisplay(
-                    str(error) + "\n\n" + _("Restart Slicer now?")):
-                slicer.util.restart()
+            if error.restartRequired and self.messages.askYesNo(str(error) + "\n\n" + _("Restart Slicer now?")):
+                self.messages.restartApplication()
             raise
 
     def _startJob(self):
@@ -248,24 +251,20 @@ class DiffusionSegPanel:
         settings = self.currentSettings()
         self.ensureDependencies(settings.pythonInterpreter)
         job = self.logic.createJob(settings, node.inputVolume, node.roi, node.outputSegmentation)
-        job.progress.connect(self.onJobProgress)
-        job.log.connect(self.onJobLog)
+        self.clearResultState()
+        self.status.start(job, len(splitPrompts(settings.prompt)) or 1)
         job.finished.connect(self.onJobFinished)
-        self.ui.logTextEdit.clear()
-        self.ui.progressBar.setRange(0, 0)
-        self.ui.progressBar.show()
-        self._stageText = ""
+        job.partial.connect(self.onPartialResult)
         job.start()
         self.job = job
         qt.QSettings().setValue(SETTINGS_KEY, settings.toJson())
         self.setInputsEnabled(False)
-        self._showStatus()
         self._pollTimer.start()
 
     def cancelJob(self):
-        if self.job is not None and self.job.isRunning():
+        if self.isSegmenting():
             self.job.cancel()
-            self.ui.statusLabel.text = _("Cancelling…")
+            self.status.cancelling()
 
     def _poll(self):
         if self.job is None:
@@ -277,10 +276,10 @@ class DiffusionSegPanel:
             running = False
             self.job.cancel()
             self.job = None
-            self.ui.progressBar.hide()
-            slicer.util.errorDisplay(_("DiffusionSeg failed: {error}").format(error=exc))
+            self.status.fail(_("DiffusionSeg failed: {error}").format(error=exc))
+            self.messages.showError(_("DiffusionSeg failed: {error}").format(error=exc))
         if running:
-            self._showStatus()
+            self.display.show(self.status.view(), self.status.logLines)   # the clock runs between events
         else:
             self._pollTimer.stop()
             self.setInputsEnabled(True)
@@ -292,51 +291,60 @@ class DiffusionSegPanel:
 
     # -- job signals -----------------------------------------------------------------------------
 
-    def onJobProgress(self, stage, done, total, elapsed):
-        self.ui.progressBar.setRange(0, max(total, 1))
-        self.ui.progressBar.setValue(min(done, max(total, 1)))
-        self._stageText = _("{stage}: {done}/{total}").format(stage=stage, done=done, total=total)
-        self._showStatus()
-
-    def _showStatus(self):
-        """Stage and elapsed time, refreshed on every poll so the clock runs between events."""
-        if self.job is not None:
-            self.ui.statusLabel.text = _("{stage} — {elapsed}").format(
-                stage=self._stageText or _("Starting the worker…"), elapsed=_formatSeconds(self.job.elapsed))
-
     def onJobLog(self, level, message):
-        if level == "debug":
-            return
-        prefix = "" if level == "info" else f"[{level}] "
-        self.ui.logTextEdit.appendPlainText(prefix + message)
+        """A log line from outside the job (the warm server starting, fine-tuning)."""
+        self.status.log(level, message)
+        self.display.showLog(self.status.logLines)
+
+    def onPartialResult(self, previewNode, slicesDone):
+        """The finished slices so far, shown as the views' label layer over the input."""
+        if slicesDone and previewNode is not None and self.job is not None:
+            self.views.showLabel(previewNode, self.job.inputVolumeNode)
 
     def onJobFinished(self, job):
-        self.ui.progressBar.hide()
-        elapsed = _formatSeconds(job.elapsed)
-        if job.state == job.SUCCEEDED:
-            count = len(job.segmentIds)
-            self.ui.statusLabel.text = _("Done: {count} segment(s) in {elapsed}.").format(count=count, elapsed=elapsed)
-            if job.warnings:  # the worker's own warning (empty or whole-tissue result) in the message area
-                self.ui.statusLabel.text += " " + _("Warning: {message}").format(message=job.warnings[-1])
-            if job.segmentationNode is not None:
-                slicer.util.setSliceViewerLayers(background=job.inputVolumeNode, fit=False)
-                job.segmentationNode.GetDisplayNode().SetVisibility(True)
-            self.selection.setResult(job)
-        elif job.state == job.CANCELLED:
-            self.ui.statusLabel.text = _("Cancelled after {elapsed}; the scene was not changed.").format(elapsed=elapsed)
-        else:
-            self.ui.statusLabel.text = _("Failed after {elapsed}.").format(elapsed=elapsed)
-            slicer.util.errorDisplay(_("DiffusionSeg failed: {message}").format(message=job.error.message),
-                                     detailedText=job.error.hint or "")
+        if job.state == job.SUCCEEDED and job.segmentIds:
+            self.views.showBackground(job.inputVolumeNode)
+            job.segmentationNode.GetDisplayNode().SetVisibility(True)
+            self.lastResult = job
+            self.ui.resultButtonsWidget.show()
+            if self.selection is not None:
+                self.selection.setResult(job)
+        elif job.state == job.SUCCEEDED and job.evidenceNodes and self.selection is not None:
+            self.selection.setResult(job)    # nothing found: the evidence says why (overlay off)
+        view = self.status.view()
+        if view.state == FAILED:
+            details = "\n".join(self.status.logLines[-12:])
+            self.messages.showError(f"{view.error}\n\n{view.hint}".strip(), details)
+
+    # -- the last result -------------------------------------------------------------------------
+
+    def onRemoveResult(self):
+        job = self.lastResult
+        if job is None or not job.hasResult():
+            self.clearResultState()
+            return
+        if not self.messages.askYesNo(_("Remove the result of the last job: {count} segment(s) in '{node}' and its "
+                                        "evidence volumes? Other segments are not touched.").format(
+                                            count=len(job.segmentIds), node=job.segmentationNode.GetName())):
+            return
+        if self.selection is not None:
+            self.selection.clear()
+        removed = job.removeResult()
+        self.lastResult = None
+        self.ui.resultButtonsWidget.hide()
+        self.status.note(_("Removed the last result ({count} segment(s) and its evidence).").format(count=removed))
+
+    def onEditResult(self):
+        job = self.lastResult
+        if job is None or not job.hasResult():
+            return
+        if self.selection is not None:
+            self.selection.setClickMode(False)   # the editor's tools take the clicks now
+        self.views.editSegments(job.segmentationNode, job.inputVolumeNode, job.segmentIds[0])
 
     def onCheckInterpreter(self):
-        with slicer.util.tryWithErrorDisplay(_("The worker Python cannot run DiffusionSeg."), waitCursor=True):
+        with self.messages.errorsShown(_("The worker Python cannot run DiffusionSeg."), busy=True):
             settings = self.currentSettings()
             description = self.logic.launcher(settings).checkInterpreter()
-            self.ui.logTextEdit.appendPlainText(description)
-            slicer.util.infoDisplay(description, windowTitle=_("Worker Python"))
-
-
-def _formatSeconds(seconds):
-    seconds = int(seconds)
-    return f"{seconds // 60}:{seconds % 60:02d}" if seconds >= 60 else f"{seconds} s"
+            self.onJobLog("info", description)
+            self.messages.showInfo(description, _("Worker Python"))

@@ -73,6 +73,12 @@ class WorkerJob:
         """Use `self.result` and the files in `self.workDir` (runs before the folder is removed)."""
         raise NotImplementedError
 
+    def _onPartial(self, event: dict) -> None:
+        """A `partial` event (finished slices while the job runs); jobs that show them override."""
+
+    def _release(self) -> None:
+        """Remove what the job showed while running (its preview); called in every outcome."""
+
     def start(self) -> None:
         """Check the inputs, prepare the files and start the worker; returns at once. Raises with
         no process started, no file left behind and the scene unchanged when inputs are unusable."""
@@ -110,6 +116,7 @@ class WorkerJob:
             self.process.cancel(gracePeriod=timeout)
             self.process.wait(timeout + 1.0)
             self.state = self.CANCELLED
+        self._release()
         self._removeWorkDir()
 
     def cancel(self) -> None:
@@ -147,6 +154,8 @@ class WorkerJob:
         elif kind == "warning":
             self.warnings.append(str(event.get("message", "")))
             self.log.emit("warning", self.warnings[-1])
+        elif kind == "partial":
+            self._onPartial(event)
         elif kind == "result":
             self.result = event
         elif kind == "error":
@@ -156,6 +165,7 @@ class WorkerJob:
     def _finish(self, returnCode: int | None) -> None:
         self._endTime = time.monotonic()
         try:
+            self._release()   # the preview goes first: the result (if any) replaces it
             if self.process.cancelRequested or returnCode == EXIT_CANCELLED:
                 self.state = self.CANCELLED
                 self.log.emit("info", self.cancelledMessage)

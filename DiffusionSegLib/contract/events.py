@@ -116,6 +116,8 @@ class JobContext:
     dtype: str | None = "auto"  # see dtypes.resolve_policy (None means auto too)
     seed: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    partial_results: bool = False   # emit `partial` events (the front doors that show them: run, serve)
+    partial_label: int = 1          # the result's label of the segment being computed (several prompts)
     _t0: float = field(default_factory=time.monotonic, repr=False)
 
     def progress(self, stage: str, done: int, total: int, **extra: Any) -> None:
@@ -128,6 +130,16 @@ class JobContext:
         event = {"event": "log", "level": level, "message": message}
         event.update(extra)
         self.emit(event)
+
+    def partial(self, labels: Any, axis: int, indices: list[int]) -> None:
+        """Slices `indices` of `labels` are finished: their foreground as a `partial` event
+        (contract/partial.py), when the front door asked for results as they come."""
+        if self.partial_results:
+            from .partial import partial_event
+
+            with self.timed("partial"):
+                event = partial_event(labels, axis, indices, self.partial_label)
+            self.emit(event)
 
     def check_cancelled(self) -> None:
         self.cancel_token.check()

@@ -46,10 +46,12 @@ def create_method(name: str, params: dict, prompt: str | None, model: str | None
     return method
 
 
-def run_job(request: JobRequest, emit: EventCallback, cancel_token: CancelToken | None = None) -> JobResult:
+def run_job(request: JobRequest, emit: EventCallback, cancel_token: CancelToken | None = None,
+            partial_results: bool = False) -> JobResult:
     """The order of checks is the contract: the request itself, then the method, then the files
     (input kind, output target, claim), then the image (size, ROI, slice range) — all before the
-    model loads; the output is renamed into place only after a verified write."""
+    model loads; the output is renamed into place only after a verified write. `partial_results`:
+    also emit each batch's finished slices (`partial` events) for a front end that shows them."""
     from ..imaging.intensity import check_intensity_fit
     from ..imaging.slicing import plan_slices
     from ..runtime.devices import resolve_device
@@ -59,7 +61,7 @@ def run_job(request: JobRequest, emit: EventCallback, cancel_token: CancelToken 
 
     request.validate()
     context = JobContext(emit=emit, cancel_token=cancel_token or CancelToken(), seed=request.seed,
-                         dtype=request.dtype)
+                         dtype=request.dtype, partial_results=partial_results)
     methods = [create_method(request.method, request.params, prompt, request.model, context)
                for prompt in request.prompt_list()]
     check_several_prompts(methods)

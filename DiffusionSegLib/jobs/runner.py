@@ -37,13 +37,16 @@ class Runner:
         self._lock = threading.Lock()
         self.jobs_run = 0
 
-    def run(self, request: JobRequest, emit: EventCallback, cancel_token: CancelToken | None = None) -> JobResult:
+    def run(self, request: JobRequest, emit: EventCallback, cancel_token: CancelToken | None = None,
+            partial_results: bool = False) -> JobResult:
+        """`partial_results`: emit each batch's finished slices too (the doors a front end reads:
+        `run` and `serve`)."""
         token = cancel_token or CancelToken()
         hooks = CancelHooks(token.check)
         with self._lock:
             try:
                 with self.models.session(on_use=hooks.attach), self.features.activate():
-                    return run_job(request, emit, token)
+                    return run_job(request, emit, token, partial_results)
             finally:
                 hooks.remove()
                 self.jobs_run += 1

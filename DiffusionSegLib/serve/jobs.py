@@ -182,7 +182,7 @@ class JobService:
                 self._announce_positions()
             final = None
             try:
-                self.runner.run(job.request, job.emit, job.token)
+                self.runner.run(job.request, job.emit, job.token, partial_results=True)   # clients show them
             except BaseException as error:  # noqa: BLE001 - every ending becomes an error event
                 final, _ = error_for(JobCancelled() if job.token.cancelled else error)
             finally:

@@ -137,6 +137,7 @@ class VolumeSegmenter:
                     plan.place(segment_map, index, restored_map[n])
                 if result.scores is not None:
                     tables[index] = result.scores[n]
+            ctx.partial(labels, plan.axis, batch)   # the finished slices, shown as they come (contract/partial.py)
             selection = result.selection if result.scores is not None else selection
             if collector is not None:
                 collector.add(batch, result)

@@ -46,7 +46,12 @@ def segment_prompts(methods: list[Method], request: JobRequest, volume: Volume, 
     masks, first = [], None
     for index, method in enumerate(methods):
         context.log(f"Prompt {index + 1}/{len(methods)}: '{method.prompt}'.", prompt=method.prompt)
-        result = VolumeSegmenter(method, request.pipeline, context).segment(volume, request.roi, request.slice_range)
+        context.partial_label = index + 1   # this prompt's segment in the combined result
+        try:
+            result = VolumeSegmenter(method, request.pipeline, context).segment(volume, request.roi,
+                                                                               request.slice_range)
+        finally:
+            context.partial_label = 1
         context.progress("prompts", index + 1, len(methods))
         masks.append(result.labels > 0)
         first = first or result

@@ -1,4 +1,5 @@
-"""`run`: one job from a request file (what the Slicer module writes)."""
+"""`run`: one job from a request file (what the Slicer module writes); its events include the
+finished slices as they come (`partial`), which the module shows while the job runs."""
 
 from __future__ import annotations
 
@@ -34,5 +35,5 @@ def main(args: argparse.Namespace) -> int:
 
     configure_threads(getattr(args, "threads", 0))  # this process: physical cores, or the cap
 
-    return run_with_events(lambda emit, token: Runner().run(load_request(args), emit, token),
+    return run_with_events(lambda emit, token: Runner().run(load_request(args), emit, token, partial_results=True),
                            quiet=args.quiet, json_lines=args.json, command="run")

@@ -182,17 +182,24 @@ def test_segment_refine_and_save_in_a_real_browser(browserPage, tmp_path):
     savedPath = tmp_path / "downloaded.seg.nrrd"
     download.value.save_as(savedPath)
 
-    # A job whose result covers all the tissue ("healthy tissue" names the body on the planted
-    # model): the worker's warning is on the page, once, in view.
-    page.locator("#ds-prompts").fill("healthy tissue")
-    page.wait_for_function("() => window.trame.state.get('ds_prompts') === 'healthy tissue'")
+    # A job that finds nothing (a vote threshold above any evidence): the worker's warning is on
+    # the page, once, in view, and the segments stay as they were.
+    segmentsBefore = state(page, "ds_segments")
+    label = "Vote threshold (evidence a region needs)"
+    if not page.get_by_label(label).first.is_visible():
+        page.get_by_text("Advanced").first.click()
+    page.get_by_label(label).first.fill("90")
+    page.wait_for_function("() => window.trame.state.get('ds_p_adzus_vote_threshold') == 90")
     page.locator("#ds-apply").click()
     page.wait_for_function("() => window.trame.state.get('ds_running')", timeout=30_000)
     page.wait_for_function("() => !window.trame.state.get('ds_running')", timeout=JOB_TIMEOUT_MS)
     status = state(page, "ds_status")
-    assert len(status["warnings"]) == 1 and "95%" in page.locator("#ds-warnings").inner_text(), status
-    assertInView(page, "#ds-message", "#ds-warnings", "#ds-segments")
+    assert len(status["warnings"]) == 1 and "empty" in page.locator("#ds-warnings").inner_text(), status
+    assertInView(page, "#ds-message", "#ds-warnings")
     assertNoJsonOnPage(page)
+    assert state(page, "ds_segments") == segmentsBefore
+    page.get_by_label(label).first.fill("2")
+    page.wait_for_function("() => window.trame.state.get('ds_p_adzus_vote_threshold') == 2")
 
     # Cancel mid-job (a 1000-step inversion: minutes of UNet passes): the job stops, the
     # segmentation keeps exactly the segments and voxels it had.
@@ -264,8 +271,8 @@ def test_a_second_method_into_one_segmentation_and_a_new_volume(browserPage, tmp
     page.wait_for_function("() => !document.querySelector('.v-overlay--active')")
     page.locator("#ds-prompts").fill("lesion")
     page.locator("#ds-model").fill(str(tiny_sdseg_path))
-    page.wait_for_function("() => window.trame.state.get('ds_method') === 'sdseg' && "
-                           "window.trame.state.get('ds_model')")
+    page.wait_for_function("(path) => window.trame.state.get('ds_method') === 'sdseg' && "
+                           "window.trame.state.get('ds_model') === path", arg=str(tiny_sdseg_path))
     page.locator("#ds-apply").click()
     page.wait_for_function("() => window.trame.state.get('ds_running')", timeout=30_000)
     page.wait_for_function("() => !window.trame.state.get('ds_running')", timeout=JOB_TIMEOUT_MS)

@@ -17,7 +17,10 @@ from .decision.reselection import SelectionBundle, reselect_labels, scores_docum
 from .decision.selection import SelectionParams, SliceScores, proposal_table, select_labels, volume_reference
 from .imaging.postprocess import match_labels_across_slices
 from .io.bundle import OUTPUT_NAMES, bundle_path, stage_bundle
+from .io.dicom_seg import SegInfo
+from .io.dicom_series import is_dicom_file
 from .io.images import write_labelmap
+from .io.seg_export import write_seg_for_series
 from .io.terminology import TERMINOLOGY_FILE, normalize_term, segment_codes
 from .methods import available_methods
 from .serve.client import ServiceClient, ServiceError
@@ -30,9 +33,9 @@ TINY_MODEL_MODULE = "DiffusionSegLib.testing.models"
 __all__ = [
     "DEVICES", "DTYPE_CHOICES", "EXIT_CANCELLED", "EXIT_TRAINING_FELL_SHORT", "OUTPUT_NAMES", "SLICE_AXES",
     "TERMINOLOGY_FILE", "TINY_MODEL_MODULE", "WORKER_MODULE",
-    "JobRequest", "PipelineOptions", "SelectionBundle", "SelectionParams", "ServiceClient", "ServiceError",
+    "JobRequest", "PipelineOptions", "SegInfo", "SelectionBundle", "SelectionParams", "ServiceClient", "ServiceError",
     "SliceScores", "__version__", "apply_partial", "available_methods", "bundle_path", "decode_partial",
-    "match_labels_across_slices", "normalize_term", "presets", "proposal_table", "reselect_labels",
+    "is_dicom_file", "match_labels_across_slices", "normalize_term", "presets", "proposal_table", "reselect_labels",
     "scores_document", "segment_codes", "select_labels", "stage_bundle", "volume_proposals", "volume_reference",
-    "write_labelmap",
+    "write_labelmap", "write_seg_for_series",
 ]

@@ -28,7 +28,7 @@ from . import panel
 from .files import PICTURE_SUFFIXES, UploadCollector, UploadRefused, Workspace, readableBySlicer, volumeSuffix
 from .jobs import JobController
 from .layout import PANEL_TOOL, WebAppLayout
-from .saving import SegmentationSaver
+from .saving import SegmentationSaver, dicomFolderOf
 from .selection import SelectionController
 from .status import Busy, StatusBridge
 from .viewinfo import ViewAnnotations, sliceViewUi
@@ -99,6 +99,8 @@ class WebApp(TrameApp):
         self.upload = UploadCollector(workspace.maxUploadBytes)
         self.uploadTrigger = self.server.trigger_name(self._onUploadChunk)
         self.downloadTrigger = self.server.trigger_name(self.saver.downloadBytes)
+        self.dicomDownloadTrigger = self.server.trigger_name(self.saver.dicomBytes)
+        self.dicomFolder = None
 
         self.ui = WebAppLayout(self.server, self.layoutButtonLogic.layout_manager, self, self.methods)
         self.segmentEditorLogic.set_ui(self.ui.segmentEditor)
@@ -140,7 +142,7 @@ class WebApp(TrameApp):
         self.status.model.reset()
         self.selection.clear()
         self.jobs.lastResult = None
-        self.state.update({"ds_download_ready": False, "ds_can_remove": False})
+        self.state.update({"ds_download_ready": False, "ds_dicom_ready": False, "ds_can_remove": False})
 
     def setWindow(self, presetId: str):
         """A CT window preset on the current volume (window and level in HU)."""
@@ -200,12 +202,14 @@ class WebApp(TrameApp):
             raise UploadRefused("A job is running; cancel it or wait before opening another volume.")
         scene = self.slicerApp.scene
         self.clearResult()
+        self.jobs.madeWith = None
         scene.Clear()
         volumes = self.slicerApp.io_manager.load_volumes(paths)
         if not volumes:
             raise UploadRefused("No image could be read from " + ", ".join(p.rsplit("/", 1)[-1] for p in paths[:3])
                                 + ("…" if len(paths) > 3 else "") + ".")
         volume = max(volumes, key=lambda v: v.GetImageData().GetNumberOfPoints())
+        self.dicomFolder = dicomFolderOf(paths)   # Save also writes a DICOM SEG of this series
         self.slicerApp.display_manager.show_volume(volume, do_reset_views=True)
         self.volumePropertyLogic.on_volume_changed(volume)
         self.segmentEditorLogic.on_volume_changed(volume)
@@ -218,6 +222,7 @@ class WebApp(TrameApp):
         scalar = volume.GetImageData().GetNumberOfScalarComponents() == 1
         self.state.update({"ds_volume_name": name, "ds_segments": [], "ds_download_ready": False,
                            "ds_save_name": f"{stem or 'segmentation'}.seg.nrrd", "ds_window": "",
+                           "ds_is_dicom": self.dicomFolder is not None, "ds_dicom_ready": False,
                            "ds_is_ct": scalar and volume.GetImageData().GetScalarRange()[0] < CT_AIR_HU})
         self.annotations.setVolume(volume)
         self.ui.showTool(PANEL_TOOL)

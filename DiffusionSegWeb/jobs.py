@@ -34,6 +34,7 @@ class JobController:
         self.pythonInterpreter = pythonInterpreter
         self.job = None
         self.lastResult = None             # the last job that added segments (Remove result)
+        self.madeWith: dict | None = None  # method, model, prompt of the last job that added segments
         self.applyTime = self.lastProgressTime = 0.0
         app.segmentEditorLogic.segmentation_editor.segmentation_modified.connect(self.refreshSegments)
 
@@ -127,6 +128,8 @@ class JobController:
         editor = self.app.segmentEditorLogic.segmentation_editor
         if job.segmentIds:
             self.lastResult = job
+            settings = job.settings
+            self.madeWith = {"method": settings.method, "model": settings.model, "prompt": settings.prompt}
             editor.set_active_segment_id(job.segmentIds[0])
             editor.set_surface_representation_enabled(True)   # the result in 3D too, as in Slicer's "Show 3D"
             editor.trigger_all_signals()

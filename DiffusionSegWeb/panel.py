@@ -44,7 +44,8 @@ def initialState(state, methods: dict, presets: dict, terms: list[str]) -> None:
         for param in info.params:
             state.setdefault(paramKey(name, param.name), param.default)
     for key, value in {"ds_running": False, "ds_segments": [], "ds_volume_name": "", "ds_service": "",
-                       "ds_download_ready": False, "ds_last_seconds": 0.0, "ds_save_name": "segmentation.seg.nrrd",
+                       "ds_download_ready": False, "ds_dicom_ready": False, "ds_is_dicom": False,
+                       "ds_dicom_name": "segmentation.seg.dcm", "ds_last_seconds": 0.0, "ds_save_name": "segmentation.seg.nrrd",
                        "ds_can_remove": False, "ds_is_ct": False, "ds_window": "", "ds_preview_slices": 0}.items():
         state.setdefault(key, value)
 

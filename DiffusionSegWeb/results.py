@@ -60,13 +60,16 @@ def _result(controller) -> None:
     _selection(controller.selection)
     with html.Div(v_if=("ds_segments.length",), classes="d-flex flex-wrap", style="gap: 4px;", id="ds-actions"):
         v3.VBtn("Save", click=controller.save, id="ds-save", size="small", prepend_icon="mdi-content-save",
-                title=("'Save the segmentation as ' + ds_save_name",),
+                title=("'Save the segmentation as ' + ds_save_name + (ds_is_dicom ? ' and as a DICOM SEG' : '')",),
                 disabled=("ds_running || !!ds_busy",))
         v3.VBtn("Download {{ ds_save_name }}", id="ds-download", size="small", v_if=("ds_download_ready",),
                 prepend_icon="mdi-download",
                 click=(f"utils.download(ds_save_name, trigger('{controller.downloadTrigger}'), "
                        f"'application/octet-stream')"))
-        # issue 21's "Download DICOM SEG" goes here, beside the .seg.nrrd download
+        v3.VBtn("Download DICOM SEG", id="ds-download-dicom", size="small", v_if=("ds_dicom_ready",),
+                prepend_icon="mdi-hospital-building", title=("'A DICOM SEG of the series, for the PACS: ' + ds_dicom_name",),
+                click=(f"utils.download(ds_dicom_name, trigger('{controller.dicomDownloadTrigger}'), "
+                       f"'application/dicom')"))
         v3.VBtn("Edit in Segment Editor", click=controller.showSegmentEditor, size="small", id="ds-edit",
                 prepend_icon="mdi-brush", disabled=("ds_running",))
         v3.VBtn("Remove result", click=controller.removeResult, size="small", id="ds-remove",

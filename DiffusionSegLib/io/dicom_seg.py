@@ -50,6 +50,8 @@ class SegInfo:
     parameters: dict[str, str] = field(default_factory=dict)   # name → text (AlgorithmParameters)
     derivation: str = ""                                       # up to 1024 characters
     identity: str = ""       # what the result depends on (request without paths): makes the UIDs
+    # AUTOMATIC for a job's own output; SEMIAUTOMATIC for a result a person reviewed and edited
+    algorithm_type: str = "AUTOMATIC"
 
     def algorithm_name(self) -> str:
         model = Path(self.model).name if self.model and ("/" in self.model or "\\" in self.model) else self.model
@@ -97,7 +99,7 @@ def _descriptions(hd: Any, segments: list[dict], info: SegInfo) -> list:
         out.append(hd.seg.SegmentDescription(
             segment_number=int(segment["label"]), segment_label=name[:64],
             segmented_property_category=_coded(hd, codes.category), segmented_property_type=_coded(hd, codes.type),
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC, algorithm_identification=algorithm,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues[info.algorithm_type], algorithm_identification=algorithm,
             anatomic_regions=[_coded(hd, codes.region)] if codes.region else None, display_color=colour))
     return out
 
@@ -132,7 +134,9 @@ def build_seg(labels: np.ndarray, source: DicomSource, segments: list[dict], inf
         software_versions=[v[:64] for v in (info.version, *info.software)], device_serial_number="0",
         series_description=f"{MANUFACTURER} {info.method}: "
                            f"{', '.join(str(s.get('name')) for s in segments)}"[:64],
-        content_description=f"{MANUFACTURER} {info.method}, automatic; review before clinical use"[:64],
+        content_description=(f"{MANUFACTURER} {info.method}, automatic; review before clinical use"
+                             if info.algorithm_type == "AUTOMATIC" else
+                             f"{MANUFACTURER} {info.method}, reviewed and edited")[:64],
         content_label="DIFFUSIONSEG", content_creator_name=None)
     if info.derivation:
         seg.DerivationDescription = info.derivation[:1024]

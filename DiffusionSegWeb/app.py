@@ -122,7 +122,10 @@ class WebApp(TrameApp):
 
     # -- actions the panel calls ---------------------------------------------------------------
 
-    def apply(self):
+    def apply(self, method: str | None = None, prompts: str | None = None, model: str | None = None):
+        """Apply with the fields as the page showed them when clicked (see results.build)."""
+        typed = {"ds_method": method, "ds_prompts": prompts, "ds_model": model}
+        self.state.update({key: value for key, value in typed.items() if value is not None})
         self.busy.run("Starting: exporting the volume…", self.jobs.start)   # a large volume takes a while
 
     def cancel(self):

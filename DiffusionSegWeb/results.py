@@ -13,7 +13,10 @@ from trame.widgets import vuetify3 as v3
 
 def build(controller) -> None:
     with html.Div(classes="d-flex", style="gap: 4px;"):
-        v3.VBtn("Apply", color="primary", click=controller.apply, id="ds-apply",
+        # The typed fields go with the click: trame's client holds state changes back while a request
+        # is pending but sends a click at once, so the server could otherwise start the job with
+        # the prompt or model from before the last keystrokes.
+        v3.VBtn("Apply", color="primary", click=(controller.apply, "[ds_method, ds_prompts, ds_model]"), id="ds-apply",
                 disabled=("ds_running || ds_busy || !ds_volume_name",))
         v3.VBtn("Cancel", click=controller.cancel, id="ds-cancel", disabled=("!ds_running",))
         v3.VSpacer()

@@ -39,6 +39,7 @@ from web_page import (
     assertInView,
     assertNoJsonOnPage,
     chooseAdvanced,
+    clickApply,
     clickModeRoundTrip,
     dragSliderTo,
     runningWebApp,
@@ -79,7 +80,7 @@ def browserPage(tmp_path, tiny_sdseg_path):
 def applyAndWatch(page, coronalBefore: np.ndarray) -> dict:
     """Apply; while the job runs, the page shows no JSON and the finished slices appear in the
     coronal view (the preview label layer); returns what was seen."""
-    page.locator("#ds-apply").click()
+    clickApply(page)
     page.wait_for_function("() => window.trame.state.get('ds_running')", timeout=30_000)
     seen = {"preview": 0, "changed": 0.0, "running": True}
     deadline = time.monotonic() + JOB_TIMEOUT_MS / 1000
@@ -190,7 +191,7 @@ def test_segment_refine_and_save_in_a_real_browser(browserPage, tmp_path):
         page.get_by_text("Advanced").first.click()
     page.get_by_label(label).first.fill("90")
     page.wait_for_function("() => window.trame.state.get('ds_p_adzus_vote_threshold') == 90")
-    page.locator("#ds-apply").click()
+    clickApply(page)
     page.wait_for_function("() => window.trame.state.get('ds_running')", timeout=30_000)
     page.wait_for_function("() => !window.trame.state.get('ds_running')", timeout=JOB_TIMEOUT_MS)
     status = state(page, "ds_status")
@@ -210,7 +211,7 @@ def test_segment_refine_and_save_in_a_real_browser(browserPage, tmp_path):
                            "window.trame.state.get('ds_p_adzus_latent_mode') === 'ddim_inversion' && "
                            "window.trame.state.get('ds_prompts') === 'spleen'")
     segmentsBefore = state(page, "ds_segments")
-    page.locator("#ds-apply").click()
+    clickApply(page)
     page.wait_for_function("() => (window.trame.state.get('ds_status').stage || '').startsWith('Inverting')",
                            timeout=JOB_TIMEOUT_MS)
     page.locator("#ds-cancel").click()
@@ -258,7 +259,7 @@ def test_a_second_method_into_one_segmentation_and_a_new_volume(browserPage, tmp
     uploadVolume(page, first)
     page.locator("#ds-prompts").fill("liver")
     usePlantedModel(page)
-    page.locator("#ds-apply").click()
+    clickApply(page)
     page.wait_for_function("() => window.trame.state.get('ds_status').state === 'succeeded'", timeout=JOB_TIMEOUT_MS)
     assert state(page, "ds_sel_kind") == "votes" and page.locator("#ds-threshold").is_visible()
     adzus = {s["name"]: s["voxels"] for s in state(page, "ds_segments")}
@@ -273,7 +274,7 @@ def test_a_second_method_into_one_segmentation_and_a_new_volume(browserPage, tmp
     page.locator("#ds-model").fill(str(tiny_sdseg_path))
     page.wait_for_function("(path) => window.trame.state.get('ds_method') === 'sdseg' && "
                            "window.trame.state.get('ds_model') === path", arg=str(tiny_sdseg_path))
-    page.locator("#ds-apply").click()
+    clickApply(page)
     page.wait_for_function("() => window.trame.state.get('ds_running')", timeout=30_000)
     page.wait_for_function("() => !window.trame.state.get('ds_running')", timeout=JOB_TIMEOUT_MS)
     assert state(page, "ds_status")["state"] in ("succeeded", "empty"), state(page, "ds_status")

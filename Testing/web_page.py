@@ -174,6 +174,19 @@ def uploadVolume(page, path) -> None:
     page.wait_for_function("() => !window.trame.state.get('ds_busy')")
 
 
+def stateSent(page) -> None:
+    """Wait until the page has sent every changed value to the server. trame's client holds
+    changes back while a request is pending (`flush` skips while the client is busy) but sends a
+    click's trigger at once, so an Apply clicked right after typing could reach the server first
+    and start the job with the old model or prompt."""
+    page.wait_for_function("() => window.trame.state.dirtyKeys.size === 0")
+
+
+def clickApply(page) -> None:
+    stateSent(page)
+    page.locator("#ds-apply").click()
+
+
 def usePlantedModel(page) -> None:
     """ADZUS on the planted model (a stand-in for Stable Diffusion with a known answer: the bright
     structure) at the shipped defaults: the job finds the CT's bright blob."""

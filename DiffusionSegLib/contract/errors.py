@@ -179,14 +179,18 @@ def describe(value: object, limit: int = 80) -> str:
 
 
 def error_codes() -> dict[int, list[str]]:
-    """Exit status → the error codes that end with it, read from the error classes."""
+    """Exit status → the error codes that end with it, read from the error classes of this module
+    (the command line's; `serve`'s HTTP-only errors subclass them elsewhere and would otherwise
+    appear once serve is imported)."""
     codes: dict[int, list[str]] = {}
     pending = list(DiffusionSegError.__subclasses__())
     while pending:
         cls = pending.pop(0)
+        pending.extend(cls.__subclasses__())
+        if cls.__module__ != __name__:
+            continue
         codes.setdefault(cls.exit_code, [])
         if cls.code not in codes[cls.exit_code]:
             codes[cls.exit_code].append(cls.code)
-        pending.extend(cls.__subclasses__())
     codes.setdefault(EXIT_INTERNAL, []).insert(0, "internal")
     return codes

@@ -58,7 +58,7 @@ def sdsegDemo(folder: Path, models: Path, minutes: float) -> dict:
 def webPicture(job: dict, folder: Path) -> Path:
     """The app after the job; returns the axial view's own picture (for the panel composite)."""
     from playwright.sync_api import sync_playwright
-    from web_page import CHROMIUM, FLAGS, VIEWPORT, runningWebApp, state, uploadVolume
+    from web_page import CHROMIUM, FLAGS, VIEWPORT, clickApply, runningWebApp, state, uploadVolume
 
     view = folder / "axial-view.png"
     with runningWebApp(folder) as (url, _process, _log), sync_playwright() as p:
@@ -75,7 +75,7 @@ def webPicture(job: dict, folder: Path) -> Path:
         page.locator("#ds-model").fill(job["model"])
         page.wait_for_function(f"() => window.trame.state.get('ds_method') === {job['method']!r} && "
                                "window.trame.state.get('ds_model')")
-        page.locator("#ds-apply").click()
+        clickApply(page)
         page.wait_for_function("() => window.trame.state.get('ds_running')")
         page.wait_for_function("() => !window.trame.state.get('ds_running')")
         status = state(page, "ds_status")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -222,6 +223,8 @@ class WebApp(TrameApp):
             name = name[:-5]             # a picture converted for Slicer (files.readableBySlicer): its own name
             volume.SetName(name)
         stem = name[:-len(volumeSuffix(name))] if volumeSuffix(name) else name
+        # a file name on every system: Slicer names a DICOM series "3: CT abdomen"
+        stem = re.sub(r"[^\w.-]+", "-", stem).strip("-.")
         scalar = volume.GetImageData().GetNumberOfScalarComponents() == 1
         self.state.update({"ds_volume_name": name, "ds_segments": [], "ds_download_ready": False,
                            "ds_save_name": f"{stem or 'segmentation'}.seg.nrrd", "ds_window": "",

@@ -88,7 +88,7 @@ def test_save_writes_a_seg_of_the_series_with_every_voxel_on_its_source_image(ap
     app.saver.save()
     state = app.state
     assert state.ds_download_ready and state.ds_dicom_ready, state.ds_status
-    assert state.ds_dicom_name.endswith(".seg.dcm")
+    assert state.ds_save_name == "3-synthetic-CT.seg.nrrd" and state.ds_dicom_name == "3-synthetic-CT.seg.dcm"
     seg = app.saver.savedDicom
     ds = pydicom.dcmread(seg)
     assert ds.Modality == "SEG" and ds.StudyInstanceUID == series.study

@@ -1,6 +1,6 @@
 """Synthetic DICOM series for the tests, written with pydicom (and highdicom for the enhanced
 multi-frame object): axial, oblique and gantry-tilted CT, MR, a missing slice, a localizer, two
-series in one folder. Never real patient data; nothing here reads /work/shared/data.
+series in one folder. Never real patient data; nothing here reads data from outside the repository.
 
 The CT phantom: air (-1000 HU), a body ellipse (40 HU) and a bright disc (250 HU) on the middle
 slices, stored as unsigned values with RescaleIntercept -1024, as scanners write them.

@@ -1,5 +1,5 @@
 """`train diffugts` through the real CLI parser on synthetic tumour volumes, then a segmentation
-job that uses the trained heads (tiny model; nothing from ../shared/data)."""
+job that uses the trained heads (tiny model; no data from outside the repository)."""
 
 import json
 

@@ -101,6 +101,7 @@ class SdsegStandIn(Repaints):
 
     info = MethodInfo(name="sdseg", label="SDSeg (test stand-in)", description="test", prompt="optional",
                       needs_checkpoint=False, default_model=None, prompt_conditioned=False,
+                      probability_maps=("evidence",),
                       params=(Param("threshold", "float", 0.5, "probability threshold", minimum=0.0, maximum=1.0),
                               Param("size", "int", 40, "model side", minimum=8, maximum=512)))
 

@@ -121,6 +121,47 @@ def test_seg_needs_dicom_input_and_an_empty_result_writes_none(tmp_path, thresho
     assert next(e for e in events if e["event"] == "result")["output"] is None
 
 
+def test_sdseg_probability_goes_out_as_a_fractional_seg(tmp_path, monkeypatch):
+    """SDSeg's evidence is a probability: with a SEG output and --evidence it is also written as a
+    PROBABILITY SEG beside the labels SEG, 8 bits, within half a step of the bundle's map."""
+    from evidence_methods import SdsegStandIn
+
+    from DiffusionSegLib.contract.errors import OutputExists
+    from DiffusionSegLib.methods.sdseg.method import Sdseg
+
+    assert Sdseg.info.probability_maps == SdsegStandIn.info.probability_maps == ("evidence",)
+    monkeypatch.setattr(registry, "_REGISTRY", {**registry.available_methods(), "sdseg": SdsegStandIn})
+    series = write_series(tmp_path / "series", orientation=(0.8, 0.6, 0, -0.6, 0.8, 0))
+    request = {"version": 2, "evidence": True, "method": "sdseg", "prompt": "lesion"}
+    events, result = segment(series.folder, tmp_path / "seg.dcm", **request, params={})
+    path = tmp_path / "seg.evidence.dcm"
+    assert result.outputs["evidence_seg"] == str(path) and path.is_file()
+    ds = pydicom.dcmread(path)
+    assert (ds.SegmentationType, ds.SegmentationFractionalType, ds.MaximumFractionalValue) == \
+        ("FRACTIONAL", "PROBABILITY", 255)
+    assert [s.SegmentLabel for s in ds.SegmentSequence] == ["lesion"] and ds.StudyInstanceUID == series.study
+    assert dciodvfy_errors(path) == []
+
+    from DiffusionSegLib.io.dicom_seg import read_probability
+
+    uids = [str(pydicom.dcmread(p).SOPInstanceUID) for p in series.files]
+    written = read_probability(path, uids)
+    evidence = sitk.GetArrayFromImage(sitk.ReadImage(result.outputs["evidence"]))
+    assert evidence.shape == written.shape and evidence.max() > 0.5 and evidence.std() > 0.05
+    assert np.abs(written - np.clip(evidence, 0, 1)).max() <= 0.5 / 255 + 1e-6
+    labels, _ = read_seg_labels(tmp_path / "seg.dcm", uids)
+    inside, outside = written[labels > 0], written[labels == 0]
+    assert inside.size and outside.size and inside.mean() > outside.mean() + 0.1   # labels where the probability is
+
+    # a second run without --overwrite: refused before any work, nothing replaced
+    before = path.read_bytes()
+    path.with_name("other.evidence.dcm").write_bytes(b"mine")
+    with pytest.raises(OutputExists, match="evidence SEG"):
+        segment(series.folder, tmp_path / "other.dcm", **request, params={})
+    assert path.read_bytes() == before and path.with_name("other.evidence.dcm").read_bytes() == b"mine"
+    assert not (tmp_path / "other.dcm").exists()
+
+
 def test_segments_are_coded_from_the_shared_table():
     tumour = segment_codes("Liver Tumor")
     assert tumour.type == ("SCT", "108369006", "Neoplasm") and tumour.region == ("SCT", "10200004", "Liver")

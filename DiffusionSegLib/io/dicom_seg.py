@@ -26,6 +26,7 @@ from .output_files import StagedFile, stage_file
 from .terminology import segment_codes
 
 SEG_TYPES = ("binary", "labelmap")
+FRACTION_STEPS = 255     # a probability SEG stores k / 255: within 0.002 of the map
 MANUFACTURER = "DiffusionSeg"
 UID_NAMESPACE = "diffusionseg-seg"
 
@@ -110,6 +111,29 @@ def source_datasets(source: DicomSource) -> list:
     return [pydicom.dcmread(path, stop_before_pixels=True) for path in source.files]
 
 
+def _check_slices(values: np.ndarray, images: list, what: str) -> None:
+    if values.shape[0] != len(images):
+        raise InvalidRequest(f"The {what} has {values.shape[0]} slices; the DICOM series {len(images)} images.")
+
+
+def _shared_attributes(source: DicomSource, info: SegInfo, images: list, digest: str, kind: str,
+                       description: str) -> dict[str, Any]:
+    """What every SEG DiffusionSeg writes says about itself: UIDs repeatable from what it depends
+    on, the series number beside the source's, manufacturer, software, descriptions."""
+    series_number = int(images[0].get("SeriesNumber") or 0) + (2000 if kind == "fractional" else 1000)
+    return dict(
+        series_instance_uid=deterministic_uid(source.series, info.identity, digest, "series"),
+        series_number=min(series_number, 2**31 - 1),
+        sop_instance_uid=deterministic_uid(source.series, info.identity, digest, kind, "instance"),
+        instance_number=1, manufacturer=MANUFACTURER, manufacturer_model_name=f"{MANUFACTURER} {info.method}"[:64],
+        software_versions=[v[:64] for v in (info.version, *info.software)], device_serial_number="0",
+        series_description=f"{MANUFACTURER} {info.method}{description}"[:64],
+        content_description=(f"{MANUFACTURER} {info.method}, automatic; review before clinical use"
+                             if info.algorithm_type == "AUTOMATIC" else
+                             f"{MANUFACTURER} {info.method}, reviewed and edited")[:64],
+        content_label="DIFFUSIONSEG", content_creator_name=None)
+
+
 def build_seg(labels: np.ndarray, source: DicomSource, segments: list[dict], info: SegInfo,
               seg_type: str = "binary", images: list | None = None) -> Any:
     """The SEG dataset for labels (K, J, I) on the source series' grid, one frame per image
@@ -119,25 +143,32 @@ def build_seg(labels: np.ndarray, source: DicomSource, segments: list[dict], inf
         raise InvalidRequest(f"Unknown SEG type {seg_type!r}; choose one of {', '.join(SEG_TYPES)}.")
     kind = hd.seg.SegmentationTypeValues.LABELMAP if seg_type == "labelmap" else hd.seg.SegmentationTypeValues.BINARY
     images = images if images is not None else source_datasets(source)
-    if labels.shape[0] != len(images):
-        raise InvalidRequest(f"The labelmap has {labels.shape[0]} slices; the DICOM series {len(images)} images.")
-    digest = _labels_digest(labels)
-    series_number = int(images[0].get("SeriesNumber") or 0) + 1000
+    _check_slices(labels, images, "labelmap")
     dtype = np.uint8 if int(labels.max(initial=0)) < 256 else np.uint16
+    names = ", ".join(str(s.get("name")) for s in segments)
     seg = hd.seg.Segmentation(
         source_images=images, pixel_array=np.ascontiguousarray(labels, dtype=dtype), segmentation_type=kind,
         segment_descriptions=_descriptions(hd, segments, info),
-        series_instance_uid=deterministic_uid(source.series, info.identity, digest, "series"),
-        series_number=min(series_number, 2**31 - 1),
-        sop_instance_uid=deterministic_uid(source.series, info.identity, digest, seg_type, "instance"),
-        instance_number=1, manufacturer=MANUFACTURER, manufacturer_model_name=f"{MANUFACTURER} {info.method}"[:64],
-        software_versions=[v[:64] for v in (info.version, *info.software)], device_serial_number="0",
-        series_description=f"{MANUFACTURER} {info.method}: "
-                           f"{', '.join(str(s.get('name')) for s in segments)}"[:64],
-        content_description=(f"{MANUFACTURER} {info.method}, automatic; review before clinical use"
-                             if info.algorithm_type == "AUTOMATIC" else
-                             f"{MANUFACTURER} {info.method}, reviewed and edited")[:64],
-        content_label="DIFFUSIONSEG", content_creator_name=None)
+        **_shared_attributes(source, info, images, _labels_digest(labels), seg_type, f": {names}"))
+    if info.derivation:
+        seg.DerivationDescription = info.derivation[:1024]
+    return seg
+
+
+def build_probability_seg(probability: np.ndarray, source: DicomSource, name: str, info: SegInfo,
+                          images: list | None = None) -> Any:
+    """A fractional SEG (PROBABILITY, 8 bits) of one map in [0, 1] (K, J, I) on the source grid:
+    the evidence a viewer can show next to the labels SEG, e.g. SDSeg's foreground probability."""
+    hd = import_highdicom()
+    images = images if images is not None else source_datasets(source)
+    _check_slices(probability, images, "probability map")
+    values = np.clip(np.nan_to_num(np.asarray(probability, np.float32)), 0.0, 1.0)
+    seg = hd.seg.Segmentation(
+        source_images=images, pixel_array=np.ascontiguousarray(values),
+        segmentation_type=hd.seg.SegmentationTypeValues.FRACTIONAL,
+        fractional_type=hd.seg.SegmentationFractionalTypeValues.PROBABILITY, max_fractional_value=FRACTION_STEPS,
+        segment_descriptions=_descriptions(hd, [{"label": 1, "name": name}], info),
+        **_shared_attributes(source, info, images, _labels_digest(values), "fractional", f" probability: {name}"))
     if info.derivation:
         seg.DerivationDescription = info.derivation[:1024]
     return seg
@@ -186,6 +217,34 @@ def stage_seg(labels: np.ndarray, source: DicomSource, segments: list[dict], inf
             raise WriteFailed("The written DICOM SEG differs from the computed labelmap.")
 
     return stage_file(path, write, verify, suffix=".dcm")
+
+
+def stage_probability_seg(probability: np.ndarray, source: DicomSource, name: str, info: SegInfo,
+                          path: str | Path) -> StagedFile:
+    """Write and verify a probability SEG beside `path` (read back within half a step of 1/255)."""
+    images = source_datasets(source)
+    order = [str(ds.SOPInstanceUID) for ds in images]
+    seg = build_probability_seg(probability, source, name, info, images)
+    expected = np.clip(np.nan_to_num(np.asarray(probability, np.float32)), 0.0, 1.0)
+
+    def write(temp: str) -> None:
+        seg.save_as(temp, enforce_file_format=True)
+
+    def verify(temp: str) -> None:
+        written = read_probability(temp, order)
+        if written.shape != expected.shape or float(np.abs(written - expected).max(initial=0.0)) > 0.5 / FRACTION_STEPS + 1e-6:
+            raise WriteFailed("The written probability SEG differs from the computed map.")
+
+    return stage_file(path, write, verify, suffix=".dcm")
+
+
+def read_probability(path: str | Path, order: list[str]) -> np.ndarray:
+    """The probability (K, J, I) in [0, 1] of a one-segment fractional SEG, frames in `order`."""
+    hd = import_highdicom()
+    seg = hd.seg.segread(str(path))
+    values = seg.get_pixels_by_source_instance(order, segment_numbers=[1], combine_segments=False,
+                                               rescale_fractional=True, dtype=np.float32)
+    return values[..., 0]
 
 
 def seg_summary(path: str | Path) -> dict[str, Any]:

@@ -72,7 +72,7 @@ def run_job(request: JobRequest, emit: EventCallback, cancel_token: CancelToken 
     check_input_path(request.input)
     output = check_output_path(request.output, inputs=(request.input,), overwrite=request.overwrite)
     check_seg_input(output, request.input)
-    check_result_targets(output, request)
+    check_result_targets(output, request, method.info.probability_maps if request.evidence else ())
     if request.evidence:
         check_bundle_targets(output, inputs=(request.input,), overwrite=request.overwrite)
     with claim_output(output):
@@ -108,20 +108,21 @@ def run_job(request: JobRequest, emit: EventCallback, cancel_token: CancelToken 
             context.log(f"Precision {applied.name}: {applied.reason}.")
         result, overlaps = segment_prompts(methods, request, volume, context, collect_evidence=request.evidence)
         context.check_cancelled()
-        bundle = {}
+        bundle, maps = {}, {}
         try:
             with context.timed("write"):
                 if result.evidence is not None:
                     from ..volume.evidence import stage_evidence
 
-                    bundle = stage_evidence(result.evidence, method.info.name, request.pipeline, volume.reference,
-                                            output, overwrite=request.overwrite)
+                    bundle, maps = stage_evidence(result.evidence, method.info.name, request.pipeline,
+                                                  volume.reference, output, overwrite=request.overwrite)
                 record = build_provenance(request, methods, volume, device=context.device,
                                           dtype=(applied or policy).name, threads=threads, timings=context.timings,
                                           segments=result.segments, notes=notes,
                                           outputs={name: str(file.path) for name, file in bundle.items()})
+                probability = {name: maps[name] for name in method.info.probability_maps if maps.get(name) is not None}
                 staged, segments, empty = stage_result(result.labels, result.segments, volume, output, request,
-                                                       record)
+                                                       record, probability)
                 bundle.update(staged)
             with context.cancel_token.final():   # cancelled before this line: nothing is written
                 # the bundle first, the labelmap last: a labelmap on disk means a complete result

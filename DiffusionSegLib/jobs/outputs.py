@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from ..contract.errors import InvalidRequest
 from ..contract.request import JobRequest
-from ..io.bundle import stage_json
+from ..io.bundle import bundle_stem, stage_json
 from ..io.images import SEG_SUFFIX, Volume, stage_labelmap
 from ..io.output_files import StagedFile, check_output_target
 from .provenance import provenance_path, seg_facts
@@ -25,10 +27,20 @@ def is_seg(output: str | Path) -> bool:
     return str(output).lower().endswith(SEG_SUFFIX)
 
 
-def check_result_targets(output: Path, request: JobRequest) -> None:
-    """Before any work: the record beside the output must be free (or `overwrite`), like the output."""
+def probability_seg_path(output: str | Path, name: str) -> Path:
+    """`/x/liver.dcm` → `/x/liver.evidence.dcm`: a probability map as a SEG beside the labels SEG."""
+    stem = bundle_stem(output)
+    return stem.with_name(f"{stem.name}.{name}.dcm")
+
+
+def check_result_targets(output: Path, request: JobRequest, probability_maps: tuple[str, ...] = ()) -> None:
+    """Before any work: the record beside the output, and the probability SEGs a SEG output with
+    evidence brings, must be free (or `overwrite`), like the output."""
     check_output_target(provenance_path(output), inputs=(request.input,), overwrite=request.overwrite,
                         what="provenance file")
+    for name in probability_maps if is_seg(output) else ():
+        check_output_target(probability_seg_path(output, name), inputs=(request.input,),
+                            overwrite=request.overwrite, what=f"{name} SEG")
 
 
 def check_seg_input(output: Path, input_path: str) -> None:
@@ -44,13 +56,15 @@ def check_seg_input(output: Path, input_path: str) -> None:
 
 
 def stage_result(labels, segments: list[dict], volume: Volume, output: Path, request: JobRequest,
-                 record: dict) -> tuple[dict[str, StagedFile], list[dict], str | None]:
-    """(staged files in commit order, the segments as written, a warning or None)."""
+                 record: dict, probability: dict[str, np.ndarray] | None = None
+                 ) -> tuple[dict[str, StagedFile], list[dict], str | None]:
+    """(staged files in commit order, the segments as written, a warning or None). `probability`:
+    the bundle's probability maps, written as fractional SEGs beside a SEG output."""
     staged: dict[str, StagedFile] = {}
-    warning = None
+    warning, seg = None, None
     try:
         if is_seg(output):
-            from ..io.dicom_seg import SegInfo, consecutive_labels, derivation_text, stage_seg
+            from ..io.dicom_seg import SegInfo, consecutive_labels, derivation_text, stage_probability_seg, stage_seg
 
             labels, segments = consecutive_labels(labels, segments)
             record["segments"] = segments
@@ -66,6 +80,11 @@ def stage_result(labels, segments: list[dict], volume: Volume, output: Path, req
                                derivation=derivation_text(facts), identity=_identity(record))
                 record["outputs"]["labelmap"] = str(output)
                 seg = stage_seg(labels, volume.dicom, segments, info, output, request.seg_type)
+                for name, values in (probability or {}).items():
+                    path = probability_seg_path(output, name)
+                    record["outputs"][f"{name}_seg"] = str(path)
+                    staged[f"{name}_seg"] = stage_probability_seg(values, volume.dicom, str(segments[0]["name"]),
+                                                                  info, path)
             else:
                 seg, warning = None, EMPTY_SEG_WARNING
         else:
@@ -79,6 +98,8 @@ def stage_result(labels, segments: list[dict], volume: Volume, output: Path, req
     except BaseException:
         for file in staged.values():
             file.discard()
+        if seg is not None and "labelmap" not in staged:
+            seg.discard()
         raise
     return staged, segments, warning
 

@@ -109,6 +109,9 @@ class MethodInfo:
     # Whether the prompt changes the result (not just the segment's name): only such methods
     # accept several prompts in one job.
     prompt_conditioned: bool = True
+    # Bundle maps that are probabilities in [0, 1]: with a DICOM SEG output they also go out as a
+    # fractional (probability) SEG beside it, which a PACS viewer shows.
+    probability_maps: tuple[str, ...] = ()
 
     def param(self, name: str) -> Param:
         for param in self.params:
@@ -131,7 +134,7 @@ class MethodInfo:
             "prompt": self.prompt, "needs_checkpoint": self.needs_checkpoint,
             "default_model": self.default_model, "prompt_examples": list(self.prompt_examples),
             "reference": self.reference, "trainable": self.trainable,
-            "prompt_conditioned": self.prompt_conditioned,
+            "prompt_conditioned": self.prompt_conditioned, "probability_maps": list(self.probability_maps),
             "params": [p.to_dict() for p in self.params],
         }
 

@@ -95,10 +95,11 @@ class EvidenceCollector:
 
 
 def stage_evidence(collector: EvidenceCollector, method: str, options: PipelineOptions, reference,
-                   labelmap_path, *, overwrite: bool = True) -> dict[str, StagedFile]:
-    """The bundle written and verified beside `labelmap_path`, waiting to be committed with the
-    labelmap (the job commits them together under its cancel guard)."""
-    return stage_bundle(labelmap_path, reference, *collector.bundle_parts(method, options), overwrite=overwrite)
+                   labelmap_path, *, overwrite: bool = True) -> tuple[dict[str, StagedFile], dict[str, np.ndarray]]:
+    """(the bundle written and verified beside `labelmap_path`, waiting to be committed with the
+    labelmap under the job's cancel guard; its maps, for a probability SEG)."""
+    proposals, maps, scores = collector.bundle_parts(method, options)
+    return stage_bundle(labelmap_path, reference, proposals, maps, scores, overwrite=overwrite), maps
 
 
 def to_input_units(image: np.ndarray, mapping: IntensityMapping) -> np.ndarray:

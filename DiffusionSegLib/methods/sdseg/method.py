@@ -26,6 +26,7 @@ class Sdseg(Method):
         default_model=None,
         trainable=True,
         prompt_conditioned=False,  # the prompt only names the segment
+        probability_maps=("evidence",),   # the foreground probability, mean over the seeds
         reference="Lin et al., Stable Diffusion Segmentation for Biomedical Images with Single-step "
                   "Reverse Process, MICCAI 2024",
         params=(

@@ -34,3 +34,27 @@ def tiny_sd_path(tmp_path_factory: pytest.TempPathFactory):
     from DiffusionSegLib.testing.models import save_tiny_stable_diffusion
 
     return save_tiny_stable_diffusion(tmp_path_factory.mktemp("tiny-sd"))
+
+
+@pytest.fixture()
+def web_app(tmp_path):
+    """make(mode): the browser app's server side without a browser (its own trame server and
+    private folder), with its service `off` (no jobs) or `local`."""
+    made = []
+
+    def make(mode: str = "off"):
+        import slicer_test_utils  # noqa: F401  (puts the Slicer module's lib on sys.path)
+        from DiffusionSegSlicerLib.ServiceManager import ServiceSettings
+        from trame.app import get_server
+
+        from DiffusionSegWeb.app import WebApp
+        from DiffusionSegWeb.files import Workspace
+
+        workspace = Workspace(50_000_000)
+        made.append(workspace)
+        return WebApp(server=get_server(f"test-web-{len(made)}-{tmp_path.name}"), workspace=workspace,
+                      serviceSettings=ServiceSettings(mode=mode))
+
+    yield make
+    for workspace in made:
+        workspace.remove()

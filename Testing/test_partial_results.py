@@ -136,7 +136,9 @@ def test_a_cancelled_job_leaves_no_file_whatever_was_previewed(tmp_path, fake_me
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.nrrd"]
 
 
-def test_partial_events_reach_a_client_of_serve(tmp_path, tiny_sd_path):
+def test_partial_events_reach_a_client_of_serve(tmp_path):
+    """ADZUS on the planted model at the shipped defaults over `serve`'s HTTP stream: every
+    segmented slice is previewed once, and the previews hold the bright blob the result holds."""
     (tmp_path / "data").mkdir()
     image = ct_like_volume(size=(24, 20, 3))
     sitk.WriteImage(image, str(tmp_path / "data" / "ct.nrrd"))
@@ -144,12 +146,15 @@ def test_partial_events_reach_a_client_of_serve(tmp_path, tiny_sd_path):
         client = ServiceClient(ready["url"], token)
         events = []
         request = {"input": str(tmp_path / "data" / "ct.nrrd"), "method": "adzus", "prompt": "liver",
-                   "model": str(tiny_sd_path), "device": "cpu",
-                   "params": {"latent_mode": "clean", "vote_threshold": 0.5, "seed_threshold": 0.5}}
+                   "model": "planted", "device": "cpu"}
         final = client.run(request, on_event=events.append, destination=tmp_path / "out.nrrd")
     assert final["event"] == "result", final
     partials = [e for e in events if e.get("event") == "partial"]
     reported = [i for e in partials for i in e["slices"]]
     assert len(reported) == len(set(reported)) == final["slices_segmented"] > 0
+    preview = np.zeros(sitk.GetArrayFromImage(image).shape, np.uint16)
     for event in partials:
-        decode_partial(event, sitk.GetArrayFromImage(image).shape)
+        apply_partial(event, preview)
+    result = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out.nrrd")))
+    assert result.any() and preview.any()
+    assert (preview.astype(bool) & result.astype(bool)).sum() >= 0.8 * result.astype(bool).sum()

@@ -238,7 +238,7 @@ def test_the_terminal_event_comes_after_the_jobs_clean_up(tmp_path, monkeypatch)
     sitk.WriteImage(ct_like_volume(size=(8, 8, 2)), str(tmp_path / "data" / "ct.nrrd"))
 
     class CancelledRunner:
-        def run(self, request, emit, token):
+        def run(self, request, emit, token, partial_results=False):
             emit({"event": "progress", "stage": "load", "done": 0, "total": 1})
             raise JobCancelled()
 

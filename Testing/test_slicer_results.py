@@ -18,30 +18,17 @@ from DiffusionSegSlicerLib.EvidenceImport import (
 from DiffusionSegSlicerLib.PartialPreview import PREVIEW_ATTRIBUTE
 from DiffusionSegSlicerLib.SelectionLogic import ProbabilityThreshold, ProposalSelection, selectionFor
 from slicer_test_utils import (
-    addVolume,
     ijkToRasMatrix,
     listFiles,
     newScene,
-    rotation,
     sameRasPointSets,
     segmentVoxelsRas,
     voxelCentersRas,
 )
 from slicer_worker_methods import EvidenceWorkerLauncher, RealWorkerLauncher
+from test_slicer_evidence import threeLevelVolume  # grey 0.5 box, grey 1.0 ellipsoid, square in-plane voxels
 
 pytest.importorskip("torch")
-
-
-def threeLevelVolume(scene):
-    """Background 0-200, a box at 500 and an ellipsoid at 1000 (grey 0.5 and 1.0 after min-max)."""
-    k, j, i = np.mgrid[0:12, 0:16, 0:20]
-    sphere = ((i - 8.0) / 6) ** 2 + ((j - 7.0) / 5) ** 2 + ((k - 5.0) / 3) ** 2 < 1
-    box = (i >= 15) & (i <= 18) & (j >= 11) & (j <= 14) & (k >= 2) & (k <= 9)
-    array = np.random.default_rng(0).integers(0, 200, sphere.shape)
-    array = np.where(box, 500, np.where(sphere, 1000, array)).astype(np.int16)
-    volume = addVolume(scene, array, spacing=(0.7, 1.3, 2.9), origin=(12.5, -30.0, 5.25),
-                       directions=rotation((1, 2, 3), 35), name="Oblique")
-    return volume, sphere, box
 
 
 def run(scene, volume, tmp_path, method, target=None, launcher=None, **params):
@@ -60,7 +47,7 @@ def voxels(job, segmentId):
 
 def test_adzus_then_sdseg_in_one_segmentation_steers_the_new_result(tmp_path):
     scene = newScene()
-    volume, sphere, box = threeLevelVolume(scene)
+    volume, _, sphere, box = threeLevelVolume(scene)
     first = run(scene, volume, tmp_path, "grey-proposals", vote_threshold=3.5)      # the ellipsoid (grey 1.0)
     (firstId,) = first.segmentIds
     assert isinstance(selectionFor(first)[0], ProposalSelection)
@@ -84,7 +71,7 @@ def test_adzus_then_sdseg_in_one_segmentation_steers_the_new_result(tmp_path):
 
 def test_sdseg_then_adzus_in_one_segmentation_steers_the_new_result(tmp_path):
     scene = newScene()
-    volume, sphere, box = threeLevelVolume(scene)
+    volume, _, sphere, box = threeLevelVolume(scene)
     first = run(scene, volume, tmp_path, "sdseg", threshold=0.45)                 # sphere and box
     (firstId,) = first.segmentIds
     second = run(scene, volume, tmp_path, "grey-proposals", target=first.segmentationNode, vote_threshold=1.5)
@@ -103,7 +90,7 @@ def test_sdseg_then_adzus_in_one_segmentation_steers_the_new_result(tmp_path):
 
 def test_remove_result_takes_out_the_jobs_segments_and_evidence_only(tmp_path):
     scene = newScene()
-    volume, sphere, box = threeLevelVolume(scene)
+    volume, _, sphere, box = threeLevelVolume(scene)
     first = run(scene, volume, tmp_path, "sdseg", threshold=0.45)
     second = run(scene, volume, tmp_path, "grey-proposals", target=first.segmentationNode, vote_threshold=3.5)
     segmentation = second.segmentationNode
@@ -134,7 +121,7 @@ def previewRecorder(job, volume):
 
 def test_finished_slices_are_previewed_then_replaced_by_the_result(tmp_path):
     scene = newScene()
-    volume, sphere, box = threeLevelVolume(scene)
+    volume, _, sphere, box = threeLevelVolume(scene)
     settings = JobSettings(method="bright-threshold", prompt="lesion", device="cpu", axis="k", intensity="minmax",
                            params={"size": 20, "threshold": 0.75}, fillHoles=False, skipEmptySlices=False,
                            batchSize=3)
@@ -151,7 +138,7 @@ def test_finished_slices_are_previewed_then_replaced_by_the_result(tmp_path):
 
 def test_a_cancelled_job_leaves_no_preview_and_no_segment(tmp_path):
     scene = newScene()
-    volume, _, _ = threeLevelVolume(scene)
+    volume, _, _, _ = threeLevelVolume(scene)
     nodesBefore = scene.GetNumberOfNodes()
     settings = JobSettings(method="slow-bright-threshold", prompt="lesion", device="cpu", axis="k",
                            intensity="minmax", params={"size": 20, "threshold": 0.75}, skipEmptySlices=False,
@@ -178,7 +165,7 @@ def test_the_panel_steers_the_last_result_of_two_in_one_segmentation(tmp_path, m
     from DiffusionSegSlicerLib.Logic import DiffusionSegLogic
 
     scene = newScene()
-    volume, sphere, box = threeLevelVolume(scene)
+    volume, _, sphere, box = threeLevelVolume(scene)
     logic = DiffusionSegLogic(scene, temporaryRoot=str(tmp_path))
     logic._methods = {cls.info.name: cls.info for cls in (GreyProposals, SdsegStandIn)}
     assert all(isinstance(info, MethodInfo) for info in logic._methods.values())

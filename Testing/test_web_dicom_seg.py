@@ -23,17 +23,8 @@ from DiffusionSegLib.io.dicom_series import read_dicom
 
 
 @pytest.fixture()
-def app(tmp_path):
-    from DiffusionSegSlicerLib.ServiceManager import ServiceSettings
-    from trame.app import get_server
-
-    from DiffusionSegWeb.app import WebApp
-    from DiffusionSegWeb.files import Workspace
-
-    workspace = Workspace(50_000_000)
-    yield WebApp(server=get_server(f"test-web-dicom-{tmp_path.name}"), workspace=workspace,
-                 serviceSettings=ServiceSettings(mode="off"))
-    workspace.remove()
+def app(web_app):
+    return web_app("off")
 
 
 def paint(app, masks: dict[str, np.ndarray]):

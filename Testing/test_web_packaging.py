@@ -38,7 +38,7 @@ def test_the_wheel_carries_the_web_app_and_the_slicer_side_logic(installed):
     _, names = installed
     for name in ("DiffusionSegWeb/__main__.py", "DiffusionSegWeb/data/window_presets.json",
                  "DiffusionSegSlicerLib/JobStatus.py", "DiffusionSegSlicerLib/data/error_hints.json",
-                 "DiffusionSegSlicerLib/data/terminology.json", "DiffusionSegLib/api.py"):
+                 "DiffusionSegLib/data/terminology.json", "DiffusionSegLib/api.py"):
         assert name in names, name
 
 

@@ -28,17 +28,8 @@ import DiffusionSegWeb  # noqa: E402,F401  (the Slicer module's lib on the path)
 
 
 @pytest.fixture()
-def app(tmp_path):
-    from DiffusionSegSlicerLib.ServiceManager import ServiceSettings
-    from trame.app import get_server
-
-    from DiffusionSegWeb.app import WebApp
-    from DiffusionSegWeb.files import Workspace
-
-    workspace = Workspace(50_000_000)
-    yield WebApp(server=get_server(f"test-web-selection-{tmp_path.name}"), workspace=workspace,
-                 serviceSettings=ServiceSettings(mode="local"))
-    workspace.remove()
+def app(web_app):
+    return web_app("local")
 
 
 def foregrounds(scene):

@@ -44,17 +44,8 @@ def test_an_oblique_view_names_the_direction_it_mostly_faces():
 
 
 @pytest.fixture()
-def app(tmp_path):
-    from DiffusionSegSlicerLib.ServiceManager import ServiceSettings
-    from trame.app import get_server
-
-    from DiffusionSegWeb.app import WebApp
-    from DiffusionSegWeb.files import Workspace
-
-    workspace = Workspace(50_000_000)
-    yield WebApp(server=get_server(f"test-web-viewinfo-{tmp_path.name}"), workspace=workspace,
-                 serviceSettings=ServiceSettings(mode="off"))
-    workspace.remove()
+def app(web_app):
+    return web_app("off")
 
 
 def test_the_app_labels_its_views_and_applies_ct_windows(app, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import locale
 import os
 
 import pytest
@@ -25,6 +26,17 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _locale_as_it_was():
+    """A test that writes DICOM with SimpleITK leaves the process in the "C" locale (GDCM's writer
+    calls setlocale), after which text=True subprocesses and read_text() in later tests decode as
+    ASCII. The product never writes DICOM through GDCM (highdicom does); tests put it back."""
+    before = locale.setlocale(locale.LC_CTYPE)
+    yield
+    if locale.setlocale(locale.LC_CTYPE) != before:
+        locale.setlocale(locale.LC_CTYPE, before)
 
 
 @pytest.fixture(scope="session")

@@ -77,7 +77,8 @@ class JobController:
             return
         self.job = job
         self.applyTime = self.lastProgressTime = time.monotonic()
-        self.state.update({"ds_running": True, "ds_download_ready": False, "ds_preview_slices": 0})
+        self.state.update({"ds_running": True, "ds_download_ready": False, "ds_dicom_ready": False,
+                           "ds_preview_slices": 0})
         create_task(self._poll(job))
 
     def cancel(self) -> None:

@@ -5,24 +5,15 @@ server kept — it used to wait for the whole load."""
 import time
 
 import pytest
-from slicer_test_utils import listFiles, newScene
+from slicer_test_utils import newScene
 
 pytest.importorskip("torch")
 
 from DiffusionSegSlicerLib.ServiceJob import ServiceSegmentationJob  # noqa: E402
-from DiffusionSegSlicerLib.ServiceManager import ServiceManager, ServiceSettings  # noqa: E402
+from DiffusionSegSlicerLib.ServiceManager import ServiceSettings  # noqa: E402
 from slicer_worker_methods import RealWorkerLauncher  # noqa: E402
+from test_slicer_service import manager  # noqa: E402,F401  (fixture: a ServiceManager whose folder ends empty)
 from test_slicer_worker_roundtrip import obliqueSphere, settingsFor  # noqa: E402
-
-
-@pytest.fixture()
-def manager(tmp_path):
-    root = tmp_path / "temp"
-    root.mkdir()
-    manager = ServiceManager(str(root))
-    yield manager
-    manager.stop()
-    assert listFiles(root) == []
 
 
 def test_cancel_while_the_server_loads_the_model_ends_the_job_at_once(manager):

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from slicer_test_utils import (
     addVolume,
-    listFiles,
     newScene,
     rotation,
     segmentVoxelsRas,
@@ -17,18 +16,9 @@ pytest.importorskip("torch")
 
 from DiffusionSegSlicerLib.JobSettings import JobSettings  # noqa: E402
 from DiffusionSegSlicerLib.ServiceJob import ServiceSegmentationJob  # noqa: E402
-from DiffusionSegSlicerLib.ServiceManager import ServiceManager, ServiceSettings  # noqa: E402
+from DiffusionSegSlicerLib.ServiceManager import ServiceSettings  # noqa: E402
 from slicer_worker_methods import RealWorkerLauncher  # noqa: E402
-
-
-@pytest.fixture()
-def manager(tmp_path):
-    root = tmp_path / "temp"
-    root.mkdir()
-    manager = ServiceManager(str(root))
-    yield manager
-    manager.stop()
-    assert listFiles(root) == []
+from test_slicer_service import manager  # noqa: E402,F401  (fixture: a ServiceManager whose folder ends empty)
 
 
 def lesionVolume(scene):

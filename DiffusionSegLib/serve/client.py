@@ -80,15 +80,17 @@ class ServiceClient:
         """Queue a job; returns its id. `image`: a local file to upload as the job's input."""
         if image is None:
             return self._json("POST", "/v1/jobs", request)["id"]
-        self._check_upload_size(Path(image))
+        self._check_before_upload(Path(image))
         body, headers = _multipart(request, Path(image))
         with self._request("POST", "/v1/jobs", body, headers, timeout=None) as response:
             return json.loads(response.read())["id"]
 
-    def _check_upload_size(self, image: Path) -> None:
-        """The server refuses an upload over its limit at the byte that passes it and closes the
-        connection, so a client still sending sees only a reset: compare with the limit it
-        publishes in /v1/health first, and say what is wrong."""
+    def _check_before_upload(self, image: Path) -> None:
+        """The server refuses an upload (over its limit, or with a wrong token) before reading it
+        and closes the connection, so a client still sending may see only a reset ("unreachable"):
+        compare with the limit it publishes in /v1/health and try the token on a small request
+        first, so the error says what is wrong (`upload_too_large`, `forbidden`)."""
+        self._json("GET", "/v1/jobs")
         try:
             size = image.stat().st_size
             limit = self.health().get("max_upload_bytes")
